@@ -1,0 +1,3 @@
+from hvtui.cli import main
+
+raise SystemExit(main())
