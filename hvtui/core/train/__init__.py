@@ -1,0 +1,1 @@
+"""The diffusers + PEFT training backend. Everything here imports torch: load it only to train."""
