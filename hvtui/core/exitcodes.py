@@ -8,3 +8,6 @@ RESUME_MISMATCH = 5   # --resume would change the run's meaning; rerun with --al
 SIGHUP = 129
 SIGINT = 130
 SIGTERM = 143
+
+# a stop requested by a signal ends the run with the shell's code for that signal (Control.stop_reason = name)
+SIGNAL_EXIT = {"SIGHUP": SIGHUP, "SIGINT": SIGINT, "SIGTERM": SIGTERM}

@@ -1,0 +1,130 @@
+"""Dataset scan benchmark: first scan (empty metadata cache) and rescan (nothing changed) of N small clips.
+
+    python bench/scan_bench.py                       # 1,000 clips first scan + 10,000 clips rescan
+    python bench/scan_bench.py --first 2000 --rescan 0
+
+Clips: DISTINCT small synthetic clips (PyAV, hvtui.core.synth: 64-128 px, 12-30 fps, 9-33 frames, mp4 and a
+few webm, each with a .txt caption) copied round-robin to N files, since writing 10,000 H.264 clips would
+take minutes and a header read costs the same for a copy. Files were just written, so they are in the page
+cache: this measures the scanner, not the disk. Prints a markdown table row for BENCHMARKS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hvtui.core.dataset import scan_preset                       # noqa: E402
+from hvtui.core.dataset.probe import probe_video                 # noqa: E402
+from hvtui.core.preset import DatasetSpec, Preset, VideoSpec     # noqa: E402
+from hvtui.core.synth import write_clip                          # noqa: E402
+
+VARIANTS = [  # width, height, fps, frames, suffix
+    (64, 64, 24, 17, ".mp4"), (96, 64, 30, 33, ".mp4"), (64, 96, 12, 9, ".mp4"), (128, 72, 24, 25, ".mp4"),
+    (80, 48, 16, 13, ".mp4"), (48, 80, 20, 21, ".mp4"), (64, 64, 30, 29, ".mp4"), (112, 64, 24, 13, ".mp4"),
+    (64, 64, 12, 9, ".webm"), (96, 64, 24, 17, ".webm"),
+]
+
+
+def make_dataset(root: Path, n: int) -> None:
+    src = root / "_src"
+    protos = [write_clip(src / f"proto{i}{sfx}", w, h, fps, frames)
+              for i, (w, h, fps, frames, sfx) in enumerate(VARIANTS)]
+    clips = root / "clips"
+    for i in range(n):
+        proto = protos[i % len(protos)]
+        sub = clips / f"part{i // 1000:03d}"
+        if i % 1000 == 0:
+            sub.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(proto, sub / f"clip{i:06d}{proto.suffix}")
+        (sub / f"clip{i:06d}.txt").write_text(f"clip number {i}\n", encoding="utf-8")
+    shutil.rmtree(src)
+
+
+def preset_for(root: Path) -> Preset:
+    spec = DatasetSpec(id="bench", instance_data_dir=str(root / "clips"), resolution=64,
+                       cache_dir=str(root / "cache"), video=VideoSpec(num_frames=9))
+    return Preset(datasets=[spec], train_batch_size=1)
+
+
+def header_baseline(root: Path, n: int = 300) -> float:
+    files = sorted((root / "clips").rglob("*.mp4"))[:n]
+    t = time.perf_counter()
+    for f in files:
+        probe_video(str(f))
+    return len(files) / (time.perf_counter() - t)
+
+
+def run(n_first: int, n_rescan: int, keep: bool) -> list[str]:
+    rows = []
+    base = Path(tempfile.mkdtemp(prefix="hvtui-scan-bench-"))
+    try:
+        if n_first:
+            root = base / "first"
+            t = time.perf_counter()
+            make_dataset(root, n_first)
+            print(f"wrote {n_first:,} clips in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+            preset = preset_for(root)
+            t = time.perf_counter()
+            report = scan_preset(preset, use_cache=True)
+            first = time.perf_counter() - t
+            assert report.clips_kept == n_first, (report.clips_kept, report.warnings, report.errors)
+            t = time.perf_counter()
+            report = scan_preset(preset, use_cache=True)
+            again = time.perf_counter() - t
+            base_rate = header_baseline(root)
+            rows.append(f"| first scan, {n_first:,} clips | {first:.2f} s | {n_first / first:,.0f} clips/s | "
+                        f"single-process header read: {base_rate:,.0f} files/s; rescan {again:.3f} s |")
+        if n_rescan:
+            root = base / "rescan"
+            t = time.perf_counter()
+            make_dataset(root, n_rescan)
+            print(f"wrote {n_rescan:,} clips in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+            preset = preset_for(root)
+            t = time.perf_counter()
+            report = scan_preset(preset, use_cache=True)
+            first = time.perf_counter() - t
+            times = []
+            for _ in range(3):
+                t = time.perf_counter()
+                report = scan_preset(preset, use_cache=True)
+                times.append(time.perf_counter() - t)
+            assert report.clips_kept == n_rescan and report.datasets[0].cached == n_rescan
+            rows.append(f"| rescan, {n_rescan:,} unchanged clips | {min(times):.3f} s (best of 3; "
+                        f"{', '.join(f'{x:.3f}' for x in times)}) | {n_rescan / min(times):,.0f} clips/s | "
+                        f"first scan of these {first:.2f} s ({n_rescan / first:,.0f} clips/s) |")
+    finally:
+        if keep:
+            print(f"kept {base}", file=sys.stderr)
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--first", type=int, default=1000, help="clips for the first-scan run (0: skip)")
+    ap.add_argument("--rescan", type=int, default=10000, help="clips for the rescan run (0: skip)")
+    ap.add_argument("--keep", action="store_true", help="keep the generated clips")
+    a = ap.parse_args()
+    rows = run(a.first, a.rescan, a.keep)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    print(f"machine: {platform.machine()} {cpus} CPU cores, {platform.python_implementation()} "
+          f"{platform.python_version()}; date {datetime.date.today()}; command: python bench/scan_bench.py "
+          f"--first {a.first} --rescan {a.rescan}")
+    print("| run | time | rate | notes |")
+    print("|---|---|---|---|")
+    for r in rows:
+        print(r)
+
+
+if __name__ == "__main__":
+    main()

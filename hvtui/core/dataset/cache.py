@@ -1,0 +1,107 @@
+"""The scan's metadata cache: probe results keyed by (path, size, mtime), so a rescan reads only what changed.
+
+Where: `<cache_dir>/.hvtui-scan-<hash>.json` when the dataset sets `cache_dir` (relative to the preset),
+else `$XDG_CACHE_HOME/hvtui/scan/<hash>.json` (default `~/.cache/hvtui/scan/`). `<hash>` is a short hash of the
+resolved dataset folder (and the dataset type, for image datasets). hvtui never writes into the dataset folder itself: it may be read-only or shared.
+
+Cached: header facts (size, fps, frame count, rotation, or why the file is unreadable) and the parsed text of
+caption files, each under its own file's (size, mtime). Frame rules, buckets and caption strategies are
+applied fresh on every scan, so editing a caption or the preset needs no reprobe. Results that
+can change without the file changing (a permission error) are not cached. A cache that cannot be read is
+ignored; one that cannot be written is a warning, never an error.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+CACHE_VERSION = 1
+
+
+def cache_path(root: Path, cache_dir: Path | None, kind: str = "video") -> Path:
+    key = str(root.resolve()) + ("" if kind == "video" else f"\0{kind}")
+    digest = hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    if cache_dir is not None:
+        return cache_dir / f".hvtui-scan-{digest}.json"
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "hvtui" / "scan" / f"{digest}.json"
+
+
+class ScanCache:
+    def __init__(self, path: Path, entries: dict[str, list] | None = None, captions: dict[str, list] | None = None):
+        self.path = path
+        self.entries: dict[str, list] = entries or {}     # media relpath -> [size, mtime_ns, probe]
+        self.captions: dict[str, list] = captions or {}   # .txt relpath -> [size, mtime_ns, [captions, warnings, problem]]
+        self.dirty = False
+
+    @classmethod
+    def load(cls, path: Path) -> "ScanCache":
+        try:
+            with open(path, "rb") as f:
+                data = json.loads(f.read())
+            if (data.get("version") == CACHE_VERSION and isinstance(data.get("entries"), dict)
+                    and isinstance(data.get("captions"), dict)):
+                return cls(path, data["entries"], data["captions"])
+        except (OSError, ValueError, AttributeError):
+            pass
+        return cls(path)
+
+    def get_caption(self, relpath: str, size: int, mtime_ns: int) -> list | None:
+        e = self.captions.get(relpath)
+        if e is not None and e[0] == size and e[1] == mtime_ns:
+            return e[2]
+        return None
+
+    def put_caption(self, relpath: str, size: int, mtime_ns: int, value: list) -> None:
+        self.captions[relpath] = [size, mtime_ns, value]
+        self.dirty = True
+
+    def get(self, relpath: str, size: int, mtime_ns: int) -> dict | None:
+        e = self.entries.get(relpath)
+        if e is not None and e[0] == size and e[1] == mtime_ns:
+            return e[2]
+        return None
+
+    def put(self, relpath: str, size: int, mtime_ns: int, probe: dict) -> None:
+        if probe.get("nocache"):
+            if self.entries.pop(relpath, None) is not None:
+                self.dirty = True
+            return
+        self.entries[relpath] = [size, mtime_ns, probe]
+        self.dirty = True
+
+    def prune(self, keep: set[str], keep_captions: set[str]) -> None:
+        """Forget files that are gone."""
+        for table, alive in ((self.entries, keep), (self.captions, keep_captions)):
+            gone = [k for k in table if k not in alive]
+            for k in gone:
+                del table[k]
+            if gone:
+                self.dirty = True
+
+    def save(self) -> str | None:
+        """Write atomically if anything changed. Returns a warning on failure."""
+        if not self.dirty:
+            return None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".hvtui-scan-", suffix=".tmp", dir=self.path.parent)
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    json.dump({"version": CACHE_VERSION, "entries": self.entries, "captions": self.captions}, f,
+                              separators=(",", ":"))
+                os.chmod(tmp, 0o644)     # mkstemp makes it 0600; it is not secret
+                os.replace(tmp, self.path)
+            except BaseException:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+                raise
+        except OSError as e:
+            return f"metadata cache not saved to {self.path}: {e.strerror or e}; the next scan reads every file again"
+        self.dirty = False
+        return None

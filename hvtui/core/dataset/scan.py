@@ -1,0 +1,528 @@
+"""Scan a preset's datasets: find files, probe them (cached), apply captions, frame rules and buckets.
+
+Walk: each dataset's `instance_data_dir`, recursively, in sorted order. Videos: .mp4 .mov .m4v .mkv .webm .avi;
+images (image datasets): .png .jpg .jpeg .webp .bmp; suffixes are case-insensitive. Names starting with "."
+are skipped (macOS `._clip.mp4` resource forks, our own cache files). Symlinks are followed once: a symlinked
+folder already visited (a loop, or the same folder twice) is skipped with a warning, and the same file reached
+twice is kept once and the second path is discarded as a duplicate. A folder that cannot be listed is a
+warning; bad files are discards with a reason (see probe.py); nothing a file contains stops the scan.
+
+Probing runs in a process pool (one process per core, fork) when more than POOL_MIN files need it; results
+are cached (cache.py). Captions and rules run in this process on every scan.
+
+Samples per epoch = clips x (1 + repeats): `repeats` counts extra passes (SimpleTuner's meaning; 0 = once).
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import stat
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable
+
+from hvtui.core.dataset import captions as cap
+from hvtui.core.dataset.buckets import aspect_problem, bucket_size, scale_to_cover
+from hvtui.core.dataset.cache import ScanCache, cache_path
+from hvtui.core.dataset.frames import fmt_fps, is_4n1, plan_frames, plan_rate
+from hvtui.core.dataset.model import CATEGORIES, Bucket, DatasetReport, DatasetSummary, Discard, FileNote, Sample
+from hvtui.core.dataset.probe import IMAGE_SUFFIXES, VIDEO_SUFFIXES, probe_chunk
+
+Progress = Callable[[int, int, str], None]
+POOL_MIN = 64          # below this, a pool's start-up costs more than it saves
+CHUNK = 32             # files per pool task
+
+
+def display(s: str) -> str:
+    """A path string safe to print: undecodable bytes of a file name become U+FFFD."""
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+@dataclass
+class Found:
+    path: str                      # absolute path as walked (may pass through symlinks)
+    relpath: str                   # relative to the dataset folder, "/"-separated
+    kind: str
+    size: int
+    mtime_ns: int
+    folder: Path | None = None     # the containing folder (Path objects are built once per folder)
+    probe: dict | None = None
+    cached: bool = False
+
+
+@dataclass
+class TextFile:
+    path: str
+    relpath: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class Walk:
+    files: list[Found] = field(default_factory=list)
+    texts: dict[tuple[str, str], TextFile] = field(default_factory=dict)      # (folder, stem) -> .txt
+    texts_ci: dict[tuple[str, str], TextFile] = field(default_factory=dict)   # case-insensitive fallback
+    discards: list[tuple[str, str, str, str]] = field(default_factory=list)   # path, relpath, category, msg
+    warnings: list[str] = field(default_factory=list)
+    ignored: Counter = field(default_factory=Counter)
+
+
+def walk(root: Path, kind: str) -> Walk:
+    out = Walk()
+    media = IMAGE_SUFFIXES if kind == "image" else VIDEO_SUFFIXES
+    st = root.stat()
+    seen_dirs = {(st.st_dev, st.st_ino): "."}
+    seen_files: dict[tuple[int, int], str] = {}
+    stack: list[tuple[str, str]] = [(str(root), "")]
+    splitext = os.path.splitext
+    while stack:
+        folder, rel = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            out.warnings.append(f"{display(rel) or '.'}/: folder cannot be read ({e.strerror}); skipped")
+            continue
+        folder_path = None
+        subdirs = []
+        for e in entries:
+            name = e.name
+            if name.startswith("."):
+                continue
+            r = f"{rel}/{name}" if rel else name
+            stem, suffix = splitext(name)
+            suffix = suffix.lower()
+            if suffix == ".txt" or suffix in media:
+                try:
+                    fst = e.stat()
+                except FileNotFoundError:
+                    if suffix in media:
+                        target = os.readlink(e.path) if e.is_symlink() else "?"
+                        out.discards.append((e.path, r, "broken_link", f"broken symlink to {display(target)}"))
+                    continue
+                except OSError as err:
+                    if suffix in media:
+                        out.discards.append((e.path, r, "unreadable", f"cannot stat: {err.strerror}"))
+                    continue
+                if not stat.S_ISDIR(fst.st_mode):
+                    if suffix == ".txt":
+                        t = TextFile(e.path, r, fst.st_size, fst.st_mtime_ns)
+                        out.texts[(rel, stem)] = t
+                        out.texts_ci.setdefault((rel, stem.lower()), t)
+                        continue
+                    fkey = (fst.st_dev, fst.st_ino)
+                    if fkey in seen_files:
+                        out.discards.append((e.path, r, "duplicate",
+                                             f"the same file as {display(seen_files[fkey])} (through a symlink "
+                                             f"or hard link); used once"))
+                        continue
+                    seen_files[fkey] = r
+                    if folder_path is None:
+                        folder_path = Path(folder)
+                    out.files.append(Found(e.path, r, kind, fst.st_size, fst.st_mtime_ns, folder_path))
+                    continue
+            try:
+                is_dir = e.is_dir()
+            except OSError:
+                is_dir = False
+            if is_dir:
+                try:
+                    dst = e.stat()
+                except OSError as err:
+                    out.warnings.append(f"{display(r)}/: folder cannot be read ({err.strerror}); skipped")
+                    continue
+                key = (dst.st_dev, dst.st_ino)
+                if key in seen_dirs:
+                    out.warnings.append(f"{display(r)}/: symlink to a folder already scanned "
+                                        f"({display(seen_dirs[key])}/); skipped (a loop or the same folder twice)")
+                    continue
+                seen_dirs[key] = r
+                subdirs.append((e.path, r))
+            else:
+                out.ignored[suffix or "(no suffix)"] += 1
+        stack.extend(reversed(subdirs))
+    return out
+
+
+# --- probing --------------------------------------------------------------------------------------------------
+
+def _pool_context():
+    # fork is fastest; a process with other threads running (the TUI) forks from a clean forkserver instead.
+    methods = mp.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1:
+        return mp.get_context("fork")
+    if "forkserver" in methods:
+        return mp.get_context("forkserver")
+    return mp.get_context("spawn")
+
+
+def workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def probe_files(todo: list[Found], progress: Progress | None, done: int, total: int) -> None:
+    """Fill `probe` of each Found, in a process pool when it pays."""
+    items = [(i, f.path, f.kind) for i, f in enumerate(todo)]
+    n_workers = min(workers(), 8)
+    tick = max(1, total // 200)
+    last = done
+    if len(items) < POOL_MIN or n_workers < 2:
+        for i, path, kind in items:
+            todo[i].probe = probe_chunk([(i, path, kind)])[0][1]
+            done += 1
+            if progress and (done - last >= tick or done == total):
+                progress(done, total, todo[i].relpath)
+                last = done
+        return
+    chunks = [items[k:k + CHUNK] for k in range(0, len(items), CHUNK)]
+    with _pool_context().Pool(n_workers) as pool:
+        for results in pool.imap_unordered(probe_chunk, chunks):
+            for i, probe in results:
+                todo[i].probe = probe
+            done += len(results)
+            if progress:
+                progress(done, total, todo[results[-1][0]].relpath)
+
+
+# --- per dataset ----------------------------------------------------------------------------------------------
+
+@dataclass
+class _Job:
+    spec: object
+    summary: DatasetSummary
+    root: Path
+    walk: Walk
+    cache: ScanCache | None
+    settings: dict
+    metadata: cap.MetadataCaptions | None = None
+
+
+def _int_or_none(v, name: str, errors: list[str], prefix: str, minimum: int = 1):
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v or v < minimum:
+        errors.append(f"{prefix}: {name} = {v!r} must be a whole number >= {minimum}")
+        return None
+    return int(v)
+
+
+def _settings(spec, prefix: str, errors: list[str]) -> dict:
+    v = spec.video
+    s = {
+        "strategy": v.bucket_strategy,
+        "num_frames": _int_or_none(v.num_frames, "video.num_frames", errors, prefix),
+        "min_frames": _int_or_none(v.min_frames, "video.min_frames", errors, prefix),
+        "max_frames": _int_or_none(v.max_frames, "video.max_frames", errors, prefix),
+        "frame_interval": _int_or_none(v.frame_interval, "video.frame_interval", errors, prefix),
+        "resolution": _int_or_none(spec.resolution, "resolution", errors, prefix, minimum=16),
+        "repeats": _int_or_none(spec.repeats, "repeats", errors, prefix, minimum=0) or 0,
+        "frame_rate": None,
+    }
+    if v.frame_rate is not None:
+        if isinstance(v.frame_rate, bool) or not isinstance(v.frame_rate, (int, float)) or v.frame_rate <= 0:
+            errors.append(f"{prefix}: video.frame_rate = {v.frame_rate!r} must be a number > 0")
+        else:
+            s["frame_rate"] = v.frame_rate
+    if spec.dataset_type == "video":
+        if s["strategy"] not in ("aspect_ratio", "resolution_frames"):
+            errors.append(f"{prefix}: video.bucket_strategy = {s['strategy']!r}; use \"aspect_ratio\" or "
+                          f"\"resolution_frames\"")
+        if s["strategy"] == "aspect_ratio" and s["num_frames"] is not None and not is_4n1(s["num_frames"]):
+            n = s["num_frames"]
+            lo = ((n - 1) // 4) * 4 + 1
+            errors.append(f"{prefix}: video.num_frames = {n} is not 4n+1 (the VAE packs 4 frames per latent "
+                          f"frame after the first); use {lo} or {lo + 4}")
+        if s["strategy"] == "aspect_ratio" and s["num_frames"] is None and v.num_frames is None:
+            errors.append(f"{prefix}: video.num_frames is not set")
+    if spec.caption_strategy not in ("textfile", "filename", "instanceprompt", "metadata"):
+        errors.append(f"{prefix}: caption_strategy = {spec.caption_strategy!r}; use textfile, filename, "
+                      f"instanceprompt or metadata")
+    if spec.caption_strategy == "instanceprompt" and not (spec.instance_prompt or "").strip():
+        errors.append(f"{prefix}: caption_strategy = \"instanceprompt\" needs instance_prompt = \"...\"")
+    return s
+
+
+def _prepare(preset, spec, index: int, report: DatasetReport, use_cache: bool) -> _Job | None:
+    ds_id = spec.id or f"dataset{index}"
+    prefix = f"dataset {ds_id!r}"
+    errors: list[str] = []
+    settings = _settings(spec, prefix, errors)
+    root = preset.resolve_path(spec.instance_data_dir) if spec.instance_data_dir else None
+    summary = DatasetSummary(
+        id=ds_id, kind=spec.dataset_type, root=str(root) if root else "", strategy=settings["strategy"],
+        resolution=settings["resolution"] or 0,
+        num_frames=settings["num_frames"] if spec.dataset_type == "video" else 1,
+        frame_rate=settings["frame_rate"], repeats=settings["repeats"], caption_strategy=spec.caption_strategy)
+    report.datasets.append(summary)
+    if root is None:
+        errors.append(f"{prefix}: instance_data_dir is not set; point it at the folder of clips")
+    elif not root.exists():
+        where = f" (relative paths are relative to the preset: {preset.source.parent})" if preset.source else ""
+        errors.append(f"{prefix}: instance_data_dir {spec.instance_data_dir!r} does not exist: {root}{where}")
+    elif not root.is_dir():
+        errors.append(f"{prefix}: instance_data_dir {root} is a file, not a folder")
+    metadata = None
+    if not errors and spec.caption_strategy == "metadata":
+        if not spec.metadata_file:
+            errors.append(f"{prefix}: caption_strategy = \"metadata\" needs metadata_file = \"captions.jsonl\"")
+        else:
+            mpath = cap.resolve_metadata_path(spec.metadata_file, preset, root)
+            if mpath is None:
+                errors.append(f"{prefix}: metadata_file {spec.metadata_file!r} not found (looked next to the "
+                              f"preset and in {root})")
+            else:
+                try:
+                    metadata = cap.load_metadata(mpath, root)
+                except OSError as e:
+                    errors.append(f"{prefix}: metadata_file {mpath} cannot be read: {e.strerror}")
+    if errors:
+        report.errors += errors
+        return None
+    w = walk(root, spec.dataset_type)
+    cdir = preset.resolve_path(spec.cache_dir) if spec.cache_dir else None
+    cpath = cache_path(root, cdir, spec.dataset_type)
+    summary.cache_path = str(cpath)
+    cache = ScanCache.load(cpath) if use_cache else ScanCache(cpath)
+    summary.ignored = dict(sorted(w.ignored.items()))
+    return _Job(spec, summary, root, w, cache, settings, metadata)
+
+
+def _captions_for(job: _Job, f: Found) -> cap.CaptionResult:
+    spec = job.spec
+    strategy = spec.caption_strategy
+    if strategy == "instanceprompt":
+        caps, warnings = cap.clean_captions([spec.instance_prompt], "instance_prompt")
+        return cap.CaptionResult(caps, warnings=warnings)
+    if strategy == "filename":
+        return cap.caption_from_filename(Path(f.relpath))
+    if strategy == "metadata":
+        caps = job.metadata.lookup(f.relpath) if job.metadata else None
+        if caps is None:
+            return cap.CaptionResult(problem=f"not listed in {job.metadata.source if job.metadata else 'metadata'}")
+        if not caps:
+            return cap.CaptionResult(problem=f"its caption in {job.metadata.source} is empty")
+        return cap.CaptionResult(caps)
+    folder, _, name = f.relpath.rpartition("/")
+    stem = os.path.splitext(name)[0]
+    txt = job.walk.texts.get((folder, stem)) or job.walk.texts_ci.get((folder, stem.lower()))
+    if txt is None:
+        return cap.CaptionResult(problem=f"no caption: {display(stem)}.txt is missing next to it")
+    hit = job.cache.get_caption(txt.relpath, txt.size, txt.mtime_ns)
+    if hit is not None:
+        return cap.CaptionResult(hit[0], hit[2], hit[1])
+    c = cap.read_caption_file(Path(txt.path), txt.size)
+    if not c.problem or "empty" in c.problem:       # not permission problems: they change without the file
+        job.cache.put_caption(txt.relpath, txt.size, txt.mtime_ns, [c.captions, c.warnings, c.problem])
+    return c
+
+
+class _Rules:
+    """Per-dataset memo of the pure rule functions: clips share a few fps / length / size combinations."""
+
+    def __init__(self, settings: dict):
+        self.s = settings
+        self.rates: dict[str, tuple] = {}
+        self.plans: dict[tuple, object] = {}
+        self.sizes: dict[tuple[int, int], tuple] = {}
+
+    def rate(self, fps: str):
+        r = self.rates.get(fps)
+        if r is None:
+            fps_in = Fraction(fps)
+            r = self.rates[fps] = (fps_in, plan_rate(fps_in, self.s["frame_rate"]))
+        return r
+
+    def plan(self, frames: int, fps: str):
+        key = (frames, fps)
+        p = self.plans.get(key)
+        if p is None:
+            s = self.s
+            p = self.plans[key] = plan_frames(frames, self.rate(fps)[1], s["strategy"], s["num_frames"] or 1,
+                                              s["min_frames"], s["max_frames"], s["frame_interval"])
+        return p
+
+    def size(self, w: int, h: int):
+        key = (w, h)
+        r = self.sizes.get(key)
+        if r is None:
+            problem = aspect_problem(w, h)
+            bw, bh = (0, 0) if problem else bucket_size(w, h, self.s["resolution"])
+            r = self.sizes[key] = (problem, bw, bh, 0.0 if problem else scale_to_cover(w, h, bw, bh))
+        return r
+
+
+def _judge(job: _Job, rules: _Rules, f: Found, report: DatasetReport, notes: list[FileNote], slow: list,
+           upscaled: list):
+    """-> Sample or Discard for one probed file."""
+    ds, s = job.summary, job.settings
+    rel = display(f.relpath)
+    p = f.probe or {}
+    if not p.get("ok"):
+        return Discard(ds.id, Path(f.path), rel, p.get("category", "not_video"),
+                       p.get("message", "could not be read"))
+    w, h = p["width"], p["height"]
+    problem, bw, bh, scale = rules.size(w, h)
+    if problem:
+        return Discard(ds.id, Path(f.path), rel, "aspect_ratio", problem)
+    if f.kind == "image":
+        fps_in = rate_out = Fraction(0)
+        frames, indices, slower = 1, (0,), False
+    else:
+        fps_in, rate = rules.rate(p["fps"])
+        plan = rules.plan(p["frames"], p["fps"])
+        if plan.category:
+            reason = plan.reason
+            if p.get("count") == "packets":
+                reason += " (frames counted from packets: the header had no reliable count)"
+            return Discard(ds.id, Path(f.path), rel, plan.category, reason)
+        frames, indices, rate_out, slower = plan.frames, plan.indices, rate.fps_out, rate.slower
+    c = _captions_for(job, f)
+    for msg in c.warnings:
+        report.warnings.append(f"{rel}: {msg}")
+    if c.problem:
+        return Discard(ds.id, Path(f.path), rel, "no_caption", c.problem)
+    if p.get("count") == "packets":
+        notes.append(FileNote(ds.id, rel, "frame_count", p.get("count_note") or "frames counted from packets"))
+    if slower:
+        slow.append((rel, fps_in))
+        notes.append(FileNote(ds.id, rel, "fps", f"{fmt_fps(fps_in)} fps is below frame_rate "
+                                                 f"{fmt_fps(s['frame_rate'])}: used at its own rate "
+                                                 f"(frames are never duplicated)"))
+    if scale > 1.0:
+        upscaled.append((scale, rel, w, h, bw, bh))
+        notes.append(FileNote(ds.id, rel, "upscaled", f"{w}x{h} is upscaled x{scale:.2f} to cover {bw}x{bh}"))
+    name = f.relpath.rpartition("/")[2]
+    return Sample(
+        id=f"{ds.id}/{rel}", path=f.folder / name if f.folder is not None else Path(f.path), dataset_id=ds.id,
+        captions=c.captions, width=bw, height=bh, frames=frames, fps_in=float(fps_in), fps_out=float(rate_out),
+        frame_indices=list(indices), repeats=s["repeats"], kind=f.kind, rotation=p.get("rotation", 0),
+        source_width=w, source_height=h, source_frames=p["frames"], relpath=rel)
+
+
+def _finish_dataset(job: _Job, report: DatasetReport, buckets: dict[str, Bucket]) -> None:
+    ds = job.summary
+    rules = _Rules(job.settings)
+    notes: list[FileNote] = []
+    slow: list = []
+    upscaled: list = []
+    for path, rel, category, msg in job.walk.discards:
+        report.discarded.setdefault(category, []).append(Discard(ds.id, Path(path), display(rel), category, msg))
+        ds.discarded += 1
+    for msg in job.walk.warnings:
+        report.warnings.append(f"{ds.id}: {msg}")
+    for f in job.walk.files:
+        result = _judge(job, rules, f, report, notes, slow, upscaled)
+        if isinstance(result, Discard):
+            report.discarded.setdefault(result.category, []).append(result)
+            ds.discarded += 1
+            continue
+        ds.kept += 1
+        key = result.bucket_key
+        b = buckets.get(key)
+        if b is None:
+            b = buckets[key] = Bucket(key, result.width, result.height, result.frames)
+        b.samples.append(result)
+    report.notes += notes
+    media = "image" if ds.kind == "image" else "video"
+    if not job.walk.files and not job.walk.discards:
+        kinds = " ".join(sorted(IMAGE_SUFFIXES if ds.kind == "image" else VIDEO_SUFFIXES))
+        report.warnings.append(f"dataset {ds.id!r}: no {media} files ({kinds}) in {job.root}")
+    if slow:
+        ex = ", ".join(f"{r} ({fmt_fps(x)} fps)" for r, x in slow[:3])
+        report.warnings.append(
+            f"dataset {ds.id!r}: {len(slow)} clip{'s are' if len(slow) != 1 else ' is'} slower than frame_rate "
+            f"{fmt_fps(job.settings['frame_rate'])} and used at {'their' if len(slow) != 1 else 'its'} own rate, "
+            f"so motion looks faster in training: {ex}{' ...' if len(slow) > 3 else ''}")
+    if upscaled:
+        upscaled.sort(reverse=True)
+        scale, rel, w, h, bw, bh = upscaled[0]
+        report.warnings.append(
+            f"dataset {ds.id!r}: {len(upscaled)} {media}{'s are' if len(upscaled) != 1 else ' is'} smaller than "
+            f"{'their buckets' if len(upscaled) != 1 else 'its bucket'} and upscaled (most: {rel} {w}x{h} -> "
+            f"{bw}x{bh}, x{scale:.2f}); a lower resolution avoids blur")
+
+
+def scan_preset(preset, progress: Progress | None = None, use_cache: bool = True) -> DatasetReport:
+    """Scan every enabled video/image dataset of `preset`. Never raises for bad data: see the report.
+
+    `progress(done, total, what)` is called while files are probed. `use_cache=False` ignores the metadata
+    cache (it is rewritten with fresh results).
+    """
+    t0 = time.perf_counter()
+    report = DatasetReport(train_batch_size=int(getattr(preset, "train_batch_size", 1) or 1))
+    specs = [d for d in preset.datasets if not d.disabled and d.dataset_type in ("video", "image")]
+    if not specs:
+        report.errors.append("the preset has no enabled video or image dataset: add a [[datasets]] table with "
+                             "dataset_type = \"video\" and instance_data_dir = \"path/to/clips\"")
+    jobs = [j for i, spec in enumerate(specs) if (j := _prepare(preset, spec, i, report, use_cache))]
+    # Cache hits first, then probe the rest of every dataset in one pool.
+    todo: list[Found] = []
+    total = sum(len(j.walk.files) for j in jobs)
+    done = 0
+    for j in jobs:
+        j.summary.found = len(j.walk.files) + len(j.walk.discards)
+        for f in j.walk.files:
+            hit = j.cache.get(f.relpath, f.size, f.mtime_ns) if use_cache else None
+            if hit is not None:
+                f.probe, f.cached = hit, True
+                done += 1
+            else:
+                todo.append(f)
+        j.summary.cached = len(j.walk.files) - sum(1 for f in j.walk.files if not f.cached)
+        j.summary.probed = len(j.walk.files) - j.summary.cached
+    if progress and total:
+        progress(done, total, "metadata cache")
+    if todo:
+        probe_files(todo, progress, done, total)
+    buckets: dict[str, Bucket] = {}
+    for j in jobs:
+        for f in j.walk.files:
+            if not f.cached:
+                j.cache.put(f.relpath, f.size, f.mtime_ns, f.probe)
+        _finish_dataset(j, report, buckets)
+        j.cache.prune({f.relpath for f in j.walk.files}, {t.relpath for t in j.walk.texts.values()})
+        warning = j.cache.save()
+        if warning:
+            report.warnings.append(f"dataset {j.summary.id!r}: {warning}")
+    for b in buckets.values():
+        b.samples.sort(key=lambda s: s.id)
+    report.buckets = sorted(buckets.values(), key=lambda b: (b.frames, b.width * b.height, b.width))
+    report.discarded = {c: sorted(report.discarded[c], key=lambda d: (d.dataset_id, d.relpath))
+                        for c in list(CATEGORIES) + sorted(set(report.discarded) - set(CATEGORIES))
+                        if c in report.discarded}
+    bs = report.train_batch_size
+    for b in report.buckets:
+        n = b.samples_per_epoch
+        if n < bs:
+            report.warnings.append(f"bucket {b.key} has {n} sample{'s' if n != 1 else ''} per epoch, fewer than "
+                                   f"train_batch_size {bs}: it can never fill a batch (add clips, raise repeats "
+                                   f"or lower train_batch_size)")
+    if not report.errors and not report.buckets:
+        report.warnings.append("no buckets: nothing to train on" + (
+            f" (all {report.clips_discarded} files were discarded; see the reasons)" if report.clips_discarded
+            else " (no files were found)"))
+    for j in jobs:
+        if j.metadata:
+            report.warnings += [f"dataset {j.summary.id!r}: {w}" for w in j.metadata.warnings]
+            listed = set(j.metadata.by_relpath)
+            present = {f.relpath for f in j.walk.files}
+            names = {r.rsplit("/", 1)[-1] for r in present}
+            missing = sorted(r for r in listed - present if r.rsplit("/", 1)[-1] not in names)
+            if missing:
+                report.warnings.append(f"dataset {j.summary.id!r}: {len(missing)} file(s) in "
+                                       f"{j.metadata.source} not found in the folder: "
+                                       f"{', '.join(map(display, missing[:5]))}{' ...' if len(missing) > 5 else ''}")
+    report.elapsed_s = time.perf_counter() - t0
+    return report

@@ -1,0 +1,104 @@
+"""Keep a block's attention output from the forward pass so its checkpoint recompute skips attention.
+
+With full gradient checkpointing every block runs forward twice (forward, then recompute in backward).
+Attention is ~74% of the FLOPs at 480p x 61 (REFERENCE.md), and its forward costs the same both times.
+Keeping attention's output and log-sum-exp (2 bytes x tokens x 2048 + 4 bytes x tokens x 16 per block,
+~106 MB at 480p x 61) lets the recompute rebuild q, k, v (cheap matmuls, needed by attention's backward)
+and take the output from the store instead of running the kernel again. The backward is the kernel's own
+(flash attention backward from saved output + log-sum-exp), so the gradients are the ones SDPA gives.
+
+speed.py decides which blocks keep their output (a memory budget) and tells this module, per block call,
+which phase it is in; `attention()` is what the block's attention processor calls instead of diffusers'
+`dispatch_attention_fn`. It runs eagerly (a graph break inside compiled blocks) because it keeps state.
+"""
+from __future__ import annotations
+
+import torch
+
+
+class AttentionStore:
+    """Block index -> (output, logsumexp, kernel extras) kept from forward until that block's recompute."""
+
+    def __init__(self) -> None:
+        self.entries: dict[int, tuple] = {}
+        self.hits = 0
+        self.stores = 0
+        self.peak_bytes = 0
+
+    def put(self, key: int, value: tuple) -> None:
+        self.entries[key] = value
+        self.stores += 1
+        self.peak_bytes = max(self.peak_bytes, self.bytes())
+
+    def pop(self, key: int):
+        value = self.entries.pop(key, None)
+        if value is not None:
+            self.hits += 1
+        return value
+
+    def bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for v in self.entries.values() for t in v[:2])
+
+    def clear(self) -> None:
+        self.entries.clear()
+
+
+def supported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
+    """Kernels with a separate forward/backward that we can call: flash on CUDA (fp16/bf16, head dim <= 256,
+    no mask), the CPU flash kernel (tests)."""
+    if not (q.dim() == 4 and q.shape == k.shape == v.shape):
+        return False
+    if q.is_cuda:
+        return q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] <= 256 and q.shape[-1] % 8 == 0
+    return q.device.type == "cpu" and q.dtype in (torch.float32, torch.float64, torch.bfloat16)
+
+
+def _forward(qt, kt, vt):
+    """Inputs [B, H, S, D] (views); returns out [B, H, S, D], lse, and what the backward needs."""
+    if qt.is_cuda:
+        out, lse, cq, ck, mq, mk, seed, offset, _ = torch.ops.aten._scaled_dot_product_flash_attention(
+            qt, kt, vt, 0.0, False, False)
+        return out, lse, (cq, ck, seed, offset), (mq, mk)
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(qt, kt, vt, 0.0, False)
+    return out, lse, (), ()
+
+
+def _backward(grad, qt, kt, vt, out, lse, tensors, ints):
+    if qt.is_cuda:
+        cq, ck, seed, offset = tensors
+        mq, mk = ints
+        return torch.ops.aten._scaled_dot_product_flash_attention_backward(
+            grad, qt, kt, vt, out, lse, cq, ck, mq, mk, 0.0, False, seed, offset)
+    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+        grad, qt, kt, vt, out, lse, 0.0, False)
+
+
+class _StoredAttention(torch.autograd.Function):
+    """softmax(q k^T / sqrt(d)) v over [B, S, H, D] inputs; mode "store" keeps the output, "reuse" takes it."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, store: AttentionStore, key: int, mode: str):
+        qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))
+        hit = store.pop(key) if mode == "reuse" else None
+        if hit is None:
+            out, lse, tensors, ints = _forward(qt, kt, vt)
+        else:
+            out, lse, tensors, ints = hit
+        if mode == "store":
+            store.put(key, (out.detach(), lse, tensors, ints))
+        ctx.save_for_backward(q, k, v, out, lse, *tensors)
+        ctx.ints = ints
+        return out.transpose(1, 2)
+
+    @staticmethod
+    def backward(ctx, grad):
+        q, k, v, out, lse, *tensors = ctx.saved_tensors
+        qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))
+        g = grad.contiguous().transpose(1, 2)
+        dq, dk, dv = _backward(g, qt, kt, vt, out, lse, tensors, ctx.ints)
+        return dq.transpose(1, 2), dk.transpose(1, 2), dv.transpose(1, 2), None, None, None
+
+
+def attention(q, k, v, store: AttentionStore, key: int, mode: str) -> torch.Tensor:
+    """[B, S, H, D] in, [B, S, H, D] out (diffusers' dispatch layout)."""
+    return _StoredAttention.apply(q, k, v, store, key, mode)

@@ -1,0 +1,274 @@
+"""The caching phase: text embeddings and latents on disk, keyed by content and by the settings that shape them.
+
+Keys
+- text entry: sha256 of (caption text, model identity + dtype, tokenizer lengths/crop). One file per distinct
+  caption, shared by every clip that uses it; a changed caption re-encodes that caption only.
+- latent entry: sha256 of (file path, size, mtime, frame indices, bucket W x H x F, fps, model identity +
+  dtype, VAE tiling, t2v/i2v). Holds the posterior mean and std ([32, T, h, w]) and, for i2v, the first-frame
+  cond ([33, T, h, w]) and SigLIP tokens ([N, Di]).
+Files are safetensors written to a temp name and renamed, so an interrupted run never leaves half an entry.
+
+Latent sampling: the cache stores mean + std instead of one sample (SimpleTuner stores a sample) so each load
+can draw a fresh posterior sample from the trainer's generator (`load(entry, generator=g)`), keeping runs
+reproducible and resumable; without a generator the mean is used.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from hvtui.core import events
+from hvtui.core.train import conditioning
+from hvtui.core.train.components import free, make_pipeline
+
+FORMAT = 1   # bump when what an entry holds changes
+
+
+class CacheInterrupted(Exception):
+    """A stop was requested while caching (finished entries stay on disk)."""
+
+
+@dataclass
+class CacheEntry:
+    sample_id: str
+    bucket_key: str
+    latent_path: Path
+    text_paths: list[Path]          # one per caption, same order as captions
+    captions: list[str]
+    i2v: bool = False
+    repeats: int = 0
+    dataset_id: str = ""
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["latent_path"] = str(self.latent_path)
+        d["text_paths"] = [str(p) for p in self.text_paths]
+        return d
+
+
+@dataclass
+class CacheIndex:
+    entries: list[CacheEntry]
+    text_dir: Path
+    prompts: dict[str, Path] = field(default_factory=dict)   # validation prompts, negative prompt and ""
+    stats: dict = field(default_factory=dict)                # encoded/reused counts of this build
+
+    def by_id(self, sample_id: str) -> CacheEntry:
+        for e in self.entries:
+            if e.sample_id == sample_id:
+                return e
+        raise KeyError(sample_id)
+
+    def load(self, entry: CacheEntry, generator: torch.Generator | None = None,
+             caption_index: int | None = None, caption_dropout: float = 0.0) -> dict:
+        """CPU tensors for `step.collate`: latents [32,T,H,W], cond [33,T,H,W] (i2v only), text [L,D],
+        text_2 [L2,D2], image [N,Di] (N = 0 for t2v), sample_id, caption.
+
+        With a generator: a posterior sample and a random caption (both drawn from it); else the mean and
+        caption 0. `caption_dropout` swaps in the empty prompt with that probability (drawn from it too)."""
+        lat = _read(entry.latent_path)
+        if generator is not None:
+            eps = torch.randn(lat["mean"].shape, generator=generator, dtype=torch.float32)
+            latents = (lat["mean"].float() + lat["std"].float() * eps).to(lat["mean"].dtype)
+        else:
+            latents = lat["mean"]
+        if caption_index is None:
+            caption_index = (int(torch.randint(len(entry.captions), (1,), generator=generator))
+                             if generator is not None and len(entry.captions) > 1 else 0)
+        caption = entry.captions[caption_index]
+        text_path = entry.text_paths[caption_index]
+        if caption_dropout > 0 and float(torch.rand(1, generator=generator)) < caption_dropout:
+            caption, text_path = "", self.prompts[""]
+        text = _read(text_path)
+        item = {"latents": latents, "text": text["text"], "text_2": text["text_2"],
+                "sample_id": entry.sample_id, "caption": caption}
+        if entry.i2v:
+            item["cond"], item["image"] = lat["cond"], lat["image"]
+        else:   # t2v: no image tokens (step.model_inputs sizes the empty tensor to the model)
+            item["image"] = torch.zeros(0, 0, dtype=latents.dtype)
+        return item
+
+    def load_text(self, prompt: str) -> dict:
+        """Cached embeddings of a validation prompt (or "" / the negative prompt)."""
+        if prompt not in self.prompts:
+            raise KeyError(f"prompt not cached: {prompt!r}")
+        return _read(self.prompts[prompt])
+
+    def first_frame(self, entry: CacheEntry):
+        """The first frame of an i2v clip as cached (uint8 [H, W, 3]), for validation."""
+        lat = _read(entry.latent_path)
+        return lat["first_frame"].numpy() if "first_frame" in lat else None
+
+
+def _read(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def _write(path: Path, tensors: dict, metadata: dict | None = None) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp,
+                  metadata={k: str(v) for k, v in (metadata or {}).items()})
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def text_key(caption: str, model_key: str, pipe_settings: dict) -> str:
+    return _hash({"kind": "text", "format": FORMAT, "caption": caption, "model": model_key, **pipe_settings})
+
+
+def latent_key(sample, model_key: str, i2v: bool, tiling: bool) -> str:
+    try:
+        st = Path(sample.path).stat()
+        content = [st.st_size, st.st_mtime_ns]
+    except OSError:
+        content = None
+    return _hash({"kind": "latents", "format": FORMAT, "path": str(Path(sample.path).resolve()),
+                  "content": content, "frames": list(sample.frame_indices), "w": sample.width,
+                  "h": sample.height, "f": sample.frames, "fps": sample.fps_out, "model": model_key,
+                  "i2v": i2v, "tiling": tiling, "tile": conditioning.TILE_SAMPLE if tiling else 0})
+
+
+def cache_dirs(preset) -> tuple[dict[str, Path], Path]:
+    """(dataset id -> latent folder, text folder): the datasets' cache_dir, else OUTPUT_DIR/cache/..."""
+    out = preset.resolve_path(preset.output_dir)
+    latent = {d.id: (preset.resolve_path(d.cache_dir) if d.cache_dir else out / "cache" / d.id)
+              for d in preset.training_datasets}
+    text = [d for d in preset.datasets if d.dataset_type == "text_embeds" and not d.disabled and d.cache_dir]
+    text = sorted(text, key=lambda d: not d.default)
+    return latent, (preset.resolve_path(text[0].cache_dir) if text else out / "cache" / "text")
+
+
+def text_settings(info) -> dict:
+    """The pipeline settings that shape a text embedding: tokenizer lengths and template crop (the real
+    pipeline's fixed values, or the tiny stand-ins'). Known without loading the encoders."""
+    from hvtui.core.train import tiny
+
+    if info.tiny:
+        return {"max": tiny.TEXT_MAX_TOKENS, "max2": tiny.BYT5_MAX_TOKENS, "crop": "tiny-template"}
+    return {"max": 1000, "max2": 256, "crop": 108}
+
+
+@dataclass
+class CachePlan:
+    text_paths: dict[str, Path]          # caption -> file
+    latent_paths: dict[str, Path]        # sample id -> file
+    todo_text: list[str]
+    todo_latents: list                   # samples
+    prompts: list[str]
+    samples: list
+
+    @property
+    def parts_needed(self) -> set[str]:
+        """Which `load_components` parts caching needs ("text", "vae", "image")."""
+        parts = {"text"} if self.todo_text else set()
+        if self.todo_latents:
+            parts.add("vae")
+        return parts
+
+
+def plan_cache(preset, report, info) -> CachePlan:
+    """What is cached and what is not, from keys alone (no model loaded): lets the loop skip loading the
+    text encoders when every caption is cached."""
+    model_key = info.key()
+    tiling = bool(preset.vae_enable_tiling)
+    latent_dirs, text_dir = cache_dirs(preset)
+    samples = [s for b in report.buckets for s in b.samples]
+    prompts = list(dict.fromkeys([""] + list(preset.all_validation_prompts) + [preset.validation_negative_prompt]))
+    captions = list(dict.fromkeys([c for s in samples for c in s.captions] + prompts))
+    settings = text_settings(info)
+    text_paths = {c: text_dir / f"{text_key(c, model_key, settings)}.safetensors" for c in captions}
+    out = preset.resolve_path(preset.output_dir)
+    latent_paths = {}
+    for s in samples:
+        folder = latent_dirs.get(s.dataset_id) or out / "cache" / s.dataset_id
+        latent_paths[s.id] = folder / f"{latent_key(s, model_key, preset.is_i2v, tiling)}.safetensors"
+    return CachePlan(text_paths, latent_paths, [c for c in captions if not text_paths[c].is_file()],
+                     [s for s in samples if not latent_paths[s.id].is_file()], prompts, samples)
+
+
+def _stopped(control) -> bool:
+    return bool(control is not None and getattr(control, "stop_requested", False))
+
+
+def build_cache(preset, report, components: dict, device, publish=None, control=None, read_frames=None,
+                free_encoders: bool = True) -> CacheIndex:
+    """Encode what is not cached yet; return the index of every sample in `report`.
+
+    `components` (from `load_components`) needs the parts `plan_cache(...).parts_needed` names: text for new
+    captions, vae (+ image for i2v) for new clips. The text and image encoders are removed from it and their
+    memory freed afterwards (`free_encoders`); the VAE stays (the validator decodes with it).
+    `read_frames(sample)` defaults to the dataset module's reader (uint8 [F, H, W, 3])."""
+    if read_frames is None:
+        from hvtui.core.dataset import read_sample_frames as read_frames
+    publish = publish or (lambda ev: None)
+    info = components["info"]
+    dtype = info.dtype
+    i2v = bool(preset.is_i2v)
+    plan = plan_cache(preset, report, info)
+    total = len(plan.text_paths) + len(plan.samples)
+    done = total - len(plan.todo_text) - len(plan.todo_latents)
+    publish(events.progress("caching", done, total, f"{done} of {total} already cached"))
+
+    if plan.todo_text:
+        if components.get("text_encoder") is None:
+            raise RuntimeError("new captions to cache but the text encoders were not loaded")
+        pipe = make_pipeline(components, i2v=False)
+        for c in plan.todo_text:
+            if _stopped(control):
+                raise CacheInterrupted("stop requested while caching text embeddings")
+            emb = conditioning.encode_prompt(pipe, c, device, dtype)
+            _write(plan.text_paths[c], emb, {"caption": c[:500]})
+            done += 1
+            publish(events.progress("caching", done, total, f"text: {c[:60]}"))
+        del pipe
+    if free_encoders:
+        free(components, "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")
+
+    if plan.todo_latents:
+        vae = components["vae"]
+        conditioning.configure_tiling(vae, bool(preset.vae_enable_tiling))
+        for s in plan.todo_latents:
+            if _stopped(control):
+                raise CacheInterrupted("stop requested while caching latents")
+            frames = read_frames(s)
+            enc = conditioning.encode_video(vae, frames, device, dtype)
+            tensors = {"mean": enc["mean"], "std": enc["std"]}
+            if i2v:
+                tensors["cond"] = conditioning.encode_first_frame_cond(vae, frames[0], enc["mean"].shape[1],
+                                                                       device, dtype)
+                tensors["image"] = conditioning.encode_image_tokens(components["image_encoder"],
+                                                                    components["feature_extractor"], frames[0],
+                                                                    device).to(enc["mean"].dtype)
+                tensors["first_frame"] = torch.from_numpy(frames[0].copy())
+            _write(plan.latent_paths[s.id], tensors, {"sample_id": s.id, "path": str(s.path)})
+            done += 1
+            publish(events.progress("caching", done, total, f"latents: {s.id}"))
+    if free_encoders:
+        free(components, "image_encoder", "feature_extractor")
+
+    entries = [CacheEntry(s.id, s.bucket_key, plan.latent_paths[s.id], [plan.text_paths[c] for c in s.captions],
+                          list(s.captions), i2v, s.repeats, s.dataset_id) for s in plan.samples]
+    _, text_dir = cache_dirs(preset)
+    return CacheIndex(entries, text_dir, {p: plan.text_paths[p] for p in plan.prompts},
+                      {"texts_encoded": len(plan.todo_text), "latents_encoded": len(plan.todo_latents),
+                       "texts_reused": len(plan.text_paths) - len(plan.todo_text),
+                       "latents_reused": len(plan.samples) - len(plan.todo_latents)})

@@ -1,0 +1,259 @@
+"""Full-state checkpoints, written atomically: a crash or SIGKILL mid-write never costs the previous one.
+
+Layout: OUTPUT_DIR/checkpoints/checkpoint-000040/
+  pytorch_lora_weights.safetensors   the LoRA in diffusers format (every checkpoint is a usable LoRA)
+  optimizer.pt, scheduler.pt         torch state dicts
+  rng_state_0.pt                     python / numpy / torch / cuda RNG of rank 0 (one file per rank)
+  state.json                         step, data order position, loss EMA, the run-defining settings
+  COMPLETE                           written last; a folder without it is not a checkpoint
+Writing goes to checkpoints/.tmp-checkpoint-000040-PID/, the marker is written and synced last, then the
+folder is renamed into place. Old checkpoints beyond the limit are deleted only after that rename.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+DIRNAME = "checkpoints"
+PREFIX = "checkpoint-"
+MARKER = "COMPLETE"
+STATE_FILE = "state.json"
+_NAME = re.compile(r"^checkpoint-(\d+)$")
+
+# Test hook (documented in tests/test_train_loop_checkpoint.py): "STEP:SECONDS" sleeps inside the write of
+# the checkpoint for STEP, after the temporary folder exists, so a test can SIGKILL the run mid-write.
+SLEEP_HOOK = "HVTUI_TEST_CHECKPOINT_SLEEP"
+
+# Settings that change what a resumed run means. Changing the first group needs --allow-changed; the second
+# group cannot be resumed at all (the saved LoRA/optimizer state does not fit the new run).
+MEANING_KEYS = ("train_batch_size", "gradient_accumulation_steps", "learning_rate", "lr_scheduler",
+                "lr_warmup_steps", "optimizer", "seed", "buckets", "num_processes")
+INCOMPATIBLE_KEYS = ("model_flavour", "pretrained_model_name_or_path", "lora_rank", "lora_targets")
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used (missing, incomplete, unreadable): the message says which and why."""
+
+
+@dataclass
+class CheckpointInfo:
+    path: Path
+    step: int
+    state: dict
+
+
+def root(output_dir: Path) -> Path:
+    return Path(output_dir) / DIRNAME
+
+
+def name_for(step: int) -> str:
+    return f"{PREFIX}{step:06d}"
+
+
+# --- reading -------------------------------------------------------------------------------------------
+def read_checkpoint(path: Path) -> CheckpointInfo:
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: no such checkpoint folder")
+    if not (path / MARKER).is_file():
+        raise CheckpointError(f"{path}: incomplete checkpoint (no {MARKER} marker: the write was interrupted); "
+                              "use --resume auto to pick the newest complete one")
+    try:
+        state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path / STATE_FILE}: unreadable checkpoint state: {e}") from None
+    return CheckpointInfo(path, int(state["step"]), state)
+
+
+def list_complete(output_dir: Path) -> list[CheckpointInfo]:
+    """Complete checkpoints, oldest step first; incomplete folders and temporary ones are ignored."""
+    d = root(output_dir)
+    out = []
+    if d.is_dir():
+        for p in d.iterdir():
+            if _NAME.match(p.name) and (p / MARKER).is_file():
+                try:
+                    out.append(read_checkpoint(p))
+                except CheckpointError:
+                    continue
+    return sorted(out, key=lambda c: c.step)
+
+
+def find_newest(output_dir: Path) -> CheckpointInfo | None:
+    done = list_complete(output_dir)
+    return done[-1] if done else None
+
+
+def resolve_resume(output_dir: Path, spec: str | None) -> CheckpointInfo | None:
+    """`None` -> fresh run; "auto" -> the newest complete checkpoint or None; else a path (must be complete)."""
+    if not spec:
+        return None
+    if spec == "auto":
+        return find_newest(output_dir)
+    return read_checkpoint(Path(spec).expanduser())
+
+
+# --- RNG -----------------------------------------------------------------------------------------------
+def capture_rng() -> dict:
+    """Every RNG the run touches, as tensors and plain lists (loadable with torch.load(weights_only=True))."""
+    import numpy as np
+    import torch
+
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    out = {"python": [py_state[0], list(py_state[1]), py_state[2]],
+           "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),
+                     int(np_state[3]), float(np_state[4])],
+           "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def restore_rng(state: dict) -> None:
+    import numpy as np
+    import torch
+
+    v, internal, gauss = state["python"]
+    random.setstate((v, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        cuda = state["cuda"]
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+
+
+def rng_file(rank: int) -> str:
+    return f"rng_state_{rank}.pt"
+
+
+# --- writing -------------------------------------------------------------------------------------------
+def _fsync(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def clean_temporaries(output_dir: Path) -> list[Path]:
+    """Remove the remains of interrupted writes (call before a run writes checkpoints)."""
+    d = root(output_dir)
+    removed = []
+    if d.is_dir():
+        for p in d.iterdir():
+            if p.name.startswith(".tmp-") or p.name.startswith(".old-"):
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p)
+    return removed
+
+
+def begin(output_dir: Path, step: int) -> Path:
+    """A fresh temporary folder for the checkpoint of `step` (all ranks write their parts into it)."""
+    d = root(output_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    tmp = d / f".tmp-{name_for(step)}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    return tmp
+
+
+def _test_sleep(step: int) -> None:
+    hook = os.environ.get(SLEEP_HOOK, "")
+    if hook:
+        at, _, seconds = hook.partition(":")
+        if int(at) == step:
+            time.sleep(float(seconds or 60))
+
+
+def commit(output_dir: Path, tmp: Path, step: int, state: dict, limit: int) -> CheckpointInfo:
+    """Write state.json, then the marker, sync, rename into place, then prune to `limit` checkpoints."""
+    state = {**state, "step": step, "saved_at": time.time()}
+    (tmp / STATE_FILE).write_text(json.dumps(state, indent=1, default=str), encoding="utf-8")
+    _test_sleep(step)
+    for p in tmp.iterdir():
+        _fsync(p)
+    (tmp / MARKER).write_text(f"{step}\n", encoding="utf-8")
+    _fsync(tmp / MARKER)
+    _fsync(tmp)
+    final = root(output_dir) / name_for(step)
+    old = None
+    if final.exists():   # a save-now and the final save at the same step: swap, then drop the old one
+        old = final.with_name(f".old-{final.name}-{os.getpid()}")
+        os.replace(final, old)
+    os.replace(tmp, final)
+    _fsync(root(output_dir))
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    prune(output_dir, limit)
+    return CheckpointInfo(final, step, state)
+
+
+def prune(output_dir: Path, limit: int) -> list[Path]:
+    done = list_complete(output_dir)
+    removed = []
+    for c in done[:max(len(done) - max(limit, 1), 0)]:
+        shutil.rmtree(c.path, ignore_errors=True)
+        removed.append(c.path)
+    return removed
+
+
+def save(output_dir: Path, step: int, *, write_lora: Callable[[Path], object], optimizer, scheduler,
+         state: dict, limit: int, rank: int = 0) -> CheckpointInfo:
+    """One process: the whole checkpoint. (Several processes: `begin` on all, parts, barrier, `commit` on 0.)"""
+    import torch
+
+    tmp = begin(output_dir, step)
+    write_lora(tmp)
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    torch.save(capture_rng(), tmp / rng_file(rank))
+    return commit(output_dir, tmp, step, state, limit)
+
+
+def load_states(info: CheckpointInfo, optimizer, scheduler, rank: int = 0) -> None:
+    """Optimizer, scheduler and this rank's RNG from a checkpoint (the LoRA is loaded by the caller)."""
+    import torch
+
+    try:
+        optimizer.load_state_dict(torch.load(info.path / "optimizer.pt", map_location="cpu", weights_only=True))
+        scheduler.load_state_dict(torch.load(info.path / "scheduler.pt", weights_only=True))
+        rng = info.path / rng_file(rank)
+        if not rng.is_file():
+            rng = info.path / rng_file(0)
+        restore_rng(torch.load(rng, weights_only=True))
+    except (OSError, RuntimeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{info.path}: cannot load the training state ({type(e).__name__}: {e}); "
+                              "the checkpoint may come from another run or version") from None
+
+
+# --- what a run means ----------------------------------------------------------------------------------
+def compare_summary(saved: dict, current: dict) -> tuple[list[str], list[str]]:
+    """(changed, incompatible): human lines like "train_batch_size: 1 -> 2"."""
+    def lines(keys):
+        out = []
+        for k in keys:
+            if k in saved and k in current and saved[k] != current[k]:
+                out.append(f"{k}: {_short(saved[k])} -> {_short(current[k])}")
+        return out
+    return lines(MEANING_KEYS), lines(INCOMPATIBLE_KEYS)
+
+
+def _short(v) -> str:
+    s = json.dumps(v) if not isinstance(v, str) else v
+    return s if len(s) <= 120 else s[:117] + "..."

@@ -1,0 +1,603 @@
+"""The run half of the trainer: `train(preset, bus, control, options) -> exit code`.
+
+Order: validate the preset (exit 2) -> the doctor's failing checks (exit 3) -> scan the datasets -> pick the
+checkpoint to resume (exit 5 if it would change the run) -> load the models -> cache latents and text ->
+LoRA, optimizer, schedule -> train `max_train_steps` optimizer steps -> final LoRA + checkpoint.
+
+Built on `accelerate.Accelerator` (device placement, mixed precision, gradient accumulation, seed) so that
+data-parallel training (issue 8) extends this loop instead of replacing it. Everything random in a step
+(data order, sigmas, noise, dropout) is a function of (seed, step, micro-batch, rank), and the rest of the
+state is in the checkpoint, so a resumed run repeats an uninterrupted one.
+
+Control requests are honoured between steps. Test hooks (environment variables, for tests only):
+  HVTUI_INJECT_NAN_AT_STEP=N     the loss of step N is NaN (every attempt, or HVTUI_INJECT_NAN_TIMES times)
+  HVTUI_INJECT_OOM_AT_STEP=N     step N raises torch.OutOfMemoryError (every attempt, or ..._OOM_TIMES times)
+  HVTUI_TEST_STEP_SLEEP=S        sleep S seconds after each step (lets a test signal a run mid-training)
+  HVTUI_TEST_CHECKPOINT_SLEEP    see checkpoint.py
+"""
+from __future__ import annotations
+
+import gc
+import hashlib
+import math
+import os
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from hvtui.core import events, exitcodes
+from hvtui.core.events import Event
+from hvtui.core.train import checkpoint as ckpt
+
+STOP_EXIT = exitcodes.SIGNAL_EXIT
+MAX_OOM_IN_A_ROW = 3
+EMA_BETA = 0.9
+OOM_ADVICE = ("set enable_group_offload = true, lower the bucket size (resolution / num_frames), or keep "
+              "gradient_checkpointing = true")
+
+
+class Abort(Exception):
+    """Ends the run early with an exit code; message and hint go into the error event."""
+
+    def __init__(self, code: int, message: str, hint: str = "", status: str = "failed"):
+        super().__init__(message)
+        self.code, self.message, self.hint, self.status = code, message, hint, status
+
+
+def derived_seed(*parts) -> int:
+    """A 63-bit seed from any parts: independent streams per (seed, step, micro-batch, rank, purpose)."""
+    h = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
+
+
+def _env_int(name: str) -> int | None:
+    v = os.environ.get(name, "").strip()
+    return int(v) if v else None
+
+
+class _Injector:
+    """The NaN / OOM test hooks, read once per run."""
+
+    def __init__(self):
+        self.nan_at, self.nan_left = _env_int("HVTUI_INJECT_NAN_AT_STEP"), _env_int("HVTUI_INJECT_NAN_TIMES")
+        self.oom_at, self.oom_left = _env_int("HVTUI_INJECT_OOM_AT_STEP"), _env_int("HVTUI_INJECT_OOM_TIMES")
+        s = os.environ.get("HVTUI_TEST_STEP_SLEEP", "").strip()
+        self.step_sleep = float(s) if s else 0.0
+
+    def nan(self, step: int) -> bool:
+        if self.nan_at != step or self.nan_left == 0:
+            return False
+        if self.nan_left is not None:
+            self.nan_left -= 1
+        return True
+
+    def oom(self, step: int) -> None:
+        if self.oom_at != step or self.oom_left == 0:
+            return
+        if self.oom_left is not None:
+            self.oom_left -= 1
+        raise torch.OutOfMemoryError(f"CUDA out of memory (injected by HVTUI_INJECT_OOM_AT_STEP={step})")
+
+
+def run_summary(preset, bucket_keys: list[str], num_processes: int) -> dict:
+    """The settings a checkpoint records; checkpoint.compare_summary says which may change on resume."""
+    return {
+        "train_batch_size": preset.train_batch_size,
+        "gradient_accumulation_steps": preset.gradient_accumulation_steps,
+        "learning_rate": preset.learning_rate,
+        "lr_scheduler": preset.lr_scheduler,
+        "lr_warmup_steps": preset.lr_warmup_steps,
+        "optimizer": preset.optimizer,
+        "seed": preset.seed,
+        "buckets": sorted(bucket_keys),
+        "num_processes": num_processes,
+        "model_flavour": preset.model_flavour,
+        "pretrained_model_name_or_path": preset.pretrained_model_name_or_path,
+        "lora_rank": preset.lora_rank,
+        "lora_alpha": preset.lora_alpha if preset.lora_alpha is not None else preset.lora_rank,
+        "lora_targets": preset.lora_targets,
+        "max_train_steps": preset.max_train_steps,
+        "timestep_sampling": preset.timestep_sampling,
+        "shift": preset.shift,
+    }
+
+
+def _fresh_accelerator(mixed_precision: str, grad_accum: int, cpu: bool):
+    """An Accelerator for this run. accelerate keeps process-wide singletons; in a single process a second
+    run (tests, the TUI starting another run) may use another precision, so their state is reset first."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    if not PartialState._shared_state or PartialState().num_processes == 1:
+        AcceleratorState._reset_state()
+        GradientState._reset_state()
+    return Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum, cpu=cpu)
+
+
+class Trainer:
+    def __init__(self, preset, bus, control, options):
+        self.preset, self.bus, self.control, self.options = preset, bus, control, options
+        self.out: Path = preset.resolve_path(preset.output_dir)
+        self.writer = None
+        self.step = 0
+        self.last_saved_step = -1
+        self.last_validated_step = -1
+        self.ema = None
+        self.ema_n = 0
+        self.inject = _Injector()
+        self.accelerator = None
+        self.is_main = True
+        self.components: dict = {}
+
+    # ------------------------------------------------------------------ events
+    def publish(self, e: Event) -> None:
+        if self.is_main:
+            self.bus.publish(e)
+
+    def log(self, message: str, level: str = "info") -> None:
+        self.publish(events.log(message, level))
+
+    def phase(self, name: str, detail: str = "") -> None:
+        self.publish(events.phase(name, detail))
+
+    # ------------------------------------------------------------------ entry
+    def run(self) -> int:
+        code, status = exitcodes.OK, "completed"
+        try:
+            self._run()
+            if self.control.stop_requested:
+                reason = self.control.stop_reason
+                code = STOP_EXIT.get(reason, exitcodes.OK)
+                status = "interrupted" if reason in STOP_EXIT else "stopped"
+        except Abort as a:
+            code, status = a.code, a.status
+            self.publish(Event("error", {"message": a.message, "hint": a.hint}))
+        except Exception as e:   # a bug or an unexpected library error: report it, exit 1
+            code, status = exitcodes.UNEXPECTED, "failed"
+            self.publish(Event("error", {"message": f"{type(e).__name__}: {e}",
+                                         "hint": "unexpected error (likely a bug in hvtui); traceback in events.jsonl",
+                                         "traceback": traceback.format_exc()}))
+        self.publish(events.state({"completed": "finished", "stopped": "stopped",
+                                   "interrupted": "stopped"}.get(status, "failed")))
+        self.publish(events.phase("done", status))
+        self.publish(Event("finished", {"status": status, "exit_code": code, "step": self.step}))
+        self._release()
+        return code
+
+    def _release(self) -> None:
+        if self.writer is not None:
+            self.bus.remove_sink(self.writer)
+            self.writer.close()
+            self.writer = None
+        self.components.clear()
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    # ------------------------------------------------------------------ phases
+    def _run(self) -> None:
+        p = self.preset
+        self._validate()
+        self.out.mkdir(parents=True, exist_ok=True)
+        if self.options.write_events:
+            from hvtui.core.runlog import RunLogWriter
+
+            self.writer = RunLogWriter(self.out)
+            self.bus.add_sink(self.writer)
+        self.publish(events.state("running"))
+        self._doctor()
+        report = self._scan()
+        resume = self._resume_target(report)
+
+        cuda = torch.cuda.is_available()
+        mp = p.mixed_precision
+        if not cuda and mp == "fp16":
+            self.log("mixed_precision fp16 needs a GPU; training in fp32 on the CPU", "warning")
+            mp = "no"
+        self.accelerator = acc = _fresh_accelerator(mp, p.gradient_accumulation_steps, cpu=not cuda)
+        self.is_main = acc.is_main_process
+        from accelerate.utils import set_seed
+
+        set_seed(p.seed)
+        global_batch = p.train_batch_size * p.gradient_accumulation_steps * acc.num_processes
+        self.publish(Event("run_started", {
+            "preset": str(p.source) if p.source else "", "output_dir": str(self.out),
+            "max_steps": p.max_train_steps, "flavour": p.model_flavour, "device": str(acc.device),
+            "resume_from": str(resume.path) if resume else None, "global_batch": global_batch,
+            "num_processes": acc.num_processes, "mixed_precision": mp}))
+        ckpt.clean_temporaries(self.out) if self.is_main else None
+
+        cache = self._load_and_cache(report)
+        transformer, params = self._prepare_transformer()
+        from hvtui.core.train.optim import OptimizerError, build_optimizer, build_scheduler
+
+        try:
+            optimizer = build_optimizer(p.optimizer, params, p.learning_rate, acc.device.type)
+        except OptimizerError as e:
+            raise Abort(exitcodes.INVALID, str(e), "change optimizer in the preset or install the package")
+        scheduler = build_scheduler(p.lr_scheduler, optimizer, p.lr_warmup_steps, p.max_train_steps)
+        model, optimizer = acc.prepare(transformer, optimizer)
+        self.model, self.optimizer, self.scheduler, self.params = model, optimizer, scheduler, params
+        self.sampler = self._sampler(cache)
+        if resume is not None:
+            self._restore(resume)
+        self._train_loop(cache)
+        self._final_save()
+
+    def _validate(self) -> None:
+        from hvtui.core.validate import validate_preset
+
+        problems = validate_preset(self.preset)
+        errors = [q for q in problems if q.is_error]
+        for q in problems:
+            if not q.is_error:
+                self.log(str(q), "warning")
+        if errors:
+            for q in errors:
+                self.publish(Event("error", {"message": str(q), "hint": q.fix}))
+            raise Abort(exitcodes.INVALID, f"the preset has {len(errors)} problem(s); nothing was trained",
+                        "fix them (hvtui check PRESET lists them) and run again")
+
+    def _doctor(self) -> None:
+        try:
+            from hvtui.core.doctor import run_doctor
+        except ImportError:
+            return
+        report = run_doctor(self.preset, system=True)
+        failed = [c for c in report.checks if c.status == "fail"]
+        for c in report.checks:
+            # system warnings (no GPU on the CPU demo, not in tmux) are for `hvtui doctor`, not every run
+            if c.status == "warn" and getattr(c, "group", "") != "system":
+                self.log(f"doctor: {c.name}: {c.detail}" + (f" ({c.hint})" if c.hint else ""), "warning")
+        if failed:
+            for c in failed:
+                self.publish(Event("error", {"message": f"doctor: {c.name}: {c.detail}", "hint": c.hint}))
+            raise Abort(exitcodes.DOCTOR_FAILED, f"{len(failed)} doctor check(s) failed; nothing was trained",
+                        "hvtui doctor PRESET shows every check")
+
+    def _scan(self):
+        from hvtui.core.dataset import scan_preset
+
+        self.phase("loading", "scanning datasets")
+        report = scan_preset(self.preset, progress=lambda d, t, w="": self.publish(events.progress("scanning", d, t, w)))
+        for w in report.warnings:
+            self.log(w, "warning")
+        if report.errors or not report.samples:
+            for e in report.errors:
+                self.publish(Event("error", {"message": e, "hint": "hvtui buckets PRESET explains each clip"}))
+            raise Abort(exitcodes.INVALID, "no usable training samples" if not report.errors else
+                        "the datasets cannot be used", "hvtui buckets PRESET explains the fate of every clip")
+        n = sum(len(b.samples) for b in report.buckets)
+        self.log(f"{n} clips in {len(report.buckets)} bucket(s): " +
+                 ", ".join(f"{b.key} x{len(b.samples)}" for b in report.buckets))
+        return report
+
+    def _resume_target(self, report):
+        spec = self.options.resume
+        try:
+            info = ckpt.resolve_resume(self.out, spec)
+        except ckpt.CheckpointError as e:
+            raise Abort(exitcodes.INVALID, str(e), "pass --resume auto or the path of a complete checkpoint")
+        if spec == "auto" and info is None:
+            self.log("--resume auto: no complete checkpoint in " + str(ckpt.root(self.out)) + "; starting fresh")
+        if info is None:
+            return None
+        num_processes = int(os.environ.get("WORLD_SIZE", "1"))
+        current = run_summary(self.preset, [b.key for b in report.buckets], num_processes)
+        changed, incompatible = ckpt.compare_summary(info.state.get("summary", {}), current)
+        if incompatible:
+            raise Abort(exitcodes.RESUME_MISMATCH,
+                        f"{info.path} was trained with other model/LoRA settings:\n  " + "\n  ".join(incompatible),
+                        "resume it with the original settings, or start a new run in another output_dir")
+        if changed and not self.options.allow_changed:
+            raise Abort(exitcodes.RESUME_MISMATCH,
+                        f"resuming {info.path} would change the run:\n  " + "\n  ".join(changed),
+                        "restore these settings, or pass --allow-changed to continue with the new ones")
+        for line in changed:
+            self.log(f"resume with a changed setting (--allow-changed): {line}", "warning")
+        return info
+
+    def _load_and_cache(self, report):
+        from hvtui.core.train.cache import build_cache
+        from hvtui.core.train.components import ModelLoadError, load_components
+
+        acc = self.accelerator
+        self.phase("loading", f"model {self.preset.pretrained_model_name_or_path}")
+        try:
+            self.components = load_components(self.preset, device=acc.device, publish=self.publish)
+        except ModelLoadError as e:
+            raise Abort(exitcodes.TRAINING_FAILED, f"cannot load the model: {e.message}", e.hint)
+        self.phase("caching", "latents and text embeddings")
+        cache = build_cache(self.preset, report, self.components, acc.device, self.publish, self.control)
+        if not cache.entries:
+            raise Abort(exitcodes.INVALID, "the cache holds no samples", "hvtui buckets PRESET explains each clip")
+        # encoders are done: only the transformer trains; the validator keeps what it needs
+        for name in ("text_encoder", "text_encoder_2", "image_encoder"):
+            self.components.pop(name, None)
+        gc.collect()
+        return cache
+
+    def _prepare_transformer(self):
+        from hvtui.core.train.lora import add_lora
+
+        transformer = self.components["transformer"]
+        params = add_lora(transformer, self.preset)
+        transformer.to(self.accelerator.device)
+        try:
+            from hvtui.core.train.speed import prepare_transformer
+        except ImportError:
+            prepare_transformer = None
+        if prepare_transformer is not None:
+            self.speed = prepare_transformer(transformer, self.preset, self.accelerator.device)
+        n = sum(p.numel() for p in params)
+        self.log(f"LoRA rank {self.preset.lora_rank} on {self.preset.lora_targets}: {n:,} trainable parameters")
+        return transformer, params
+
+    def _sampler(self, cache):
+        from hvtui.core.train.data import BucketBatchSampler, group_key
+
+        groups: dict[str, list[str]] = {}
+        self.entries = {}
+        for e in cache.entries:
+            self.entries[e.sample_id] = e
+            g = group_key(e.bucket_key, bool(getattr(e, "i2v", self.preset.is_i2v)))
+            groups.setdefault(g, []).extend([e.sample_id] * (1 + int(getattr(e, "repeats", 0) or 0)))
+        acc = self.accelerator
+        return BucketBatchSampler(groups, self.preset.train_batch_size, self.preset.seed,
+                                  rank=acc.process_index, world_size=acc.num_processes)
+
+    # ------------------------------------------------------------------ resume
+    def _restore(self, info) -> None:
+        from safetensors.torch import load_file
+
+        from hvtui.core.train.lora import LORA_FILE, set_lora_state_dict
+
+        self.phase("loading", f"resuming from {info.path.name}")
+        sd = load_file(str(info.path / LORA_FILE))
+        sd = {k.removeprefix("transformer."): v for k, v in sd.items()}
+        try:
+            set_lora_state_dict(self.model, sd)
+        except (KeyError, RuntimeError) as e:
+            raise Abort(exitcodes.RESUME_MISMATCH, f"{info.path}: the LoRA does not fit this run ({e})",
+                        "resume with the LoRA settings the checkpoint was trained with")
+        try:
+            ckpt.load_states(info, self.optimizer, self.scheduler, rank=self.accelerator.process_index)
+        except ckpt.CheckpointError as e:
+            raise Abort(exitcodes.TRAINING_FAILED, str(e), "pick another checkpoint with --resume PATH")
+        st = info.state
+        self.step = int(st["step"])
+        self.last_saved_step = self.step
+        self.ema, self.ema_n = st.get("loss_ema"), int(st.get("loss_ema_n", 0))
+        for w in self.sampler.load_state_dict(st.get("data", {})):
+            self.log(w, "warning")
+        self.log(f"resumed at step {self.step} (epoch {self.sampler.epoch}, batch {self.sampler.index})")
+
+    # ------------------------------------------------------------------ training
+    def _train_loop(self, cache) -> None:
+        p, acc = self.preset, self.accelerator
+        self.phase("training", f"{p.max_train_steps - self.step} steps to go")
+        times: list[float] = []
+        nonfinite_run: list[str] = []   # sample ids of consecutive non-finite steps
+        nonfinite_streak = oom_run = 0
+        attempt = 0                     # retries of the current step (a skipped step draws new noise)
+        if acc.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(acc.device)
+        while self.step < p.max_train_steps:
+            if self._boundary(cache):
+                return
+            t0 = time.perf_counter()
+            result = self._one_step(cache, self.step + 1, attempt)
+            if result["status"] == "oom":
+                oom_run += 1
+                attempt += 1
+                self.log(f"step {self.step + 1}: out of memory on {', '.join(result['ids'])} "
+                         f"({oom_run}/{MAX_OOM_IN_A_ROW} in a row); batch skipped", "warning")
+                if oom_run >= MAX_OOM_IN_A_ROW:
+                    self._save_on_failure()
+                    raise Abort(exitcodes.TRAINING_FAILED,
+                                f"out of memory {oom_run} times in a row (last batch: {', '.join(result['ids'])})",
+                                OOM_ADVICE)
+                continue
+            oom_run = 0
+            if result["status"] == "nonfinite":
+                nonfinite_run += result["ids"]
+                attempt += 1
+                nonfinite_streak += 1
+                streak = nonfinite_streak
+                self.log(f"step {self.step + 1}: non-finite {result['what']} on {', '.join(result['ids'])}; "
+                         f"no update ({streak}/{p.max_nonfinite_steps} in a row)", "warning")
+                if streak >= p.max_nonfinite_steps:
+                    self._save_on_failure()
+                    ids = ", ".join(dict.fromkeys(nonfinite_run))
+                    raise Abort(exitcodes.TRAINING_FAILED,
+                                f"non-finite loss {streak} times in a row; samples: {ids}",
+                                "lower learning_rate, check these clips, or use mixed_precision = \"bf16\"")
+                continue
+            nonfinite_run.clear()
+            attempt = nonfinite_streak = 0
+            self.step += 1
+            dt = time.perf_counter() - t0
+            times.append(dt)
+            self._publish_step(result, dt, times)
+            if self.inject.step_sleep:
+                time.sleep(self.inject.step_sleep)
+            if p.checkpointing_steps and self.step % p.checkpointing_steps == 0 and self.step < p.max_train_steps:
+                self._checkpoint()
+            if p.validation_steps and self.step % p.validation_steps == 0:
+                self._validate_sample(cache)
+        self._boundary(cache, final=True)
+
+    def _boundary(self, cache, final: bool = False) -> bool:
+        """Control requests between steps. True when the run must stop now."""
+        commands = self.control.take()
+        if not final and self.control.paused:
+            self.publish(events.state("paused"))
+            self.control.wait_while_paused()
+            if not self.control.stop_requested:
+                self.publish(events.state("running"))
+            commands |= self.control.take()
+        if "save" in commands and self.step > 0:
+            self._checkpoint()
+        if "sample" in commands:
+            self._validate_sample(cache)
+        if self.control.stop_requested:
+            self.publish(events.state("stopping"))
+            self.log(f"stopping at step {self.step}: {self.control.stop_reason}")
+            return True
+        return False
+
+    def _one_step(self, cache, step: int, attempt: int) -> dict:
+        """One optimizer step over `gradient_accumulation_steps` micro-batches. Never raises OOM."""
+        from hvtui.core.train.step import collate, flow_matching_loss, sample_sigmas
+
+        p, acc = self.preset, self.accelerator
+        rank = acc.process_index
+        torch.manual_seed(derived_seed(p.seed, step, attempt, rank, "global"))   # dropout & co.
+        batches = [self.sampler.next() for _ in range(p.gradient_accumulation_steps)]
+        ids = [i for b in batches for i in b.ids]
+        loss_sum, status, what = 0.0, "ok", ""
+        for micro, b in enumerate(batches):
+            with acc.accumulate(self.model):
+                if status != "ok":
+                    continue   # keep accelerate's micro-batch counter aligned with the step
+                oom = False
+                try:
+                    self.inject.oom(step)
+                    items = [cache.load(self.entries[i]) for i in b.ids]
+                    batch = collate(items)
+                    g = torch.Generator().manual_seed(derived_seed(p.seed, step, micro, attempt, rank, "noise"))
+                    sigmas = sample_sigmas(p, len(b.ids), g)
+                    noise = torch.randn(batch["latents"].shape, generator=g, dtype=torch.float32)
+                    loss = flow_matching_loss(self.model, batch, sigmas, noise)
+                    if self.inject.nan(step):
+                        loss = loss * float("nan")
+                    value = float(loss.detach())
+                    if not math.isfinite(value):
+                        status, what = "nonfinite", "loss"
+                        del loss
+                        continue
+                    acc.backward(loss)
+                    loss_sum += value / len(batches)
+                    del loss, batch, items
+                except torch.OutOfMemoryError:
+                    oom = True
+                if oom:
+                    status = "oom"
+        if status == "ok":
+            grad_norm = acc.clip_grad_norm_(self.params, self.preset.max_grad_norm or float("inf"))
+            grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
+            if not math.isfinite(grad_norm):
+                status, what = "nonfinite", "gradient norm"
+            else:
+                self.optimizer.step()
+                self.scheduler.step()
+        else:
+            grad_norm = float("nan")
+        for q in self.params:
+            q.grad = None
+        if status == "oom":
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        return {"status": status, "what": what, "ids": ids, "loss": loss_sum, "grad_norm": grad_norm,
+                "epoch": batches[-1].epoch}
+
+    def _publish_step(self, result: dict, dt: float, times: list[float]) -> None:
+        p, acc = self.preset, self.accelerator
+        loss = result["loss"]
+        self.ema = EMA_BETA * (self.ema or 0.0) + (1 - EMA_BETA) * loss   # bias-corrected below
+        self.ema_n += 1
+        smooth = self.ema / (1 - EMA_BETA ** self.ema_n)
+        recent = times[-20:]
+        per_step = sum(recent) / len(recent)
+        samples = len(result["ids"]) * acc.num_processes
+        data = {"step": self.step, "max_steps": p.max_train_steps, "epoch": result["epoch"], "loss": loss,
+                "loss_smooth": smooth, "lr": self.scheduler.get_last_lr()[0], "grad_norm": result["grad_norm"],
+                "step_time": dt, "samples_per_s": samples / dt if dt > 0 else None,
+                "eta_s": per_step * (p.max_train_steps - self.step), "sample_ids": result["ids"]}
+        if acc.device.type == "cuda":
+            data.update(mem_allocated=torch.cuda.memory_allocated(acc.device),
+                        mem_reserved=torch.cuda.memory_reserved(acc.device),
+                        mem_peak=torch.cuda.max_memory_allocated(acc.device))
+        self.publish(Event("step", data))
+
+    # ------------------------------------------------------------------ saving
+    def _unwrapped(self):
+        return self.accelerator.unwrap_model(self.model)
+
+    def _checkpoint(self) -> None:
+        if self.step == self.last_saved_step or not self.is_main:
+            return
+        from hvtui.core.train.lora import LORA_FILE, save_lora
+
+        p = self.preset
+        self.phase("saving", f"checkpoint at step {self.step}")
+        state = {"summary": run_summary(p, sorted({e.bucket_key for e in self.entries.values()}),
+                                        self.accelerator.num_processes),
+                 "data": self.sampler.state_dict(), "loss_ema": self.ema, "loss_ema_n": self.ema_n}
+        info = ckpt.save(self.out, self.step, write_lora=lambda d: save_lora(self._unwrapped(), d),
+                         optimizer=self.optimizer, scheduler=self.scheduler, state=state,
+                         limit=p.checkpoints_total_limit, rank=self.accelerator.process_index)
+        self.last_saved_step = self.step
+        self.publish(Event("checkpoint", {"step": self.step, "path": str(info.path),
+                                          "lora_path": str(info.path / LORA_FILE)}))
+        self.phase("training", "")
+
+    def _save_lora(self) -> list[Path]:
+        from hvtui.core.train.lora import save_lora
+
+        return save_lora(self._unwrapped(), self.out, comfy=self.preset.export_comfyui)
+
+    def _final_save(self) -> None:
+        """LoRA first (the thing people want), then the full state."""
+        if not self.is_main:
+            return
+        self.phase("saving", "final LoRA")
+        paths = self._save_lora()
+        self.log("LoRA: " + ", ".join(str(x) for x in paths))
+        self._checkpoint()
+        p = self.preset
+        if (p.validation_steps and self.last_validated_step != self.step and not self.control.stop_requested
+                and p.all_validation_prompts):
+            self._validate_sample(None)
+
+    def _save_on_failure(self) -> None:
+        """Training stopped for a repeated failure: the last good state is still worth keeping."""
+        if self.step > 0 and self.step != self.last_saved_step:
+            try:
+                self._save_lora()
+                self._checkpoint()
+            except Exception as e:   # the error being reported matters more
+                self.log(f"could not save after the failure: {e}", "warning")
+
+    # ------------------------------------------------------------------ validation
+    def _validate_sample(self, cache) -> None:
+        if not self.is_main or not self.preset.all_validation_prompts:
+            return
+        self.last_validated_step = self.step
+        self.phase("validating", f"step {self.step}")
+        try:
+            paths = self._run_validator()
+            for path, prompt in paths:
+                self.publish(Event("sample", {"step": self.step, "path": str(path), "prompt": prompt}))
+        except torch.OutOfMemoryError:
+            self.log(f"validation at step {self.step} ran out of memory; training goes on "
+                     "(lower validation_resolution / validation_num_video_frames)", "warning")
+        except Exception as e:
+            self.log(f"validation at step {self.step} failed: {type(e).__name__}: {e}; training goes on",
+                     "warning")
+        finally:
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            self._unwrapped().train()
+        self.phase("training", "")
+
+    def _run_validator(self) -> list[tuple[Path, str]]:
+        raise NotImplementedError("validator not wired yet")
+
+
+def train(preset, bus, control, options) -> int:
+    return Trainer(preset, bus, control, options).run()

@@ -1,0 +1,146 @@
+"""THE training step: batch collation, sigma sampling and the flow-matching loss.
+
+The trainer loop and the GPU benchmark both call these functions, so what is measured is what trains.
+
+Conditioning without padding (REFERENCE.md trap 1): at batch 1 only valid tokens are sent (0-length byT5 /
+image tensors for t2v) and no attention mask reaches SDPA; larger batches are padded here and masked.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from hvtui.core.train import packed_attention
+
+LATENT_CHANNELS = 32
+
+
+class BatchError(ValueError):
+    """Items that cannot form one batch (mixed t2v/i2v, different shapes)."""
+
+
+def _is_i2v(item: dict) -> bool:
+    image = item.get("image")
+    return image is not None and image.shape[0] > 0
+
+
+def _pad_stack(tensors: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """[L_i, D] -> zero-padded [B, max L, D] and a 0/1 mask [B, max L]."""
+    longest = max(t.shape[0] for t in tensors)
+    dim = tensors[0].shape[-1]
+    out = tensors[0].new_zeros(len(tensors), longest, dim)
+    mask = torch.zeros(len(tensors), longest, dtype=torch.int64)
+    for i, t in enumerate(tensors):
+        out[i, : t.shape[0]] = t
+        mask[i, : t.shape[0]] = 1
+    return out, mask
+
+
+def collate(items: list[dict]) -> dict:
+    """Cache items -> a model batch.
+
+    Keys: latents [B,32,T,H,W], cond [B,33,T,H,W], text [B,L,D], text_2 [B,L2,D2], image [B,N,Di],
+    text_mask / text_2_mask ([B,L] int, None at batch 1 = every token valid, no mask), is_i2v, sample_ids.
+    """
+    if not items:
+        raise BatchError("empty batch")
+    kinds = {_is_i2v(it) for it in items}
+    if len(kinds) > 1:
+        ids = ", ".join(str(it.get("sample_id", "?")) for it in items)
+        raise BatchError(f"a batch mixes text-to-video and image-to-video samples ({ids}); "
+                         "the model decides t2v/i2v per batch, so they must be batched separately")
+    i2v = kinds.pop()
+    shapes = {tuple(it["latents"].shape) for it in items}
+    if len(shapes) > 1:
+        raise BatchError(f"latents of different shapes in one batch: {sorted(shapes)}; "
+                         "batch samples from the same bucket only")
+    latents = torch.stack([it["latents"] for it in items])
+    conds = []
+    for it in items:
+        cond = it.get("cond")
+        if cond is None:   # t2v: cond latents 0, mask 0
+            cond = latents.new_zeros(LATENT_CHANNELS + 1, *latents.shape[2:])
+        conds.append(cond.to(latents.dtype))
+    batch = {"latents": latents, "cond": torch.stack(conds), "is_i2v": i2v,
+             "sample_ids": [it.get("sample_id") for it in items]}
+
+    if len(items) == 1:
+        it = items[0]
+        batch["text"] = it["text"].unsqueeze(0)
+        batch["text_2"] = it["text_2"].unsqueeze(0)
+        batch["image"] = it["image"].unsqueeze(0)
+        batch["text_mask"] = batch["text_2_mask"] = None
+        return batch
+
+    batch["text"], batch["text_mask"] = _pad_stack([it["text"] for it in items])
+    batch["text_2"], batch["text_2_mask"] = _pad_stack([it["text_2"] for it in items])
+    images = [it["image"] for it in items]
+    if len({tuple(im.shape) for im in images}) > 1:
+        raise BatchError("image embeddings of different lengths in one batch")
+    batch["image"] = torch.stack(images)
+    return batch
+
+
+def sample_sigmas(preset, n: int, generator: torch.Generator | None = None, device="cpu") -> torch.Tensor:
+    """Training sigmas in [0, 1] as the preset asks: uniform, logit_normal(mean, std) or shifted
+    (uniform u, then s = shift*u / (1 + (shift-1)*u), the scheduler's time shift)."""
+    how = preset.timestep_sampling
+    if how == "uniform":
+        s = torch.rand(n, generator=generator)
+    elif how == "logit_normal":
+        s = torch.sigmoid(torch.randn(n, generator=generator) * preset.logit_std + preset.logit_mean)
+    elif how == "shifted":
+        u = torch.rand(n, generator=generator)
+        shift = float(preset.shift)
+        s = shift * u / (1 + (shift - 1) * u)
+    else:
+        raise ValueError(f"timestep_sampling {how!r} is not one of uniform, logit_normal, shifted")
+    return s.clamp(0.0, 1.0).to(device)
+
+
+def model_dtype(transformer) -> torch.dtype:
+    model = getattr(transformer, "module", transformer)
+    return model.x_embedder.proj.weight.dtype
+
+
+def model_inputs(transformer, batch: dict, noisy: torch.Tensor, timestep: torch.Tensor) -> dict:
+    """Keyword arguments of the transformer call for a collated batch (switches packed attention)."""
+    device, dtype = noisy.device, model_dtype(transformer)
+    packed = batch["text_mask"] is None
+    packed_attention.set_packed(transformer, packed)
+    text = batch["text"].to(device, dtype)
+    text_2 = batch["text_2"].to(device, dtype)
+    if packed:
+        mask = torch.ones(text.shape[:2], dtype=torch.int64, device=device)
+        mask_2 = torch.ones(text_2.shape[:2], dtype=torch.int64, device=device)
+    else:
+        mask, mask_2 = batch["text_mask"].to(device), batch["text_2_mask"].to(device)
+    image = batch["image"]
+    if image.shape[1] == 0:   # t2v: 0 image tokens, sized to the model's image_embed_dim
+        model = getattr(transformer, "module", transformer)
+        image = image.new_zeros(image.shape[0], 0, model.config.image_embed_dim)
+    return dict(hidden_states=torch.cat([noisy, batch["cond"].to(device, dtype)], 1),
+                timestep=timestep.to(device, dtype), encoder_hidden_states=text, encoder_attention_mask=mask,
+                encoder_hidden_states_2=text_2, encoder_attention_mask_2=mask_2,
+                image_embeds=image.to(device, dtype), return_dict=False)
+
+
+def flow_matching_loss(transformer, batch: dict, sigmas: torch.Tensor, noise: torch.Tensor | None = None,
+                       generator: torch.Generator | None = None, return_pred: bool = False):
+    """x_t = s*noise + (1-s)*x0, target = noise - x0, model timestep = s*1000; MSE in fp32.
+
+    `transformer` may be wrapped (accelerate / DDP) and run under autocast; inputs go to its device and
+    weight dtype. The noise is drawn from `generator` when not given.
+    """
+    x0 = batch["latents"]
+    device = next(getattr(transformer, "module", transformer).parameters()).device
+    x0 = x0.to(device, torch.float32)
+    if noise is None:
+        noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32).to(device)
+    noise = noise.to(device, torch.float32)
+    s = sigmas.to(device, torch.float32).view(-1, 1, 1, 1, 1)
+    noisy = s * noise + (1 - s) * x0
+    kwargs = model_inputs(transformer, batch, noisy.to(model_dtype(transformer)), s.flatten() * 1000.0)
+    pred = transformer(**kwargs)[0]
+    loss = F.mse_loss(pred.float(), (noise - x0).float())
+    return (loss, pred) if return_pred else loss

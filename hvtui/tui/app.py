@@ -1,0 +1,461 @@
+"""The hvtui Textual app: four panes (Config, Dataset, Environment, Train), preset switching by key and
+palette, themes from files, remappable keys, SSH-safe signals, attach to a headless run.
+
+Data flows one way: the trainer publishes on the core bus; a ~4 Hz timer here pulls `bus.since(seq)` (or
+the attached run's events.jsonl) into a TrainState and redraws. Commands go back through the run's control
+object (or control files). Nothing here is ever called from the trainer thread.
+"""
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Mapping
+
+from rich.text import Text
+from textual.app import App, ComposeResult
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.widgets import Footer, Static, TabbedContent, TabPane
+
+from hvtui.core import exitcodes
+from hvtui.core.bus import Bus
+from hvtui.core.session import RunOptions
+from hvtui.tui import keymap
+from hvtui.tui.dialogs import ChoiceScreen
+from hvtui.tui.panes.config import ConfigPane, PresetList
+from hvtui.tui.panes.dataset import DatasetPane
+from hvtui.tui.panes.environment import EnvironmentPane
+from hvtui.tui.panes.train import TrainPane
+from hvtui.tui.runs import AttachedRun, LocalRun
+from hvtui.tui.services import Services
+from hvtui.tui.settings import DEFAULT_THEME, Settings
+from hvtui.tui.themes import REPO_THEMES, load_themes, variable_defaults
+from hvtui.tui.train_state import TrainState, format_duration
+from hvtui.tui.widgets.status_bar import StatusBar
+
+PANES = (("config", "Config", "pane.config"), ("dataset", "Dataset", "pane.dataset"),
+         ("environment", "Env", "pane.environment"), ("train", "Train", "pane.train"))
+POLL_INTERVAL = 0.25          # the UI pulls events ~4 times a second
+RUN_ACTIONS = {"start_run", "toggle_pause", "stop_run", "save_now", "sample_now"}
+
+
+def ssh_without_multiplexer(env: Mapping[str, str]) -> bool:
+    """Over SSH and not inside tmux/screen: a dropped connection would end this process."""
+    over_ssh = any(env.get(k) for k in ("SSH_CONNECTION", "SSH_CLIENT", "SSH_TTY"))
+    multiplexed = bool(env.get("TMUX") or env.get("STY")) or env.get("TERM", "").startswith(("screen", "tmux"))
+    return over_ssh and not multiplexed
+
+
+class HvtuiCommands(Provider):
+    """Command palette: presets, themes and actions."""
+
+    def _commands(self):
+        app: HvtuiApp = self.app  # type: ignore[assignment]
+        for i, path in enumerate(app.presets):
+            yield f"Preset: {path.stem}", lambda i=i: app.switch_preset(i), str(path)
+        for name in app.theme_names:
+            yield f"Theme: {name}", lambda name=name: setattr(app, "theme", name), "switch the colour theme"
+        for pane, title, _ in PANES:
+            yield f"Show {title} pane", lambda pane=pane: app.action_show_pane(pane), ""
+        yield "Start training", app.action_start_run, "train the active preset"
+        yield "Pause / resume training", app.action_toggle_pause, ""
+        yield "Stop training (saves a checkpoint)", app.action_stop_run, ""
+        yield "Save a checkpoint now", app.action_save_now, ""
+        yield "Sample a validation video now", app.action_sample_now, ""
+        yield "Rescan dataset", lambda: app.run_pane_action("dataset", "rescan"), ""
+        yield "Rerun environment checks", lambda: app.run_pane_action("environment", "rerun"), ""
+        yield "Save preset (shows the diff)", lambda: app.run_pane_action("config", "save"), ""
+        yield "Open preset in $EDITOR", lambda: app.run_pane_action("config", "edit_external"), ""
+
+    async def discover(self) -> Hits:
+        for name, callback, help_text in self._commands():
+            yield DiscoveryHit(name, callback, help=help_text or None)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for name, callback, help_text in self._commands():
+            score = matcher.match(name)
+            if score > 0:
+                yield Hit(score, matcher.highlight(name), callback, help=help_text or None)
+
+
+class HvtuiApp(App):
+    TITLE = "hvtui"
+    CSS = """
+    #ssh-banner { height: auto; background: $hvtui-banner; color: $foreground; text-style: bold; padding: 0 1; }
+    TabbedContent { height: 1fr; }
+    TabbedContent > ContentSwitcher { height: 1fr; }
+    TabPane { padding: 0; height: 1fr; }
+    """
+    BINDINGS = keymap.bindings(keymap.APP_KEYS)
+    COMMANDS = App.COMMANDS | {HvtuiCommands}
+
+    def __init__(self, presets: list[Path], active: int = 0, *, services: Services | None = None,
+                 settings: Settings | None = None, attach: Path | None = None, theme_dirs: list[Path] | None = None,
+                 install_signal_handlers: bool = False, env: Mapping[str, str] = os.environ):
+        self.settings = settings or Settings()
+        self.services = services or Services()
+        self.presets = [Path(p) for p in presets]
+        self.active = min(max(active, 0), max(len(self.presets) - 1, 0))
+        self.attach_dir = Path(attach) if attach else None
+        self.keymap: dict[str, str] = dict(self.settings.keys)
+        self.env = env
+        self.install_signal_handlers = install_signal_handlers
+        super().__init__()
+        loaded = load_themes(theme_dirs if theme_dirs is not None else
+                             [REPO_THEMES] + ([self.settings.directory / "themes"] if self.settings.directory else []))
+        for theme in loaded.themes:
+            self.register_theme(theme)
+        self.theme_names = [t.name for t in loaded.themes]
+        self.problems = list(self.settings.problems) + list(loaded.problems)
+        wanted = self.settings.theme if self.settings.theme in self.available_themes else DEFAULT_THEME
+        if self.settings.theme not in self.available_themes:
+            self.problems.append(f"theme {self.settings.theme!r} is not available; using {wanted}")
+        if wanted in self.available_themes:
+            self.theme = wanted
+        self.set_keymap(self.keymap)
+        self.train_state = TrainState()
+        self.current_run = AttachedRun(self.attach_dir) if self.attach_dir else None
+        self.monitor_bus = Bus(capacity=64)
+        self._monitor_cursor = 0
+        self.telemetry = None
+        self.telemetry_available = True
+        self.exit_code = exitcodes.OK
+        self._quit_when_stopped = False
+        self._starting_note = ""
+        self._allowed_actions: tuple = ()
+
+    # ------------------------------------------------------------------ layout
+
+    def get_theme_variable_defaults(self) -> dict[str, str]:
+        return variable_defaults(self.current_theme.to_color_system().generate())
+
+    def compose(self) -> ComposeResult:
+        if ssh_without_multiplexer(self.env):
+            yield Static(Text(
+                "SSH without tmux/screen: if the connection drops, hvtui stops the run after saving a checkpoint. "
+                "Use tmux, or train headless (nohup hvtui --run PRESET) and watch with hvtui --attach OUTPUT_DIR."),
+                id="ssh-banner")
+        initial = "train" if self.attach_dir else "config"
+        with TabbedContent(initial=initial, id="panes"):
+            for pane, title, binding_id in PANES:
+                with TabPane(f"{keymap.key_for(binding_id, self.keymap).upper()} {title}", id=pane):
+                    if pane == "config":
+                        yield ConfigPane(id="config-pane")
+                    elif pane == "dataset":
+                        yield DatasetPane(id="dataset-pane")
+                    elif pane == "environment":
+                        yield EnvironmentPane(id="environment-pane")
+                    else:
+                        yield TrainPane(id="train-pane")
+        yield StatusBar(id="status")
+        yield Footer(compact=True)
+
+    async def on_mount(self) -> None:
+        self.set_interval(POLL_INTERVAL, self.tick)
+        if self.install_signal_handlers:
+            self._install_signal_handlers()
+        for problem in self.problems:
+            self.notify(problem, title="settings", severity="error", timeout=12)
+        self.query_one(PresetList).set_presets([p.stem for p in self.presets], self.active)
+        self.call_after_refresh(self._after_first_paint)
+        self.tick()
+
+    async def _after_first_paint(self) -> None:
+        # the form, the telemetry sampler: after the first screen is up
+        if self.attach_dir is None or self.presets:
+            await self.load_active_preset()
+        if self.services.telemetry is None:
+            self.telemetry_available = False
+        else:
+            self.run_worker(self._start_telemetry, thread=True, group="telemetry")
+        if self.attach_dir:
+            self.query_one(TrainPane).focus()
+        else:
+            self.query_one("#field-table").focus()
+
+    def _start_telemetry(self) -> None:
+        try:
+            sampler = self.services.telemetry(self.monitor_bus)
+            if sampler is None:
+                self.telemetry_available = False
+                return
+            sampler.start()
+            self.telemetry = sampler
+        except Exception as e:  # NVML trouble must not stop the UI
+            self.telemetry_available = False
+            self.monitor_bus.publish(_log_event(f"GPU telemetry unavailable: {e}", "warning"))
+
+    async def on_unmount(self) -> None:
+        if self.telemetry is not None:
+            try:
+                self.telemetry.stop()
+            except Exception:
+                pass
+
+    # ------------------------------------------------------------------ presets
+
+    @property
+    def active_path(self) -> Path | None:
+        return self.presets[self.active] if self.presets else None
+
+    async def load_active_preset(self) -> None:
+        config = self.query_one(ConfigPane)
+        await config.load(self.active_path)
+        self.query_one(PresetList).index = self.active
+        self._preset_changed(config.preset)
+
+    def _preset_changed(self, preset) -> None:
+        for pane in (self.query_one(DatasetPane), self.query_one(EnvironmentPane)):
+            pane.set_preset(preset)
+        self._refresh_visible_pane()
+        self.update_status()
+
+    def preset_saved(self) -> None:
+        """After a save or an editor session: the other panes see the file as it is now."""
+        config = self.query_one(ConfigPane)
+        if config.path is None:
+            return
+        validation = self.services.validate_file(config.path)
+        config.preset = validation.preset
+        self._preset_changed(validation.preset)
+
+    def switch_preset(self, index: int) -> None:
+        if not self.presets or not 0 <= index < len(self.presets) or index == self.active:
+            return
+        reasons = []
+        if self._local_run_active():
+            reasons.append("A run is in progress; it keeps training with its own preset.")
+        if self.query_one(ConfigPane).dirty:
+            reasons.append(f"{self.active_path.name} has unsaved edits; switching drops them.")
+        if not reasons:
+            self.call_later(self._do_switch, index)
+            return
+
+        def answered(go) -> None:
+            if go:
+                self.call_later(self._do_switch, index)
+        self.push_screen(ChoiceScreen(f"Switch to {self.presets[index].stem}?", "\n".join(reasons),
+                                      [("y", "Switch", True), ("n", "Cancel", False)]), answered)
+
+    async def _do_switch(self, index: int) -> None:
+        self.active = index
+        await self.load_active_preset()
+        self.notify(f"preset: {self.presets[index].stem}", timeout=2)
+
+    def action_cycle_preset(self, delta: int) -> None:
+        if self.presets:
+            self.switch_preset((self.active + delta) % len(self.presets))
+
+    def action_pick_preset(self, number: int) -> None:
+        if number <= len(self.presets):
+            self.switch_preset(number - 1)
+
+    def on_preset_list_chosen(self, message: PresetList.Chosen) -> None:
+        self.switch_preset(message.index)
+
+    # ------------------------------------------------------------------ panes and themes
+
+    def action_show_pane(self, pane: str) -> None:
+        self.query_one(TabbedContent).active = pane
+        self._refresh_visible_pane()
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        self._refresh_visible_pane()
+        self.refresh_bindings()
+
+    @property
+    def visible_pane(self) -> str:
+        return self.query_one(TabbedContent).active
+
+    def _refresh_visible_pane(self) -> None:
+        pane = self.visible_pane
+        if pane == "dataset":
+            self.query_one(DatasetPane).scan_if_stale()
+        elif pane == "environment":
+            self.query_one(EnvironmentPane).check_if_stale()
+        elif pane == "train":
+            self._show_train(force=True)
+
+    def run_pane_action(self, pane: str, action: str) -> None:
+        self.action_show_pane(pane)
+        widget = {"config": ConfigPane, "dataset": DatasetPane, "environment": EnvironmentPane}[pane]
+        getattr(self.query_one(widget), f"action_{action}")()
+
+    def action_next_theme(self) -> None:
+        names = self.theme_names or list(self.available_themes)
+        i = names.index(self.theme) if self.theme in names else -1
+        self.theme = names[(i + 1) % len(names)]
+        self.notify(f"theme: {self.theme}", timeout=2)
+
+    # ------------------------------------------------------------------ the run
+
+    def _local_run_active(self) -> bool:
+        return isinstance(self.current_run, LocalRun) and self.current_run.active
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        """Footer shows only what can be done now; the keys of the rest do nothing."""
+        if action not in RUN_ACTIONS:
+            return True
+        running = (self.current_run is not None and self.current_run.active
+                   and self.train_state.state not in ("finished", "failed", "stopped"))
+        if action == "start_run":
+            return not self.attach_dir and not running
+        return running
+
+    def action_start_run(self) -> None:
+        if self.attach_dir:
+            self.notify("attached to a headless run: start runs with hvtui --run PRESET", severity="warning")
+            return
+        if self._local_run_active():
+            self.notify("a run is already in progress")
+            return
+        config = self.query_one(ConfigPane)
+        if config.path is None or config.preset is None:
+            self.notify("no valid preset to train; see the Config pane", severity="error")
+            self.action_show_pane("config")
+            return
+        if config.dirty:
+            def answered(choice) -> None:
+                if choice == "save":
+                    config.doc.save()
+                    config.dirty = False
+                    self.preset_saved()
+                    self._start_if_valid()
+                elif choice == "disk":
+                    self._start_if_valid()
+            self.push_screen(ChoiceScreen("Unsaved edits", f"{config.path.name} has edits not saved to disk.",
+                                          [("s", "Save and start", "save"), ("d", "Start with the saved file", "disk"),
+                                           ("n", "Cancel", None)]), answered)
+            return
+        self._start_if_valid()
+
+    def _start_if_valid(self) -> None:
+        config = self.query_one(ConfigPane)
+        validation = self.services.validate_file(config.path)
+        if validation.preset is None or not validation.ok:
+            errors = [p for p in validation.problems if p.severity == "error"]
+            self.notify(f"{len(errors)} error(s) in {config.path.name}: " + (str(errors[0]) if errors else ""),
+                        title="cannot start", severity="error", timeout=10)
+            self.action_show_pane("config")
+            return
+        self.train_state.reset()
+        self.train_state.state = "starting"
+        self.current_run = LocalRun(validation.preset, backend=self.services.backend, options=RunOptions())
+        self._starting_note = ("starting: loading torch + diffusers (a few seconds)…" if self.services.backend is None
+                               else "starting…")
+        self.current_run.start()
+        self.action_show_pane("train")
+        self.refresh_bindings()
+        self.tick()
+
+    def _request(self, command: str, note: str) -> None:
+        if self.current_run is None or not self.current_run.active:
+            self.notify("no run in progress", severity="warning")
+            return
+        self.current_run.request(command, reason=f"{command} key")
+        self.notify(note, timeout=3)
+
+    def action_toggle_pause(self) -> None:
+        if self.train_state.state == "paused":
+            self._request("resume", "resuming")
+        else:
+            self._request("pause", "pausing at the next step boundary")
+
+    def action_stop_run(self) -> None:
+        self._request("stop", "stopping: a checkpoint is saved first")
+
+    def action_save_now(self) -> None:
+        self._request("save", "checkpoint requested: saved at the next step boundary")
+
+    def action_sample_now(self) -> None:
+        self._request("sample", "validation sample requested")
+
+    def tick(self) -> None:
+        """Pull new events (never blocks) and redraw what changed."""
+        if not self.screen_stack or not self.query(StatusBar):
+            return  # starting up or shutting down
+        events = self.current_run.poll() if self.current_run is not None else []
+        if events:
+            self._starting_note = ""
+        self.train_state.apply(events)
+        monitor, self._monitor_cursor = self.monitor_bus.since(self._monitor_cursor)
+        self.train_state.apply(monitor)
+        if isinstance(self.current_run, LocalRun) and not self.current_run.active and self.train_state.active:
+            # the thread ended without a finished event (it always publishes one; this is a safety net)
+            self.train_state.state = "stopped" if self.current_run.exit_code in (0, None) else "failed"
+            self.train_state.version += 1
+        allowed = tuple(self.check_action(a, ()) for a in sorted(RUN_ACTIONS))
+        if allowed != self._allowed_actions:   # the footer shows only what can be done now
+            self._allowed_actions = allowed
+            self.refresh_bindings()
+        if self.visible_pane == "train":
+            self._show_train()
+        self.update_status()
+        if self._quit_when_stopped and not self._local_run_active():
+            self.exit(self.exit_code)
+
+    def _show_train(self, force: bool = False) -> None:
+        pane = self.query_one(TrainPane)
+        pane.note = self._starting_note
+        preset = self.query_one(ConfigPane).preset
+        offload = bool(getattr(getattr(self.current_run, "preset", None) or preset, "enable_group_offload", False))
+        pane.show(self.train_state, offload_enabled=offload, telemetry=self.telemetry_available,
+                  keys={k.id: keymap.key_for(k.id, self.keymap) for k in keymap.APP_KEYS}, force=force)
+
+    def update_status(self) -> None:
+        st = self.train_state
+        detail = ""
+        if st.step:
+            detail = f"step {st.step.get('step')}/{st.step.get('max_steps') or st.started.get('max_steps', '?')}"
+            if st.step.get("loss") is not None:
+                detail += f"  loss {st.step['loss']:.4f}"
+            if st.active and st.step.get("eta_s") is not None:
+                detail += f"  ETA {format_duration(st.step['eta_s'])}"
+        elif st.phase:
+            detail = st.phase
+        name = self.active_path.stem if self.active_path else ""
+        self.query_one(StatusBar).show(name, self.active, len(self.presets), st.state, detail,
+                                       attached=str(self.attach_dir) if self.attach_dir else "")
+
+    # ------------------------------------------------------------------ quitting and signals
+
+    async def action_quit(self) -> None:
+        if not self._local_run_active():
+            self.exit(self.exit_code)
+            return
+
+        def answered(choice) -> None:
+            if choice == "stop":
+                self._quit_when_stopped = True
+                self.current_run.request("stop", reason="quit")
+                self.train_state.state = "stopping"
+                self.notify("stopping: saving a checkpoint, then quitting…", timeout=30)
+                self.action_show_pane("train")
+        self.push_screen(ChoiceScreen("A run is in progress",
+                                      "Quitting stops it. A checkpoint is saved first, so it can be resumed.",
+                                      [("s", "Stop and save, then quit", "stop"), ("c", "Cancel", None)]), answered)
+
+    def _install_signal_handlers(self) -> None:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGHUP, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self.on_signal, sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+
+    def on_signal(self, signum: int) -> None:
+        """SIGHUP (SSH dropped) / SIGTERM: ask the run to stop and save, then leave at once; the launcher
+        waits for the trainer thread, since the terminal may already be gone."""
+        self.exit_code = 128 + int(signum)
+        if self._local_run_active():
+            self.current_run.request("stop", reason=signal.Signals(signum).name)
+        self.exit(self.exit_code)
+
+
+def _log_event(message: str, level: str):
+    from hvtui.core.events import log
+
+    return log(message, level)

@@ -1,0 +1,77 @@
+"""Small modal questions: a choice between a few labelled keys, and a diff to confirm before saving."""
+from __future__ import annotations
+
+from rich.syntax import Syntax
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Static
+
+
+class ChoiceScreen(ModalScreen):
+    """Dismisses with the chosen value, or None on escape. choices: (key, label, value)."""
+
+    DEFAULT_CSS = """
+    ChoiceScreen { align: center middle; }
+    ChoiceScreen > Vertical { width: 64; max-width: 95%; height: auto; border: thick $primary;
+                              background: $surface; padding: 1 2; }
+    ChoiceScreen #choice-title { text-style: bold; margin-bottom: 1; }
+    ChoiceScreen Horizontal { height: auto; margin-top: 1; }
+    ChoiceScreen Button { margin-right: 2; }
+    """
+    BINDINGS = [Binding("escape", "choose_none", "Cancel", show=False)]
+
+    def __init__(self, title: str, message: str, choices: list[tuple[str, str, object]]):
+        super().__init__()
+        self.title_text, self.message, self.choices = title, message, choices
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(self.title_text, id="choice-title")
+            yield Static(self.message, id="choice-message")
+            with Horizontal():
+                for i, (key, label, _) in enumerate(self.choices):
+                    yield Button(f"{label} [{key}]", id=f"choice-{i}", variant="primary" if i == 0 else "default",
+                                 compact=True)
+
+    def on_key(self, event) -> None:
+        for key, _, value in self.choices:
+            if event.key == key:
+                event.stop()
+                self.dismiss(value)
+                return
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(self.choices[int(event.button.id.split("-")[1])][2])
+
+    def action_choose_none(self) -> None:
+        self.dismiss(None)
+
+
+class DiffScreen(ModalScreen):
+    """Shows a unified diff; dismisses True to save (y), False to cancel (n / escape)."""
+
+    DEFAULT_CSS = """
+    DiffScreen { align: center middle; }
+    DiffScreen > Vertical { width: 90%; height: 85%; border: thick $primary; background: $surface; padding: 0 1; }
+    DiffScreen #diff-title { text-style: bold; height: 1; }
+    DiffScreen VerticalScroll { height: 1fr; }
+    DiffScreen #diff-keys { height: 1; color: $foreground-muted; }
+    """
+    BINDINGS = [Binding("y", "answer(True)", "Save"), Binding("n,escape", "answer(False)", "Cancel")]
+
+    def __init__(self, path: str, diff: str):
+        super().__init__()
+        self.path, self.diff = path, diff
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(f"Save {self.path}? Changes (comments and order are kept):", id="diff-title")
+            with VerticalScroll():
+                yield Static(Syntax(self.diff, "diff", theme="ansi_dark", word_wrap=False), id="diff-text")
+            yield Static(Text("y: save   n / escape: cancel"), id="diff-keys")
+
+    def action_answer(self, value: bool) -> None:
+        self.dismiss(value)

@@ -1,0 +1,88 @@
+"""Every key binding hvtui has, with a stable id, in one table; users remap them by id in keys.toml:
+
+    [keys]
+    "run.start" = "s"
+    "pane.train" = "f4,ctrl+t"     # several keys: comma-separated
+
+Keys are chosen to survive SSH and tmux: letters, digits, F-keys, brackets (no ctrl+enter, no ctrl+shift).
+F1-F4 pick panes; `[` / `]` cycle presets and 1-9 pick one, so digits never switch panes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from textual.binding import Binding
+
+
+@dataclass(frozen=True)
+class Key:
+    id: str
+    keys: str
+    action: str
+    description: str
+    show: bool = True
+    priority: bool = False
+
+
+APP_KEYS: tuple[Key, ...] = (
+    Key("pane.config", "f1", "show_pane('config')", "Config", show=False),
+    Key("pane.dataset", "f2", "show_pane('dataset')", "Dataset", show=False),
+    Key("pane.environment", "f3", "show_pane('environment')", "Env", show=False),
+    Key("pane.train", "f4", "show_pane('train')", "Train", show=False),
+    Key("preset.prev", "left_square_bracket", "cycle_preset(-1)", "Prev preset", show=False),
+    Key("preset.next", "right_square_bracket", "cycle_preset(1)", "Preset"),
+    *(Key(f"preset.{n}", str(n), f"pick_preset({n})", f"Preset {n}", show=False) for n in range(1, 10)),
+    Key("run.start", "s", "start_run", "Start"),
+    Key("run.pause", "p", "toggle_pause", "Pause/Resume"),
+    Key("run.stop", "x", "stop_run", "Stop"),
+    Key("run.save", "c", "save_now", "Checkpoint"),
+    Key("run.sample", "v", "sample_now", "Sample"),
+    Key("theme.next", "t", "next_theme", "Theme", show=False),
+    Key("quit", "q,ctrl+q", "quit", "Quit", priority=False),
+)
+
+CONFIG_KEYS: tuple[Key, ...] = (
+    Key("config.save", "ctrl+s", "save", "Save"),
+    Key("config.editor", "e", "edit_external", "$EDITOR"),
+    Key("config.revert", "ctrl+r", "revert", "Revert", show=False),
+)
+DATASET_KEYS: tuple[Key, ...] = (Key("dataset.rescan", "r", "rescan", "Rescan"),)
+ENVIRONMENT_KEYS: tuple[Key, ...] = (Key("environment.rerun", "r", "rerun", "Rerun"),)
+
+ALL_KEYS = APP_KEYS + CONFIG_KEYS + DATASET_KEYS + ENVIRONMENT_KEYS
+KEY_IDS = frozenset(k.id for k in ALL_KEYS)
+
+
+def bindings(keys: tuple[Key, ...]) -> list[Binding]:
+    return [Binding(k.keys, k.action, k.description, show=k.show, priority=k.priority, id=k.id) for k in keys]
+
+
+def read_keymap(path: Path, problems: list[str]) -> dict[str, str]:
+    """binding id -> keys from keys.toml; unknown ids and non-string keys are reported and skipped."""
+    from hvtui.tui.settings import read_toml
+
+    data = read_toml(path, problems)
+    table = data.get("keys", {})
+    if not isinstance(table, dict):
+        problems.append(f"{path}: [keys] must be a table of binding id = \"key\"")
+        return {}
+    out: dict[str, str] = {}
+    for binding_id, keys in table.items():
+        if binding_id not in KEY_IDS:
+            problems.append(f"{path}: unknown binding id {binding_id!r} (ignored); ids: {', '.join(sorted(KEY_IDS))}")
+        elif not isinstance(keys, str) or not keys.strip():
+            problems.append(f"{path}: {binding_id} must be a key string like \"f5\" or \"s,ctrl+s\"")
+        else:
+            out[binding_id] = keys.replace(" ", "")
+    return out
+
+
+def key_for(binding_id: str, keymap: dict[str, str] | None = None) -> str:
+    """The first key a binding answers to (after remapping), for help text."""
+    if keymap and binding_id in keymap:
+        return keymap[binding_id].split(",")[0]
+    for k in ALL_KEYS:
+        if k.id == binding_id:
+            return k.keys.split(",")[0]
+    raise KeyError(binding_id)

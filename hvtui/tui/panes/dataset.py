@@ -1,0 +1,166 @@
+"""Dataset pane: the bucket table, the clips of the selected bucket, discarded files grouped by reason.
+The scan runs in a worker thread (it probes every clip) and reports progress through messages."""
+from __future__ import annotations
+
+import time
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.widgets import DataTable, Static
+
+from hvtui.tui import keymap
+from hvtui.tui.services import Unavailable
+from hvtui.tui.panes.train import bar
+
+
+class DatasetPane(Vertical):
+    BINDINGS = keymap.bindings(keymap.DATASET_KEYS)
+    DEFAULT_CSS = """
+    DatasetPane #dataset-head { height: 2; padding: 0 1; }
+    DatasetPane #dataset-top { height: 1fr; }
+    DatasetPane #bucket-table { width: 1fr; height: 100%; border: round $panel-lighten-2; }
+    DatasetPane #discards { width: 1fr; height: 100%; border: round $panel-lighten-2; padding: 0 1; overflow-y: auto; }
+    DatasetPane #clip-table { height: 1fr; border: round $panel-lighten-2; }
+    """
+
+    class Progress(Message):
+        def __init__(self, done: int, total: int, what: str):
+            super().__init__()
+            self.done, self.total, self.what = done, total, what
+
+    class Done(Message):
+        def __init__(self, report=None, error: str = "", elapsed: float = 0.0):
+            super().__init__()
+            self.report, self.error, self.elapsed = report, error, elapsed
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.report = None
+        self.stale = True
+        self.scanning = False
+        self.preset = None
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="dataset-head")
+        with Horizontal(id="dataset-top"):
+            yield DataTable(id="bucket-table", cursor_type="row", zebra_stripes=True)
+            yield Static(id="discards")
+        yield DataTable(id="clip-table", cursor_type="row")
+
+    def on_mount(self) -> None:
+        buckets = self.query_one("#bucket-table", DataTable)
+        buckets.border_title = "buckets"
+        buckets.add_columns("bucket", "clips", "samples/epoch", "share")
+        clips = self.query_one("#clip-table", DataTable)
+        clips.border_title = "clips in bucket"
+        clips.add_columns("clip", "source", "frames", "fps", "caption")
+        self.query_one("#discards").border_title = "discarded"
+        self._head("not scanned yet")
+
+    def _head(self, line1: str, line2: str = "") -> None:
+        key = keymap.key_for("dataset.rescan", getattr(self.app, "keymap", None))
+        self.query_one("#dataset-head", Static).update(
+            Text(line1 + "\n", no_wrap=True, overflow="ellipsis") + Text(line2 or f"{key}: rescan", style="dim"))
+
+    def set_preset(self, preset) -> None:
+        self.preset = preset
+        self.stale = True
+
+    def scan_if_stale(self) -> None:
+        if self.stale and not self.scanning:
+            self.rescan()
+
+    def action_rescan(self) -> None:
+        self.rescan(use_cache=False)
+
+    def rescan(self, use_cache: bool = True) -> None:
+        if self.preset is None:
+            self._head("no valid preset to scan", "fix the preset in the Config pane first")
+            return
+        if self.scanning:
+            return
+        self.scanning, self.stale = True, False
+        self._head("scanning…")
+        self._scan(self.preset, use_cache)
+
+    @work(thread=True, exclusive=True, group="dataset-scan")
+    def _scan(self, preset, use_cache: bool) -> None:
+        t0 = time.perf_counter()
+
+        def progress(done: int, total: int, what: str = "") -> None:
+            self.post_message(self.Progress(done, total, what))   # thread-safe, never waits on the UI
+        try:
+            report = self.app.services.scan_preset(preset, progress=progress, use_cache=use_cache)
+        except Unavailable as e:
+            self.post_message(self.Done(error=str(e)))
+            return
+        except Exception as e:  # a scanner bug must not take the UI down
+            self.post_message(self.Done(error=f"scan failed: {type(e).__name__}: {e}"))
+            return
+        self.post_message(self.Done(report, elapsed=time.perf_counter() - t0))
+
+    @on(Progress)
+    def _progress(self, m: Progress) -> None:
+        if self.scanning and m.total:
+            self._head(f"scanning {m.done}/{m.total} {bar(m.done / m.total, 20)}", m.what)
+
+    @on(Done)
+    def _done(self, m: Done) -> None:
+        self.scanning = False
+        if m.error:
+            self._head(m.error)
+            return
+        self.show_report(m.report, m.elapsed)
+
+    def show_report(self, report, elapsed: float = 0.0) -> None:
+        self.report = report
+        buckets = self.query_one("#bucket-table", DataTable)
+        buckets.clear()
+        total = report.samples_per_epoch or 1
+        for b in report.buckets:
+            buckets.add_row(b.key, str(len(b.samples)), str(b.samples_per_epoch),
+                            f"{100 * b.samples_per_epoch / total:.0f}%", key=b.key)
+        discards = Text()
+        for category, items in report.discarded.items():
+            title = _category_title(category)
+            discards.append(f"{title} ({len(items)})\n", style="bold")
+            for d in items[:20]:
+                discards.append(f"  {d}\n")
+            if len(items) > 20:
+                discards.append(f"  … {len(items) - 20} more\n", style="dim")
+        discards.rstrip()
+        self.query_one("#discards", Static).update(discards if discards.plain else Text("none", style="dim"))
+        line1 = (f"{report.clips_kept} clips kept, {report.clips_discarded} discarded, {len(report.buckets)} "
+                 f"buckets, {report.samples_per_epoch} samples/epoch")
+        problems = [f"✗ {e}" for e in report.errors] + [f"! {w}" for w in report.warnings]
+        self._head(line1 + (f"  ({elapsed:.1f}s)" if elapsed else ""), "  ".join(problems))
+        self._show_clips(report.buckets[0].key if report.buckets else None)
+
+    @on(DataTable.RowHighlighted, "#bucket-table")
+    def _bucket_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show_clips(event.row_key.value if event.row_key else None)
+
+    def _show_clips(self, key: str | None) -> None:
+        clips = self.query_one("#clip-table", DataTable)
+        clips.clear()
+        bucket = self.report.bucket(key) if self.report and key else None
+        clips.border_title = f"clips in {key}" if key else "clips in bucket"
+        if bucket is None:
+            return
+        for s in bucket.samples:
+            source = f"{s.source_width}x{s.source_height}" if s.source_width else "?"
+            fps = f"{s.fps_in:g}→{s.fps_out:g}" if s.fps_in != s.fps_out else f"{s.fps_out:g}"
+            caption = s.captions[0] if s.captions else ""
+            clips.add_row(s.relpath or s.path.name, source, f"{s.frames}/{s.source_frames or '?'}", fps,
+                          caption[:60], key=s.id)
+
+
+def _category_title(category: str) -> str:
+    try:
+        from hvtui.core.dataset.model import CATEGORIES
+    except ImportError:
+        return category
+    return CATEGORIES.get(category, category)

@@ -1,0 +1,168 @@
+"""Train pane: run controls' state, phase with progress, loss chart, numbers, GPU and offload panels, log
+lines, checkpoints and samples written. It only draws a TrainState; the app feeds it from the run."""
+from __future__ import annotations
+
+import time
+
+from rich.style import Style
+from rich.text import Text
+from textual.color import Color, ColorParseError
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import RichLog, Static
+
+from hvtui.tui.train_state import TrainState, format_duration
+from hvtui.tui.widgets.gpu_panel import GpuPanel
+from hvtui.tui.widgets.loss_chart import LossChart
+from hvtui.tui.widgets.offload_panel import OffloadPanel
+
+STATE_COLOUR = {"running": "hvtui-ok", "finished": "hvtui-ok", "paused": "hvtui-warn", "stopping": "hvtui-warn",
+                "starting": "hvtui-warn", "failed": "hvtui-fail"}
+LEVEL_STYLE = {"warning": "yellow", "error": "bold red"}
+
+
+def bar(fraction: float, width: int) -> str:
+    filled = max(0, min(width, int(fraction * width + 0.5)))
+    return "━" * filled + "─" * (width - filled)
+
+
+class TrainPane(Vertical):
+    DEFAULT_CSS = """
+    TrainPane { height: 1fr; }
+    TrainPane #train-head { height: 2; padding: 0 1; }
+    TrainPane #train-body { height: 1fr; }
+    TrainPane #train-row1 { height: 11; }
+    TrainPane LossChart { width: 1fr; height: 11; }
+    TrainPane #train-stats { width: 27; height: 11; border: round $panel-lighten-2; padding: 0 1; }
+    TrainPane #train-row2 { height: auto; }
+    TrainPane GpuPanel { width: 1fr; }
+    TrainPane OffloadPanel { width: 1fr; display: none; }
+    TrainPane OffloadPanel.-on { display: block; }
+    TrainPane #train-row3 { height: auto; min-height: 8; }
+    TrainPane #train-log { width: 2fr; height: 10; border: round $panel-lighten-2; }
+    TrainPane #train-outputs { width: 1fr; height: 10; border: round $panel-lighten-2; padding: 0 1; }
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._version = -1
+        self._logs_seen = 0
+        self.note = ""            # set by the app: e.g. "loading torch + diffusers…", "no preset"
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="train-head")
+        with VerticalScroll(id="train-body"):
+            with Horizontal(id="train-row1"):
+                yield LossChart(id="loss-chart")
+                yield Static(id="train-stats")
+            with Horizontal(id="train-row2"):
+                yield GpuPanel(id="gpu-panel")
+                yield OffloadPanel(id="offload-panel")
+            with Horizontal(id="train-row3"):
+                yield RichLog(id="train-log", max_lines=300, wrap=False, markup=False)
+                yield Static(id="train-outputs")
+
+    def on_mount(self) -> None:
+        self.query_one("#train-stats").border_title = "numbers"
+        self.query_one("#train-log").border_title = "log"
+        self.query_one("#train-outputs").border_title = "written"
+
+    def show(self, st: TrainState, *, offload_enabled: bool = False, telemetry: bool = True,
+             keys: dict[str, str] | None = None, force: bool = False) -> None:
+        keys = keys or {}
+        self._show_head(st, keys)
+        if st.version == self._version and not force:
+            return
+        self._version = st.version
+        self.query_one(LossChart).set_data(st.steps, st.losses, st.smooth)
+        self._show_stats(st)
+        self.query_one(GpuPanel).show(st.gpus, st.step, telemetry=telemetry, device=st.started.get("device", ""),
+                                      note=st.gpu_note, torch_mem=st.torch_mem)
+        offload = self.query_one(OffloadPanel)
+        offload.set_class(offload_enabled or bool(st.offload), "-on")
+        offload.show(st.offload)
+        log = self.query_one("#train-log", RichLog)
+        for _, t, level, message in st.new_logs(self._logs_seen):
+            stamp = time.strftime("%H:%M:%S ", time.localtime(t)) if t else ""
+            log.write(Text(stamp, style="dim") + Text(message, style=LEVEL_STYLE.get(level, "")))
+        self._logs_seen = st.log_count
+        self._show_outputs(st)
+
+    def _show_head(self, st: TrainState, keys: dict[str, str]) -> None:
+        t = Text(no_wrap=True, overflow="ellipsis")
+        t.append(f"● {st.state.upper()}", style=theme_style(self.app, STATE_COLOUR.get(st.state), bold=True))
+        step, max_steps = st.step.get("step"), st.step.get("max_steps") or st.started.get("max_steps")
+        if st.phase:
+            t.append(f"  {st.phase}")
+        done, total, what = st.progress.get(st.phase, (0, 0, "")) if st.phase != "training" else (0, 0, "")
+        if st.phase == "training" or (step is not None and not total):
+            if step is not None and max_steps:
+                t.append(f"  step {step}/{max_steps} {bar(step / max_steps, 20)} {100 * step / max_steps:.0f}%")
+                t.append(f"  ETA {format_duration(st.step.get('eta_s'))}")
+        elif total:
+            t.append(f"  {done}/{total} {bar(done / total, 20)} {100 * done / total:.0f}%")
+        t.append("\n")
+        if self.note:
+            t.append(self.note, style="bold")
+        elif st.error and st.state == "failed":
+            t.append(f"error: {st.error.get('message', '')}", style="bold red")
+            if st.error.get("hint"):
+                t.append(f" — {st.error['hint']}", style="dim")
+        elif what or st.phase_detail:
+            t.append(what or st.phase_detail, style="dim")
+        elif not st.active:
+            t.append(f"{keys.get('run.start', 's')}: start", style="dim")
+        else:
+            t.append(f"{keys.get('run.pause', 'p')}: pause/resume  {keys.get('run.stop', 'x')}: stop  "
+                     f"{keys.get('run.save', 'c')}: checkpoint now  {keys.get('run.sample', 'v')}: sample now",
+                     style="dim")
+        self.query_one("#train-head", Static).update(t)
+
+    def _show_stats(self, st: TrainState) -> None:
+        d = st.step
+
+        def num(key, fmt):
+            v = d.get(key)
+            return "--" if v is None else format(v, fmt)
+
+        rows = [
+            ("step", f"{d['step']} / {d.get('max_steps') or st.started.get('max_steps', '?')}" if "step" in d else "--"),
+            ("epoch", num("epoch", "")),
+            ("loss", num("loss", ".4f")),
+            ("smoothed", f"{st.smooth[-1]:.4f}" if st.smooth else "--"),
+            ("lr", num("lr", ".2e")),
+            ("grad norm", num("grad_norm", ".3f")),
+            ("s/step", num("step_time", ".2f")),
+            ("samples/s", num("samples_per_s", ".2f")),
+            ("ETA", format_duration(d.get("eta_s")) if d else "--"),
+        ]
+        t = Text(no_wrap=True, overflow="ellipsis")
+        for i, (k, v) in enumerate(rows):
+            t.append(("\n" if i else "") + f"{k:<10}", style="dim")
+            t.append(v, style="bold" if k in ("loss", "step") else "")
+        self.query_one("#train-stats", Static).update(t)
+
+    def _show_outputs(self, st: TrainState) -> None:
+        t = Text(no_wrap=True, overflow="ellipsis")
+        t.append("checkpoints\n", style="bold")
+        for step, path in st.checkpoints[-3:] or [(None, "none yet")]:
+            t.append(f" {'' if step is None else f'{step:>5} '}{_short(path)}\n", style="" if step is not None else "dim")
+        t.append("samples\n", style="bold")
+        for step, path, _ in st.samples[-3:] or [(None, "none yet", "")]:
+            t.append(f" {'' if step is None else f'{step:>5} '}{_short(path)}\n", style="" if step is not None else "dim")
+        self.query_one("#train-outputs", Static).update(t)
+
+
+def _short(path: str) -> str:
+    parts = path.replace("\\", "/").rstrip("/").split("/")
+    return "/".join(parts[-2:]) if len(parts) > 2 else path
+
+
+def theme_style(app, variable: str | None, bold: bool = False) -> Style:
+    """A rich style from one of the theme's colour variables (hex or ansi_* names both work)."""
+    value = app.theme_variables.get(variable or "", "")
+    try:
+        color = Color.parse(value).rich_color if value else None
+    except ColorParseError:
+        color = None
+    return Style(color=color, bold=bold)

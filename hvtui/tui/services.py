@@ -1,0 +1,88 @@
+"""The core functions the panes call, gathered so tests can swap the slow or external ones (the trainer
+backend, telemetry, the editor) for fakes. Real modules are imported when first used, never at start-up,
+so the first paint does not wait for them.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from hvtui.core.bus import Bus
+from hvtui.core.preset import Preset
+from hvtui.core.session import Backend
+
+
+class Unavailable(RuntimeError):
+    """A core module this build lacks; the pane shows the message instead of crashing."""
+
+
+def _need(module: str, what: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name and module.startswith(e.name):
+            raise Unavailable(f"{what} is not available in this build ({module} missing)") from None
+        raise
+
+
+def validate_file(path: Path):
+    return _need("hvtui.core.validate", "preset validation").validate_file(path)
+
+
+def validate_preset(preset: Preset) -> list:
+    return _need("hvtui.core.validate", "preset validation").validate_preset(preset)
+
+
+def open_document(path: Path):
+    return _need("hvtui.core.preset_edit", "preset editing").PresetDocument.open(path)
+
+
+def scan_preset(preset: Preset, progress: Callable[[int, int, str], None] | None = None, use_cache: bool = True):
+    return _need("hvtui.core.dataset", "the dataset scanner").scan_preset(preset, progress=progress,
+                                                                           use_cache=use_cache)
+
+
+def run_doctor(preset: Preset):
+    return _need("hvtui.core.doctor", "the environment doctor").run_doctor(preset)
+
+
+def default_telemetry(bus: Bus) -> Any | None:
+    """An NVML sampler publishing `gpu` events, or None when this build has no telemetry module."""
+    try:
+        mod = _need("hvtui.core.telemetry", "GPU telemetry")
+    except Unavailable:
+        return None
+    return mod.TelemetrySampler(bus, interval=1.0)
+
+
+def editor_command(path: Path, env=os.environ) -> list[str]:
+    editor = env.get("VISUAL") or env.get("EDITOR") or "vi"
+    return [*shlex.split(editor), str(path)]
+
+
+def run_editor(app, path: Path) -> int:
+    """Hand the terminal to $EDITOR (the app is suspended meanwhile); the exit status."""
+    with app.suspend():
+        try:
+            return subprocess.call(editor_command(path))
+        except OSError as e:
+            print(f"cannot start the editor: {e}")
+            return 127
+
+
+@dataclass
+class Services:
+    backend: Backend | None = None                     # None: the real trainer (hvtui.core.train.loop)
+    telemetry: Callable[[Bus], Any | None] | None = default_telemetry
+    validate_file: Callable = validate_file
+    validate_preset: Callable = validate_preset
+    open_document: Callable = open_document
+    scan_preset: Callable = scan_preset
+    run_doctor: Callable = run_doctor
+    run_editor: Callable = run_editor

@@ -1,0 +1,55 @@
+"""Where hvtui's user settings live and how they are read: $HVTUI_CONFIG_DIR, else $XDG_CONFIG_HOME/hvtui,
+else ~/.config/hvtui. `settings.toml` (theme = "..."), `keys.toml` (key remapping), `themes/` (extra themes).
+
+A broken settings file is reported (message, file) and ignored, never fatal: the app must still start.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+DEFAULT_THEME = "hvtui-dark"
+
+
+def config_dir(env: Mapping[str, str] = os.environ) -> Path:
+    if env.get("HVTUI_CONFIG_DIR"):
+        return Path(env["HVTUI_CONFIG_DIR"]).expanduser()
+    base = env.get("XDG_CONFIG_HOME") or str(Path("~/.config").expanduser())
+    return Path(base) / "hvtui"
+
+
+def read_toml(path: Path, problems: list[str]) -> dict:
+    """The file's table, or {} (with a problem recorded) when it exists but cannot be read."""
+    if not path.is_file():
+        return {}
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        problems.append(f"{path}: ignored, not valid TOML: {e}")
+        return {}
+
+
+@dataclass
+class Settings:
+    theme: str = DEFAULT_THEME
+    keys: dict[str, str] = field(default_factory=dict)
+    directory: Path | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+def load_settings(directory: Path | None = None) -> Settings:
+    from hvtui.tui.keymap import read_keymap
+
+    directory = directory or config_dir()
+    s = Settings(directory=directory)
+    data = read_toml(directory / "settings.toml", s.problems)
+    theme = data.get("theme")
+    if isinstance(theme, str) and theme:
+        s.theme = theme
+    elif theme is not None:
+        s.problems.append(f"{directory / 'settings.toml'}: theme must be a theme name string")
+    s.keys = read_keymap(directory / "keys.toml", s.problems)
+    return s

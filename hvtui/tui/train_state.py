@@ -1,0 +1,162 @@
+"""What the Train pane shows, folded from events: a plain model (no widgets) the UI timer feeds.
+
+The UI pulls events from the bus (or an attached run's events.jsonl) ~4 times a second and applies them
+here; widgets read this object when `version` changed. Loss history is kept whole up to a cap and thinned
+evenly beyond it, so a long run still charts from step 1.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from hvtui.core.events import Event
+
+MAX_POINTS = 4000
+ACTIVE_STATES = ("starting", "running", "paused", "stopping")
+
+
+@dataclass
+class TrainState:
+    state: str = "idle"                 # idle|starting|running|paused|stopping|stopped|finished|failed
+    phase: str = ""
+    phase_detail: str = ""
+    progress: dict[str, tuple[int, int, str]] = field(default_factory=dict)
+    started: dict[str, Any] = field(default_factory=dict)
+    step: dict[str, Any] = field(default_factory=dict)     # the latest step event's data
+    steps: list[int] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    smooth: list[float] = field(default_factory=list)
+    gpus: list[dict] | None = None      # None: no telemetry yet; []: no GPU
+    gpu_note: str = ""                  # why there are no GPUs ("no GPU: ..."), from the sampler
+    torch_mem: dict[str, Any] = field(default_factory=dict)   # allocated/reserved/peak from `gpu` events
+    offload: dict[str, Any] | None = None
+    logs: deque = field(default_factory=lambda: deque(maxlen=400))
+    checkpoints: list[tuple[int, str]] = field(default_factory=list)
+    samples: list[tuple[int, str, str]] = field(default_factory=list)
+    finished: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    log_count: int = 0                  # log lines ever added (views append those they have not shown)
+    version: int = 0
+    _ema: float | None = None
+    _ema_n: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+    def reset(self) -> None:
+        """A new run: everything but the GPU readings, which belong to the machine."""
+        gpus, note = self.gpus, self.gpu_note
+        self.__init__()
+        self.gpus, self.gpu_note = gpus, note
+
+    def apply(self, events: Iterable[Event]) -> bool:
+        changed = False
+        for e in events:
+            handler = getattr(self, f"_on_{e.kind}", None)
+            if handler:
+                handler(e.data, e.time)
+                changed = True
+        if changed:
+            self.version += 1
+        return changed
+
+    def _on_run_started(self, d, t):
+        # a resumed run appends to the same events.jsonl: the chart continues, the outcome resets
+        self.started = dict(d)
+        self.finished = None
+        self.error = None
+        if not self.active:
+            self.state = "running"
+
+    def _on_phase(self, d, t):
+        self.phase = d.get("phase", "")
+        self.phase_detail = d.get("detail", "")
+
+    def _on_progress(self, d, t):
+        self.progress[d.get("phase", "")] = (int(d.get("done", 0)), int(d.get("total", 0) or 0), d.get("what", ""))
+
+    def _on_step(self, d, t):
+        self.step = dict(d)
+        loss = d.get("loss")
+        if loss is None:
+            return
+        loss = float(loss)
+        smooth = d.get("loss_smooth")
+        if smooth is None and math.isfinite(loss):
+            # bias-corrected EMA (as in Adam), so the first points are not pulled toward 0
+            self._ema_n += 1
+            self._ema = loss if self._ema is None else 0.9 * self._ema + 0.1 * loss
+            smooth = self._ema if self._ema_n > 1 else loss
+        self.steps.append(int(d.get("step", len(self.steps) + 1)))
+        self.losses.append(loss)
+        self.smooth.append(float(smooth) if smooth is not None else float("nan"))
+        if len(self.steps) > MAX_POINTS:
+            self.steps = self.steps[::2]
+            self.losses = self.losses[::2]
+            self.smooth = self.smooth[::2]
+
+    def add_log(self, level: str, message: str, t: float = 0.0) -> None:
+        self.log_count += 1
+        self.logs.append((self.log_count, t, level, message))
+
+    def new_logs(self, seen: int) -> list[tuple[int, float, str, str]]:
+        return [entry for entry in self.logs if entry[0] > seen]
+
+    def _on_gpu(self, d, t):
+        self.gpus = list(d.get("gpus") or [])
+        self.gpu_note = str(d.get("error") or "")
+        if d.get("torch"):
+            self.torch_mem = dict(d["torch"])
+        if d.get("offload"):
+            self.offload = dict(d["offload"])
+
+    def _on_state(self, d, t):
+        self.state = d.get("state", self.state)
+
+    def _on_checkpoint(self, d, t):
+        self.checkpoints.append((int(d.get("step", 0)), str(d.get("lora_path") or d.get("path", ""))))
+
+    def _on_sample(self, d, t):
+        self.samples.append((int(d.get("step", 0)), str(d.get("path", "")), str(d.get("prompt", ""))))
+
+    def _on_log(self, d, t):
+        self.add_log(d.get("level", "info"), str(d.get("message", "")), t)
+
+    def _on_error(self, d, t):
+        self.error = dict(d)
+        hint = f" ({d['hint']})" if d.get("hint") else ""
+        self.add_log("error", f"{d.get('message', '')}{hint}", t)
+
+    def _on_finished(self, d, t):
+        self.finished = dict(d)
+        status = d.get("status", "finished")
+        self.state = {"completed": "finished", "interrupted": "stopped"}.get(status, status)
+        if self.state not in ("finished", "stopped", "failed"):
+            self.state = "finished"
+        self.add_log("info" if status == "completed" else "warning",
+                     f"run {status} (exit code {d.get('exit_code', '?')})", t)
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return "--"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def format_bytes(n: float | None) -> str:
+    if n is None:
+        return "--"
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit in ("B", "KiB") else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"

@@ -1,0 +1,36 @@
+"""Every preset shipped in presets/ passes `hvtui check` (warnings allowed)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hvtui.cli import main
+from hvtui.core.validate import validate_file
+
+PRESETS = Path(__file__).resolve().parents[1] / "presets"
+SHIPPED = sorted(PRESETS.rglob("*.toml"))
+
+
+def test_the_required_presets_are_shipped():
+    names = {p.name for p in SHIPPED}
+    assert {"demo.toml", "t2v-480p-24gb.toml", "t2v-480p-80gb.toml", "t2v-720p-80gb.toml", "i2v-480p.toml"} <= names
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_shipped_preset_passes_check(path, capsys):
+    v = validate_file(path, env={})   # no HUNYUANVIDEO_* variables: the presets must stand on their own
+    assert v.ok, "\n".join(map(str, v.errors))
+    assert main(["check", str(path)]) == 0
+    assert "OK:" in capsys.readouterr().out
+
+
+def test_presets_match_their_names():
+    from hvtui.core.preset import load_preset
+    p24 = load_preset(PRESETS / "t2v-480p-24gb.toml")
+    assert p24.enable_group_offload and not p24.enable_model_cpu_offload and p24.model_flavour == "t2v-480p"
+    assert not load_preset(PRESETS / "t2v-480p-80gb.toml").enable_group_offload
+    p720 = load_preset(PRESETS / "t2v-720p-80gb.toml")
+    assert p720.model_flavour == "t2v-720p" and p720.validation_resolution == "1280x720"
+    i2v = load_preset(PRESETS / "i2v-480p.toml")
+    assert i2v.is_i2v and i2v.vision_encoder_path
