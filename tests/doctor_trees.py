@@ -36,7 +36,7 @@ def build_trees(base: Path) -> dict[str, Path]:
         return _BUILT
     import torch
     from diffusers import HunyuanVideo15ImageToVideoPipeline
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
     from hvtui.core.train.tiny import tiny_components
 

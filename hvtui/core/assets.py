@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from hvtui.core.preset import BUILTIN_TINY, Preset, is_i2v
+from hvtui.core.preset import BUILTIN_TINY, FLAVOURS, Preset, is_i2v
 
 ENV_TEXT = "HUNYUANVIDEO_TEXT_ENCODER_PATH"
 ENV_VISION = "HUNYUANVIDEO_VISION_ENCODER_PATH"
@@ -129,6 +129,8 @@ def component_names(flavour: str) -> tuple[str, ...]:
 def transformer_version(flavour: str) -> str:
     """The Tencent folder (and diffusers repo suffix) of a flavour: t2v-480p -> 480p_t2v, i2v-720p-distilled ->
     720p_i2v_distilled."""
+    if flavour not in FLAVOURS:
+        raise ValueError(f"unknown model_flavour {flavour!r} (one of {', '.join(FLAVOURS)})")
     task, res, *rest = flavour.split("-")
     return f"{res}_{task}" + "".join(f"_{r}" for r in rest)
 
@@ -263,7 +265,7 @@ def _text_format(folder: Path) -> str:
 
 
 def _probe_text(root: Path) -> tuple[_Found | None, str]:
-    if (root / "config.json").is_file() and not (root / "model_index.json").is_file():
+    if detect_layout(root) == "folder":   # the Qwen2.5-VL download itself
         return _Found({"text_encoder": root, "tokenizer": root}, "folder", {"text_encoder": _text_format(root),
                                                                            "tokenizer": "pretrained"}), ""
     for llm, layout in ((root / "text_encoder" / "llm", "tencent"), (root / "llm", "tencent")):
@@ -298,7 +300,7 @@ def _probe_glyph(root: Path) -> tuple[_Found | None, str]:
 
 def _probe_vision(root: Path) -> tuple[_Found | None, str]:
     fmts = {"image_encoder": "pretrained", "feature_extractor": "pretrained"}
-    if (root / "config.json").is_file() and not (root / "model_index.json").is_file():
+    if detect_layout(root) == "folder":   # a SigLIP vision model download itself
         return _Found({"image_encoder": root, "feature_extractor": root}, "folder", fmts), ""
     for base, layout in ((root / "vision_encoder" / "siglip", "tencent"), (root, "diffusers")):
         if _has_files(base / "image_encoder"):
@@ -351,8 +353,9 @@ def _model_sources(preset: Preset, env: Mapping[str, str], extra_repos: tuple[st
     if local is not None and local.is_dir():
         out.append(_Source("model", local, named=local))
     elif looks_like_repo_id(name) and not (local and local.exists()):
-        out.append(_Source("model", None, f"pretrained_model_name_or_path {name!r} is not a local folder "
-                                          "(nothing is downloaded; looking in the Hugging Face cache)"))
+        # "owner/name" may be a repo id or a relative folder: look for both, name the folder when missing
+        out.append(_Source("model", None, f"{_missing_note('model folder', local)}; as a repo id: "
+                                          "looking in the Hugging Face cache (nothing is downloaded)", named=local))
         repos.append(name)
     else:
         out.append(_Source("model", None, _missing_note("model folder", local), named=local))
@@ -610,12 +613,21 @@ def inspect_weights(folder: Path, files: list[Path] | None = None) -> WeightsInf
     return info
 
 
+TOKENIZER_FILES = {"tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json",
+                   "added_tokens.json", "chat_template.jinja", "chat_template.json", "spiece.model"}
+
+
+def _is_tokenizer_file(name: str) -> bool:
+    return name in TOKENIZER_FILES
+
+
 QWEN_TOKENIZER_SETS = (("tokenizer.json",), ("vocab.json", "merges.txt"))
 
 
 def tokenizer_files(component: str, folder: Path) -> tuple[list[str], list[str]]:
     """(present, missing) tokenizer files for the Qwen (tokenizer) or byT5 (tokenizer_2) tokenizer."""
-    present = sorted(p.name for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+    present = sorted(p.name for p in folder.iterdir() if p.is_file() and _is_tokenizer_file(p.name)) \
+        if folder.is_dir() else []
     if component == "tokenizer":
         for need in QWEN_TOKENIZER_SETS:
             if all(n in present for n in need):

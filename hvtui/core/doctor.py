@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Mapping
 
 from hvtui.core import exitcodes
-from hvtui.core.assets import (ENV_TEXT, ENV_VISION, EXPECTED, Component, config_class, hf_cache_dir,
+from hvtui.core.assets import (ENV_TEXT, ENV_VISION, Component, config_class, hf_cache_dir,
                                inspect_weights, read_json, resolve_components, tokenizer_files,
                                transformer_version)
 from hvtui.core.fit import FitEstimate, GiB, estimate_memory, largest_bucket
@@ -152,14 +152,15 @@ def check_packages(versions: dict[str, str | None]) -> Check:
     return Check("packages", OK, detail, group="system")
 
 
-def check_gpu(info: NvmlInfo) -> Check:
+def check_gpu(info: NvmlInfo, real: bool = True) -> Check:
     if not info.available:
         return Check("cuda", WARN, f"{info.reason}; training runs on the CPU (only the builtin tiny model is "
                      "practical there)", "run on a machine with an NVIDIA GPU and its driver for real models",
                      "system")
     vis = info.visible_gpus
     if not vis:
-        return Check("cuda", FAIL, f"{len(info.gpus)} GPU(s) present but CUDA_VISIBLE_DEVICES hides them all",
+        return Check("cuda", FAIL if real else WARN,
+                     f"{len(info.gpus)} GPU(s) present but CUDA_VISIBLE_DEVICES hides them all",
                      "fix CUDA_VISIBLE_DEVICES (e.g. export CUDA_VISIBLE_DEVICES=0)", "system")
     parts = [f"{g.index}: {g.name}, {gib(g.mem_total or 0)} total, {gib(g.mem_free or 0)} free" for g in vis]
     drv = f"driver {info.driver}" + (f" (CUDA {info.cuda})" if info.cuda else "")
@@ -288,7 +289,7 @@ def check_model_root(preset: Preset, env: Mapping[str, str]) -> Check:
     if name == BUILTIN_TINY:
         return Check("model", OK, f"{BUILTIN_TINY}: tiny random HunyuanVideo 1.5 built in code (no files)",
                      group="model")
-    from hvtui.core.assets import detect_layout, looks_like_repo_id
+    from hvtui.core.assets import cache_snapshot, detect_layout, looks_like_repo_id
     local = preset.resolve_path(name)
     if local is not None and local.is_dir():
         layout = detect_layout(local)
@@ -297,11 +298,18 @@ def check_model_root(preset: Preset, env: Mapping[str, str]) -> Check:
                          "point pretrained_model_name_or_path at the folder holding transformer/, vae/ and scheduler/",
                          "model")
         return Check("model", OK, f"{local} ({layout} layout, flavour {preset.model_flavour})", group="model")
+    fix = "fix pretrained_model_name_or_path (relative paths are relative to the preset file)"
     if looks_like_repo_id(name) and not (local and local.exists()):
-        return Check("model", OK, f"{name!r} is a repo id, not a folder: looked in the Hugging Face cache "
-                     f"{hf_cache_dir(env)} (nothing is downloaded)", group="model")
+        cache = hf_cache_dir(env)
+        snap, _ = cache_snapshot(cache, name)
+        if snap is not None:
+            return Check("model", OK, f"{name!r}: the Hugging Face cache has it ({snap}, "
+                         f"{detect_layout(snap)} layout); nothing is downloaded", group="model")
+        return Check("model", FAIL, f"{name!r} is neither a local folder ({local} does not exist) nor in the "
+                     f"Hugging Face cache {cache}; hvtui downloads nothing",
+                     f"{fix}, or download it first (hf download {name} --local-dir <folder>)", "model")
     return Check("model", FAIL, f"model folder {local} does not exist (pretrained_model_name_or_path = {name!r})",
-                 "fix pretrained_model_name_or_path (relative paths are relative to the preset file)", "model")
+                 fix, "model")
 
 
 def _class_check(comp: Component, filename: str, label: str) -> Check:
@@ -372,7 +380,8 @@ def _weights_check(comp: Component, files: list[Path] | None = None, label: str 
     n = len(info.files)
     what = f"{n} shard{'s' if n > 1 else ''}" if info.kind == "index" else f"{n} file{'s' if n > 1 else ''}"
     if info.unchecked and not info.params:
-        return Check(name, OK, f"{what}, {human_bytes(info.bytes)} (pickle: dtype not read without loading)",
+        files = ", ".join(p.name for p in info.files[:3]) + (" ..." if n > 3 else "")
+        return Check(name, OK, f"{files}: {human_bytes(info.bytes)} (pickle: dtype not read without loading)",
                      group="model")
     detail = f"{human_count(info.params)} params, {info.dtype}, {what}, {human_bytes(info.bytes)}"
     if comp.name == "transformer":
@@ -551,20 +560,36 @@ def run_doctor(preset: Preset, system: bool = True, *, env: Mapping[str, str] | 
     dataset scan for the largest bucket (else the preset's resolution / num_frames)."""
     env = os.environ if env is None else env
     report = DoctorReport(preset)
+
+    def run(name: str, group: str, fn, *args) -> list[Check]:
+        # a preset with odd values (validate.py reports them) must give a check, never a traceback
+        try:
+            out = fn(*args)
+        except Exception as e:
+            return [Check(name, WARN, f"could not check: {type(e).__name__}: {e}", "run `hvtui check PRESET`",
+                          group)]
+        return out if isinstance(out, list) else [out]
+
     if system:
         if gpu is None:
             from hvtui.core.nvml import query
             gpu = query(env)
         report.gpu = gpu
         versions = package_versions()
-        report.checks += [check_python(), check_packages(versions), check_gpu(gpu),
-                          check_torch_build(versions.get("torch"), gpu), check_host_memory(preset),
-                          check_disk(preset), check_session(env)]
-    report.checks.append(check_model_root(preset, env))
-    report.components = resolve_components(preset, env)
+        report.checks += [check_python(), check_packages(versions), check_gpu(gpu, _real(preset)),
+                          check_torch_build(versions.get("torch"), gpu)]
+        report.checks += run("host memory", "system", check_host_memory, preset)
+        report.checks += run("disk", "system", check_disk, preset)
+        report.checks.append(check_session(env))
+    report.checks += run("model", "model", check_model_root, preset, env)
+    try:
+        report.components = resolve_components(preset, env)
+    except Exception as e:
+        report.checks.append(Check("components", FAIL, f"cannot resolve: {type(e).__name__}: {e}",
+                                   "run `hvtui check PRESET` and fix the model keys", "model"))
     report.checks += source_checks(report.components)
     for comp in report.components:
-        report.checks += component_checks(comp, preset)
+        report.checks += run(comp.name, "model", component_checks, comp, preset)
     try:
         report.fit = estimate_memory(preset, largest_bucket(preset, scan=scan))
     except Exception as e:   # a preset too broken to estimate: validate.py reports why

@@ -56,6 +56,8 @@ def _visible(index: int, uuid: str | None, spec: str | None) -> bool:
     """Whether CUDA_VISIBLE_DEVICES (indices or GPU-UUID prefixes) lets a CUDA program see this GPU."""
     if spec is None:
         return True
+    if "MIG-" in spec:   # MIG instances: which parent GPU they belong to needs MIG queries; show them all
+        return True
     for item in (s.strip() for s in spec.split(",")):
         if not item:
             continue

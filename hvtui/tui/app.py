@@ -339,9 +339,24 @@ class HvtuiApp(App):
                         title="cannot start", severity="error", timeout=10)
             self.action_show_pane("config")
             return
+        preset = validation.preset
+        newest = newest_checkpoint(preset)
+        if newest is None:
+            self._launch(preset, RunOptions())
+            return
+
+        def answered(choice) -> None:
+            if choice is not None:
+                self._launch(preset, RunOptions(resume=choice))
+        self.push_screen(ChoiceScreen(
+            "Resume?", f"{newest} holds a complete checkpoint of this preset's output_dir.",
+            [("r", "Resume from it", str(newest)), ("f", "Start fresh", ""), ("n", "Cancel", None)]), answered)
+
+    def _launch(self, preset, options: RunOptions) -> None:
+        options.resume = options.resume or None
         self.train_state.reset()
         self.train_state.state = "starting"
-        self.current_run = LocalRun(validation.preset, backend=self.services.backend, options=RunOptions())
+        self.current_run = LocalRun(preset, backend=self.services.backend, options=options)
         self._starting_note = ("starting: loading torch + diffusers (a few seconds)…" if self.services.backend is None
                                else "starting…")
         self.current_run.start()
@@ -453,6 +468,20 @@ class HvtuiApp(App):
         if self._local_run_active():
             self.current_run.request("stop", reason=signal.Signals(signum).name)
         self.exit(self.exit_code)
+
+
+def newest_checkpoint(preset) -> Path | None:
+    """The newest complete checkpoint in the preset's output_dir (the checkpoint module imports no torch)."""
+    try:
+        from hvtui.core.train.checkpoint import find_newest
+    except ImportError:
+        return None
+    out = preset.resolve_path(preset.output_dir)
+    try:
+        info = find_newest(out) if out else None
+    except Exception:  # an unreadable folder: start fresh rather than fail here
+        return None
+    return info.path if info else None
 
 
 def _log_event(message: str, level: str):

@@ -33,7 +33,7 @@ class ChoiceScreen(ModalScreen):
             yield Static(self.message, id="choice-message")
             with Horizontal():
                 for i, (key, label, _) in enumerate(self.choices):
-                    yield Button(f"{label} [{key}]", id=f"choice-{i}", variant="primary" if i == 0 else "default",
+                    yield Button(Text(f"{key}: {label}"), id=f"choice-{i}", variant="primary" if i == 0 else "default",
                                  compact=True)
 
     def on_key(self, event) -> None:

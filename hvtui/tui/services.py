@@ -68,9 +68,12 @@ def editor_command(path: Path, env=os.environ) -> list[str]:
 
 def run_editor(app, path: Path) -> int:
     """Hand the terminal to $EDITOR (the app is suspended meanwhile); the exit status."""
+    from hvtui.tui.launch import TERMINAL_FD
+
+    tty = TERMINAL_FD[0]   # set while the launcher diverts fds 1/2 to a log
     with app.suspend():
         try:
-            return subprocess.call(editor_command(path))
+            return subprocess.call(editor_command(path), stdout=tty, stderr=tty)
         except OSError as e:
             print(f"cannot start the editor: {e}")
             return 127

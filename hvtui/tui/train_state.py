@@ -117,7 +117,7 @@ class TrainState:
         self.state = d.get("state", self.state)
 
     def _on_checkpoint(self, d, t):
-        self.checkpoints.append((int(d.get("step", 0)), str(d.get("lora_path") or d.get("path", ""))))
+        self.checkpoints.append((int(d.get("step", 0)), str(d.get("path") or d.get("lora_path", ""))))
 
     def _on_sample(self, d, t):
         self.samples.append((int(d.get("step", 0)), str(d.get("path", "")), str(d.get("prompt", ""))))

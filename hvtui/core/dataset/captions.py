@@ -36,25 +36,29 @@ class CaptionResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def decode_text(raw: bytes, what: str) -> tuple[str, list[str]]:
+def _at(what: str | None) -> str:
+    return f"{what}: " if what else ""
+
+
+def decode_text(raw: bytes, what: str | None = None) -> tuple[str, list[str]]:
     warnings = []
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         text = raw.decode("utf-8-sig", errors="replace")
-        warnings.append(f"{what} is not UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}); "
-                        f"undecodable bytes were replaced with U+FFFD: save it as UTF-8")
+        warnings.append(f"{_at(what)}not UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}); undecodable "
+                        f"bytes were replaced with U+FFFD: save it as UTF-8")
     return text, warnings
 
 
-def clean_captions(values: list[str], what: str) -> tuple[list[str], list[str]]:
+def clean_captions(values: list[str], what: str | None = None) -> tuple[list[str], list[str]]:
     out, warnings = [], []
     for v in values:
         v = " ".join(v.split()) if "\n" in v or "\r" in v else v.strip()
         if not v:
             continue
         if len(v) > MAX_CAPTION_CHARS:
-            warnings.append(f"{what}: a caption of {len(v):,} characters was truncated to "
+            warnings.append(f"{_at(what)}a caption of {len(v):,} characters was truncated to "
                             f"{MAX_CAPTION_CHARS:,} (the text encoder reads at most about 1,000 tokens)")
             v = v[:MAX_CAPTION_CHARS]
         out.append(v)
@@ -62,6 +66,7 @@ def clean_captions(values: list[str], what: str) -> tuple[list[str], list[str]]:
 
 
 def read_caption_file(path: Path, size: int | None = None) -> CaptionResult:
+    """Captions of one .txt; its warnings don't name the file (the caller does)."""
     try:
         with open(path, "rb") as f:
             raw = f.read(MAX_CAPTION_BYTES + 1)
@@ -72,12 +77,11 @@ def read_caption_file(path: Path, size: int | None = None) -> CaptionResult:
     warnings = []
     if len(raw) > MAX_CAPTION_BYTES:
         total = size if size is not None else path.stat().st_size
-        warnings.append(f"{path.name} is {total:,} bytes; only the first {MAX_CAPTION_BYTES // 1024} KiB "
-                        f"were read")
+        warnings.append(f"{total:,} bytes; only the first {MAX_CAPTION_BYTES // 1024} KiB were read")
         raw = raw[:MAX_CAPTION_BYTES]
-    text, w = decode_text(raw, path.name)
+    text, w = decode_text(raw)
     warnings += w
-    caps, w = clean_captions(text.splitlines(), path.name)
+    caps, w = clean_captions(text.splitlines())
     warnings += w
     if not caps:
         return CaptionResult(problem=f"caption file {path.name} is empty", warnings=warnings)

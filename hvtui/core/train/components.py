@@ -354,6 +354,13 @@ def make_pipeline(components: dict, i2v: bool | None = None, pipeline_cls=None):
     names = ("transformer", "vae", "scheduler", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2",
              "guider") + (IMAGE_NAMES if i2v else ())
     kw = {n: components.get(n) for n in names}
+    if kw["vae"] is None:
+        # the pipeline's __init__ reads vae.config even when vae is None (hasattr check): give it a VAE on
+        # the meta device (no memory) for text-only work such as caching captions
+        from diffusers import AutoencoderKLHunyuanVideo15
+
+        with torch.device("meta"):
+            kw["vae"] = AutoencoderKLHunyuanVideo15()
     if kw["scheduler"] is None:
         from diffusers import FlowMatchEulerDiscreteScheduler
 

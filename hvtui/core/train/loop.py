@@ -46,6 +46,10 @@ class Abort(Exception):
         self.code, self.message, self.hint, self.status = code, message, hint, status
 
 
+class _Stopped(Exception):
+    """A stop request before training started (while caching): nothing to save."""
+
+
 def derived_seed(*parts) -> int:
     """A 63-bit seed from any parts: independent streams per (seed, step, micro-batch, rank, purpose)."""
     h = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
@@ -130,6 +134,9 @@ class Trainer:
         self.accelerator = None
         self.is_main = True
         self.components: dict = {}
+        self.telemetry = None
+        self.validator = None
+        self.cache = None
 
     # ------------------------------------------------------------------ events
     def publish(self, e: Event) -> None:
@@ -151,6 +158,10 @@ class Trainer:
                 reason = self.control.stop_reason
                 code = STOP_EXIT.get(reason, exitcodes.OK)
                 status = "interrupted" if reason in STOP_EXIT else "stopped"
+        except _Stopped:
+            reason = self.control.stop_reason
+            code = STOP_EXIT.get(reason, exitcodes.OK)
+            status = "interrupted" if reason in STOP_EXIT else "stopped"
         except Abort as a:
             code, status = a.code, a.status
             self.publish(Event("error", {"message": a.message, "hint": a.hint}))
@@ -167,6 +178,9 @@ class Trainer:
         return code
 
     def _release(self) -> None:
+        if self.telemetry is not None:
+            self.telemetry.stop()
+            self.telemetry = None
         if self.writer is not None:
             self.bus.remove_sink(self.writer)
             self.writer.close()
@@ -209,7 +223,11 @@ class Trainer:
             "num_processes": acc.num_processes, "mixed_precision": mp}))
         ckpt.clean_temporaries(self.out) if self.is_main else None
 
-        cache = self._load_and_cache(report)
+        if cuda and self.is_main:
+            from hvtui.core.telemetry import TelemetrySampler
+
+            self.telemetry = TelemetrySampler(self.bus, device=acc.device).start()
+        self.cache = cache = self._load_and_cache(report)
         transformer, params = self._prepare_transformer()
         from hvtui.core.train.optim import OptimizerError, build_optimizer, build_scheduler
 
@@ -218,7 +236,7 @@ class Trainer:
         except OptimizerError as e:
             raise Abort(exitcodes.INVALID, str(e), "change optimizer in the preset or install the package")
         scheduler = build_scheduler(p.lr_scheduler, optimizer, p.lr_warmup_steps, p.max_train_steps)
-        model, optimizer = acc.prepare(transformer, optimizer)
+        model, optimizer = acc.prepare(transformer, optimizer, device_placement=[False, False])
         self.model, self.optimizer, self.scheduler, self.params = model, optimizer, scheduler, params
         self.sampler = self._sampler(cache)
         if resume is not None:
@@ -300,39 +318,56 @@ class Trainer:
         return info
 
     def _load_and_cache(self, report):
-        from hvtui.core.train.cache import build_cache
-        from hvtui.core.train.components import ModelLoadError, load_components
+        from hvtui.core.train.cache import CacheInterrupted, build_cache, plan_cache
+        from hvtui.core.train.components import ModelLoadError, load_components, model_info
 
-        acc = self.accelerator
-        self.phase("loading", f"model {self.preset.pretrained_model_name_or_path}")
+        p, device = self.preset, self.accelerator.device
+        self.phase("loading", f"model {p.pretrained_model_name_or_path}")
         try:
-            self.components = load_components(self.preset, device=acc.device, publish=self.publish)
+            # one load, on the CPU; the transformer waits there while the encoders use the GPU for caching
+            plan = plan_cache(p, report, model_info(p))
+            parts = {"transformer"} | set(plan.parts_needed)
+            if plan.todo_latents and p.is_i2v:
+                parts.add("image")
+            if p.validation_steps and p.all_validation_prompts:
+                parts.add("vae")   # the validator decodes with it
+            comps = load_components(p, device=None, parts=tuple(sorted(parts)), publish=self.publish)
+            for name, module in comps.items():
+                if name != "transformer" and isinstance(module, torch.nn.Module):
+                    module.to(device)
         except ModelLoadError as e:
             raise Abort(exitcodes.TRAINING_FAILED, f"cannot load the model: {e.message}", e.hint)
-        self.phase("caching", "latents and text embeddings")
-        cache = build_cache(self.preset, report, self.components, acc.device, self.publish, self.control)
+        self.components = comps
+        self.phase("caching", f"{len(plan.todo_latents)} clips and {len(plan.todo_text)} captions to encode")
+        try:
+            cache = build_cache(p, report, comps, device, self.publish, self.control)
+        except CacheInterrupted:
+            raise _Stopped()
+        self.log("cache: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in cache.stats.items()))
         if not cache.entries:
             raise Abort(exitcodes.INVALID, "the cache holds no samples", "hvtui buckets PRESET explains each clip")
-        # encoders are done: only the transformer trains; the validator keeps what it needs
-        for name in ("text_encoder", "text_encoder_2", "image_encoder"):
-            self.components.pop(name, None)
         gc.collect()
         return cache
 
     def _prepare_transformer(self):
         from hvtui.core.train.lora import add_lora
 
+        p, device = self.preset, self.accelerator.device
         transformer = self.components["transformer"]
-        params = add_lora(transformer, self.preset)
-        transformer.to(self.accelerator.device)
+        params = add_lora(transformer, p)
         try:
             from hvtui.core.train.speed import prepare_transformer
         except ImportError:
             prepare_transformer = None
+        if not p.enable_group_offload or prepare_transformer is None:
+            transformer.to(device)     # with offload, prepare_transformer places the blocks itself
+        self.speed = None
         if prepare_transformer is not None:
-            self.speed = prepare_transformer(transformer, self.preset, self.accelerator.device)
-        n = sum(p.numel() for p in params)
-        self.log(f"LoRA rank {self.preset.lora_rank} on {self.preset.lora_targets}: {n:,} trainable parameters")
+            self.speed = prepare_transformer(transformer, p, device, publish=self.publish)
+            if self.telemetry is not None and hasattr(self.speed, "stats"):
+                self.telemetry.extra = self.speed.stats
+        n = sum(q.numel() for q in params)
+        self.log(f"LoRA rank {p.lora_rank} on {p.lora_targets}: {n:,} trainable parameters")
         return transformer, params
 
     def _sampler(self, cache):
@@ -465,7 +500,11 @@ class Trainer:
                 oom = False
                 try:
                     self.inject.oom(step)
-                    items = [cache.load(self.entries[i]) for i in b.ids]
+                    # posterior sample, caption choice and caption dropout, then sigmas and noise: all
+                    # drawn from generators seeded by (seed, step, micro-batch, attempt, rank)
+                    gd = torch.Generator().manual_seed(derived_seed(p.seed, step, micro, attempt, rank, "data"))
+                    items = [cache.load(self.entries[i], generator=gd,
+                                        caption_dropout=p.caption_dropout_probability) for i in b.ids]
                     batch = collate(items)
                     g = torch.Generator().manual_seed(derived_seed(p.seed, step, micro, attempt, rank, "noise"))
                     sigmas = sample_sigmas(p, len(b.ids), g)
@@ -527,7 +566,7 @@ class Trainer:
     def _unwrapped(self):
         return self.accelerator.unwrap_model(self.model)
 
-    def _checkpoint(self) -> None:
+    def _checkpoint(self, then: str | None = "training") -> None:
         if self.step == self.last_saved_step or not self.is_main:
             return
         from hvtui.core.train.lora import LORA_FILE, save_lora
@@ -543,7 +582,8 @@ class Trainer:
         self.last_saved_step = self.step
         self.publish(Event("checkpoint", {"step": self.step, "path": str(info.path),
                                           "lora_path": str(info.path / LORA_FILE)}))
-        self.phase("training", "")
+        if then:
+            self.phase(then, "")
 
     def _save_lora(self) -> list[Path]:
         from hvtui.core.train.lora import save_lora
@@ -557,46 +597,44 @@ class Trainer:
         self.phase("saving", "final LoRA")
         paths = self._save_lora()
         self.log("LoRA: " + ", ".join(str(x) for x in paths))
-        self._checkpoint()
+        self._checkpoint(then=None)
         p = self.preset
         if (p.validation_steps and self.last_validated_step != self.step and not self.control.stop_requested
                 and p.all_validation_prompts):
-            self._validate_sample(None)
+            self._validate_sample(None, then=None)
 
     def _save_on_failure(self) -> None:
         """Training stopped for a repeated failure: the last good state is still worth keeping."""
         if self.step > 0 and self.step != self.last_saved_step:
             try:
                 self._save_lora()
-                self._checkpoint()
+                self._checkpoint(then=None)
             except Exception as e:   # the error being reported matters more
                 self.log(f"could not save after the failure: {e}", "warning")
 
     # ------------------------------------------------------------------ validation
-    def _validate_sample(self, cache) -> None:
-        if not self.is_main or not self.preset.all_validation_prompts:
+    def _validate_sample(self, cache, then: str | None = "training") -> None:
+        """Sample the validation prompts now. A failure is an event; training goes on."""
+        if not self.is_main or not self.preset.all_validation_prompts or "vae" not in self.components:
             return
+        from hvtui.core.train.validate import ValidationError, Validator
+
         self.last_validated_step = self.step
         self.phase("validating", f"step {self.step}")
         try:
-            paths = self._run_validator()
-            for path, prompt in paths:
-                self.publish(Event("sample", {"step": self.step, "path": str(path), "prompt": prompt}))
-        except torch.OutOfMemoryError:
-            self.log(f"validation at step {self.step} ran out of memory; training goes on "
-                     "(lower validation_resolution / validation_num_video_frames)", "warning")
-        except Exception as e:
-            self.log(f"validation at step {self.step} failed: {type(e).__name__}: {e}; training goes on",
-                     "warning")
+            if self.validator is None:
+                self.validator = Validator(self.preset, self.components, self.cache, self.accelerator.device,
+                                           output_dir=self.out, publish=self.publish)
+            self.validator.run(self._unwrapped(), self.step)   # publishes a sample event per video
+        except ValidationError as e:
+            self.log(f"{e.message}; training goes on" + (f" ({e.hint})" if e.hint else ""), "warning")
         finally:
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             self._unwrapped().train()
-        self.phase("training", "")
-
-    def _run_validator(self) -> list[tuple[Path, str]]:
-        raise NotImplementedError("validator not wired yet")
+        if then:
+            self.phase(then, "")
 
 
 def train(preset, bus, control, options) -> int:

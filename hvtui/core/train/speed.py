@@ -220,10 +220,13 @@ class SpeedHandle:
 
     def _run_block(self, i, block, *args, **kwargs):
         phase = self._phase()
-        if i == 0 and phase == "forward":
-            hidden = args[0] if args else kwargs["hidden_states"]
-            encoder = args[1] if len(args) > 1 else kwargs["encoder_hidden_states"]
-            self._on_forward_start(hidden, encoder)
+        if i == 0 and phase == "forward" and len(args) >= 2:
+            self._on_forward_start(args[0], args[1])
+        if self.compiled and phase in ("forward", "recompute") and len(args) >= 2 and not args[0].requires_grad:
+            # block 0's inputs come from frozen embedders (no grad), the others' need grad. Making them alike
+            # lets one compiled graph serve every block, in forward and recompute alike (the checkpoint
+            # recompute must save what the forward saved).
+            args = (args[0].detach().requires_grad_(), args[1].detach().requires_grad_(), *args[2:])
         if self.offloader is not None:
             self.offloader.before_block(i, phase)
         prev = self.context
@@ -330,6 +333,13 @@ def prepare_transformer(transformer, preset, device, *, publish=None, compile_bl
         # all 54 blocks share one compiled graph; a few shapes (buckets, caption lengths) add entries
         dynamo_config.cache_size_limit = max(dynamo_config.cache_size_limit, 64)
         dynamo_config.accumulated_cache_size_limit = max(dynamo_config.accumulated_cache_size_limit, 512)
+        # Graphs are compiled with dynamic sequence lengths from the start (one graph for every bucket and
+        # caption length), and looked up in a fixed order: a checkpoint recompute must run the very graph its
+        # forward ran (pytorch/pytorch#166926), which the LRU reordering of cache entries can break.
+        compile_options = {"dynamic": True, **(compile_options or {})}
+        set_lru = getattr(torch._C._dynamo.eval_frame, "_set_lru_cache", None)
+        if set_lru is not None:
+            set_lru(False)
     handle = SpeedHandle(model, device, backend=backend, mask_backend=mask_backend, compile_blocks=compile_blocks,
                          cache_share=attention_cache_share, offloader=offloader,
                          gpu_memory_bytes=gpu_memory_bytes, log=log, compile_options=compile_options)

@@ -93,10 +93,10 @@ class ConfigPane(Horizontal):
     DEFAULT_CSS = """
     ConfigPane #preset-list { width: 22; height: 1fr; border: round $panel-lighten-2; }
     ConfigPane #config-main { width: 1fr; }
-    ConfigPane #config-head { height: 1; padding: 0 1; }
+    ConfigPane #config-head { height: 1; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }
     ConfigPane #config-problems { height: auto; max-height: 5; padding: 0 1; color: $hvtui-fail; }
     ConfigPane #field-table { height: 1fr; border: round $panel-lighten-2; }
-    ConfigPane #field-info { height: 2; padding: 0 1; }
+    ConfigPane #field-info { height: 2; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }
     ConfigPane #edit-bar { height: 1; display: none; }
     ConfigPane #edit-bar.-editing { display: block; }
     ConfigPane #edit-label { width: auto; max-width: 30; padding: 0 1; text-style: bold; }

@@ -19,7 +19,7 @@ from hvtui.tui.panes.train import bar
 class DatasetPane(Vertical):
     BINDINGS = keymap.bindings(keymap.DATASET_KEYS)
     DEFAULT_CSS = """
-    DatasetPane #dataset-head { height: 2; padding: 0 1; }
+    DatasetPane #dataset-head { height: 2; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }
     DatasetPane #dataset-top { height: 1fr; }
     DatasetPane #bucket-table { width: 1fr; height: 100%; border: round $panel-lighten-2; }
     DatasetPane #discards { width: 1fr; height: 100%; border: round $panel-lighten-2; padding: 0 1; overflow-y: auto; }

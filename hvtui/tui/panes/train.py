@@ -3,12 +3,13 @@ lines, checkpoints and samples written. It only draws a TrainState; the app feed
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from rich.style import Style
 from rich.text import Text
 from textual.color import Color, ColorParseError
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, Vertical
 from textual.widgets import RichLog, Static
 
 from hvtui.tui.train_state import TrainState, format_duration
@@ -29,18 +30,18 @@ def bar(fraction: float, width: int) -> str:
 class TrainPane(Vertical):
     DEFAULT_CSS = """
     TrainPane { height: 1fr; }
-    TrainPane #train-head { height: 2; padding: 0 1; }
-    TrainPane #train-body { height: 1fr; }
-    TrainPane #train-row1 { height: 11; }
-    TrainPane LossChart { width: 1fr; height: 11; }
-    TrainPane #train-stats { width: 27; height: 11; border: round $panel-lighten-2; padding: 0 1; }
-    TrainPane #train-row2 { height: auto; }
-    TrainPane GpuPanel { width: 1fr; }
-    TrainPane OffloadPanel { width: 1fr; display: none; }
+    TrainPane #train-head { height: 2; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }
+    TrainPane #train-row1 { height: 1fr; min-height: 7; }
+    TrainPane LossChart { width: 1fr; height: 100%; }
+    TrainPane #train-stats { width: 27; height: 100%; border: round $panel-lighten-2; padding: 0 1; }
+    TrainPane GpuPanel { width: 100%; }
+    TrainPane OffloadPanel { width: 100%; display: none; }
     TrainPane OffloadPanel.-on { display: block; }
-    TrainPane #train-row3 { height: auto; min-height: 8; }
-    TrainPane #train-log { width: 2fr; height: 10; border: round $panel-lighten-2; }
-    TrainPane #train-outputs { width: 1fr; height: 10; border: round $panel-lighten-2; padding: 0 1; }
+    TrainPane #train-row3 { height: 6; }
+    TrainPane #train-log { width: 3fr; height: 100%; border: round $panel-lighten-2; }
+    TrainPane #train-outputs { width: 2fr; height: 100%; border: round $panel-lighten-2; padding: 0 1;
+                               text-wrap: nowrap; text-overflow: ellipsis; }
+    TrainPane #train-stats { text-wrap: nowrap; text-overflow: ellipsis; }
     """
 
     def __init__(self, **kwargs):
@@ -51,21 +52,19 @@ class TrainPane(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static(id="train-head")
-        with VerticalScroll(id="train-body"):
-            with Horizontal(id="train-row1"):
-                yield LossChart(id="loss-chart")
-                yield Static(id="train-stats")
-            with Horizontal(id="train-row2"):
-                yield GpuPanel(id="gpu-panel")
-                yield OffloadPanel(id="offload-panel")
-            with Horizontal(id="train-row3"):
-                yield RichLog(id="train-log", max_lines=300, wrap=False, markup=False)
-                yield Static(id="train-outputs")
+        with Horizontal(id="train-row1"):
+            yield LossChart(id="loss-chart")
+            yield Static(id="train-stats")
+        yield GpuPanel(id="gpu-panel")
+        yield OffloadPanel(id="offload-panel")
+        with Horizontal(id="train-row3"):
+            yield RichLog(id="train-log", max_lines=300, wrap=False, markup=False)
+            yield Static(id="train-outputs")
 
     def on_mount(self) -> None:
         self.query_one("#train-stats").border_title = "numbers"
         self.query_one("#train-log").border_title = "log"
-        self.query_one("#train-outputs").border_title = "written"
+        self.query_one("#train-outputs").border_title = "checkpoints & samples"
 
     def show(self, st: TrainState, *, offload_enabled: bool = False, telemetry: bool = True,
              keys: dict[str, str] | None = None, force: bool = False) -> None:
@@ -127,14 +126,14 @@ class TrainPane(Vertical):
 
         rows = [
             ("step", f"{d['step']} / {d.get('max_steps') or st.started.get('max_steps', '?')}" if "step" in d else "--"),
-            ("epoch", num("epoch", "")),
             ("loss", num("loss", ".4f")),
             ("smoothed", f"{st.smooth[-1]:.4f}" if st.smooth else "--"),
             ("lr", num("lr", ".2e")),
-            ("grad norm", num("grad_norm", ".3f")),
             ("s/step", num("step_time", ".2f")),
-            ("samples/s", num("samples_per_s", ".2f")),
             ("ETA", format_duration(d.get("eta_s")) if d else "--"),
+            ("epoch", num("epoch", "")),
+            ("grad norm", num("grad_norm", ".3f")),
+            ("samples/s", num("samples_per_s", ".2f")),
         ]
         t = Text(no_wrap=True, overflow="ellipsis")
         for i, (k, v) in enumerate(rows):
@@ -144,18 +143,14 @@ class TrainPane(Vertical):
 
     def _show_outputs(self, st: TrainState) -> None:
         t = Text(no_wrap=True, overflow="ellipsis")
-        t.append("checkpoints\n", style="bold")
-        for step, path in st.checkpoints[-3:] or [(None, "none yet")]:
-            t.append(f" {'' if step is None else f'{step:>5} '}{_short(path)}\n", style="" if step is not None else "dim")
-        t.append("samples\n", style="bold")
-        for step, path, _ in st.samples[-3:] or [(None, "none yet", "")]:
-            t.append(f" {'' if step is None else f'{step:>5} '}{_short(path)}\n", style="" if step is not None else "dim")
+        rows = [("ckpt", step, path) for step, path in st.checkpoints[-2:]]
+        rows += [("sample", step, path) for step, path, _ in st.samples[-2:]]
+        if not rows:
+            t.append("none yet", style="dim")
+        for i, (kind, step, path) in enumerate(rows):
+            t.append(("\n" if i else "") + f"{kind:<6} {step:>5} ", style="bold")
+            t.append(Path(path).name or path)
         self.query_one("#train-outputs", Static).update(t)
-
-
-def _short(path: str) -> str:
-    parts = path.replace("\\", "/").rstrip("/").split("/")
-    return "/".join(parts[-2:]) if len(parts) > 2 else path
 
 
 def theme_style(app, variable: str | None, bold: bool = False) -> Style:

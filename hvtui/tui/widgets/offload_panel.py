@@ -45,9 +45,9 @@ class OffloadPanel(Static):
         if not counters:
             self.update(Text("offload on: waiting for counters…", style="dim"))
             return
-        t = Text(no_wrap=True, overflow="ellipsis")
+        t = Text()
         for i, (key, value) in enumerate(counters.items()):
             label, text = format_counter(key, value)
-            t.append(("\n" if i else "") + f"{label:<12}", style="bold")
+            t.append(("   " if i else "") + f"{label} ", style="bold")
             t.append(text)
         self.update(t)

@@ -1,0 +1,162 @@
+"""Validation samples: the real HunyuanVideo 1.5 pipeline, the training transformer with its LoRA active, the
+prompts' cached embeddings (the text encoders are gone by now), an mp4 written with PyAV.
+
+Every conditioning token the validator passes is valid (cached valid tokens, 0 image tokens for t2v, the
+SigLIP tokens for i2v), so sampling runs in packed attention (no mask) like training at batch 1. The pipeline's
+`encode_prompt` would reshape 0-length byT5 embeddings with a -1 (an error), so the pipeline subclasses below
+pass the cached tensors through; for i2v `encode_image` returns the cached SigLIP tokens of the clip whose
+first frame conditions the sample.
+
+A failure or OOM raises `ValidationError` (memory is freed first); the loop reports it and keeps training.
+"""
+from __future__ import annotations
+
+import copy
+import gc
+from pathlib import Path
+
+import torch
+
+from hvtui.core import events
+from hvtui.core.train import conditioning, packed_attention
+from hvtui.core.train.components import make_pipeline
+from hvtui.core.train.video_io import write_mp4
+
+
+class ValidationError(Exception):
+    def __init__(self, message: str, hint: str = "", oom: bool = False):
+        super().__init__(message)
+        self.message, self.hint, self.oom = message, hint, oom
+
+
+def _pipeline_classes():
+    from diffusers import HunyuanVideo15ImageToVideoPipeline, HunyuanVideo15Pipeline
+
+    def encode_prompt(self, prompt=None, device=None, dtype=None, batch_size=1, num_videos_per_prompt=1,
+                      prompt_embeds=None, prompt_embeds_mask=None, prompt_embeds_2=None, prompt_embeds_mask_2=None):
+        if prompt_embeds is None or prompt_embeds_2 is None:
+            raise ValueError("the validator passes cached embeddings only")
+        return tuple(t.to(device=device, dtype=dtype) for t in
+                     (prompt_embeds, prompt_embeds_mask, prompt_embeds_2, prompt_embeds_mask_2))
+
+    class CachedT2V(HunyuanVideo15Pipeline):
+        pass
+
+    class CachedI2V(HunyuanVideo15ImageToVideoPipeline):
+        cached_image_embeds = None
+
+        def encode_image(self, image, batch_size, device, dtype):
+            return self.cached_image_embeds.to(device=device, dtype=dtype).expand(batch_size, -1, -1)
+
+    CachedT2V.encode_prompt = encode_prompt
+    CachedI2V.encode_prompt = encode_prompt
+    return CachedT2V, CachedI2V
+
+
+def parse_resolution(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(x) for x in str(text).lower().split("x"))
+    except ValueError:
+        raise ValidationError(f"validation_resolution {text!r} is not WxH", "write it like \"848x480\"") from None
+    return w, h
+
+
+class Validator:
+    """`Validator(preset, components, index, device).run(transformer, step) -> [mp4 paths]`.
+
+    `components` are `load_components`' (the VAE and scheduler are used; encoders may be gone); `index` is the
+    `CacheIndex` holding the prompts' embeddings (and, for i2v, the clips' first frames + SigLIP tokens)."""
+
+    def __init__(self, preset, components: dict, index, device, output_dir: Path | None = None, publish=None,
+                 fps: float | None = None):
+        self.preset, self.components, self.index, self.device = preset, components, index, device
+        self.output_dir = Path(output_dir or preset.resolve_path(preset.output_dir)) / "samples"
+        self.publish = publish or (lambda ev: None)
+        frame_rates = [d.video.frame_rate for d in preset.training_datasets if d.video.frame_rate]
+        self.fps = fps or (frame_rates[0] if frame_rates else 24.0)
+        self.i2v = bool(preset.is_i2v)
+
+    @property
+    def prompts(self) -> list[str]:
+        return self.preset.all_validation_prompts
+
+    def _embeds(self, prompt: str, device) -> dict:
+        t = self.index.load_text(prompt)
+        text, text_2 = t["text"][None].to(device), t["text_2"][None].to(device)
+        ones = lambda x: torch.ones(x.shape[:2], dtype=torch.int64, device=device)   # noqa: E731
+        return dict(prompt_embeds=text, prompt_embeds_mask=ones(text), prompt_embeds_2=text_2,
+                    prompt_embeds_mask_2=ones(text_2))
+
+    def _pipeline(self, transformer):
+        from diffusers import ClassifierFreeGuidance
+
+        t2v_cls, i2v_cls = _pipeline_classes()
+        comps = dict(self.components)
+        comps["transformer"] = transformer
+        comps["scheduler"] = copy.deepcopy(self.components["scheduler"])   # the pipeline sets its timesteps
+        comps["guider"] = ClassifierFreeGuidance(guidance_scale=float(self.preset.validation_guidance))
+        for name in ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "image_encoder"):
+            comps[name] = None
+        pipe = make_pipeline(comps, i2v=self.i2v, pipeline_cls=i2v_cls if self.i2v else t2v_cls)
+        pipe.vision_num_semantic_tokens = 0   # t2v: no image tokens at all (the model ignores zeroed ones)
+        return pipe
+
+    def run(self, transformer, step: int) -> list[Path]:
+        if not self.prompts:
+            return []
+        model = getattr(transformer, "module", transformer)
+        was_training = model.training
+        model.eval()
+        try:
+            return self._run(model, step)
+        except torch.OutOfMemoryError as e:
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            raise ValidationError(f"validation sample at step {step} ran out of GPU memory ({e})",
+                                  "lower validation_resolution / validation_num_video_frames", oom=True) from None
+        except ValidationError:
+            raise
+        except Exception as e:   # any sampling failure is reported, training goes on
+            raise ValidationError(f"validation sample at step {step} failed: {type(e).__name__}: {e}",
+                                  "training continues; the traceback is in the log") from e
+        finally:
+            if was_training:
+                model.train()
+
+    @torch.no_grad()
+    def _run(self, model, step: int) -> list[Path]:
+        from PIL import Image
+
+        p = self.preset
+        pipe = self._pipeline(model)
+        conditioning.configure_tiling(pipe.vae, bool(p.vae_enable_tiling))
+        width, height = parse_resolution(p.validation_resolution)
+        use_cfg = float(p.validation_guidance) > 1.0
+        paths = []
+        entries = [e for e in self.index.entries if e.i2v] if self.i2v else []
+        if self.i2v and not entries:
+            raise ValidationError("i2v validation needs a cached training clip for its first frame")
+        for i, prompt in enumerate(self.prompts):
+            kw = self._embeds(prompt, self.device)
+            if use_cfg:
+                neg = self._embeds(p.validation_negative_prompt, self.device)
+                kw.update({f"negative_{k}": v for k, v in neg.items()})
+            gen = torch.Generator().manual_seed(int(p.validation_seed) + i)
+            common = dict(num_frames=int(p.validation_num_video_frames),
+                          num_inference_steps=int(p.validation_num_inference_steps), generator=gen,
+                          output_type="np", **kw)
+            with packed_attention.packed_attention(model, True):
+                if self.i2v:
+                    entry = entries[i % len(entries)]
+                    pipe.cached_image_embeds = self.index.load(entry)["image"][None]
+                    image = Image.fromarray(self.index.first_frame(entry))
+                    frames = pipe(image=image, **common).frames
+                else:
+                    frames = pipe(height=height, width=width, **common).frames
+            path = self.output_dir / f"step{step:06d}-{i}.mp4"
+            write_mp4(frames[0], path, fps=self.fps)
+            paths.append(path)
+            self.publish(events.Event("sample", {"step": step, "path": str(path), "prompt": prompt}))
+        return paths
+

@@ -1,0 +1,91 @@
+"""Small datasets for the dataset-scan tests, written with PyAV (hvtui.core.synth). A few KB each."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import av
+
+from hvtui.core.preset import DatasetSpec, Preset, VideoSpec
+from hvtui.core.synth import render_frame, write_clip
+
+
+def caption(folder: Path, name: str, text: str | bytes) -> None:
+    p = folder / f"{Path(name).stem}.txt"
+    if isinstance(text, bytes):
+        p.write_bytes(text)
+    else:
+        p.write_text(text, encoding="utf-8")
+
+
+def clip(folder: Path, name: str, w=64, h=64, fps=24, frames=17, text: str | bytes | None = "a clip", **kw) -> Path:
+    p = write_clip(folder / name, w, h, fps, frames, **kw)
+    if text is not None:
+        caption(folder, name, text)
+    return p
+
+
+def write_faststart(path: Path, w=64, h=64, fps=24, frames=17) -> Path:
+    """An mp4 with its index (moov) before the frame data, like a web-optimised download."""
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as c:
+        s = c.add_stream("libx264", rate=fps)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        for i in range(frames):
+            img = render_frame(i, frames, w, h)
+            for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    return path
+
+
+def preset_for(root: Path, cache: Path | None = None, batch: int = 1, **video) -> Preset:
+    ds = dict(resolution=video.pop("resolution", 64), repeats=video.pop("repeats", 0),
+              caption_strategy=video.pop("caption_strategy", "textfile"),
+              instance_prompt=video.pop("instance_prompt", None), metadata_file=video.pop("metadata_file", None),
+              dataset_type=video.pop("dataset_type", "video"))
+    spec = DatasetSpec(id=video.pop("id", "clips"), instance_data_dir=str(root),
+                       cache_dir=str(cache) if cache else None, video=VideoSpec(**video), **ds)
+    return Preset(datasets=[spec], train_batch_size=batch)
+
+
+def build_mixed(root: Path) -> None:
+    """Good clips, fps resampling, bad files, caption problems, symlinks. See test_dataset_scan.py."""
+    root.mkdir(parents=True, exist_ok=True)
+    # frame_rate 12 in the tests' preset
+    clip(root, "short24.mp4", fps=24, frames=17)                 # 17 @24 -> 8 @12: too short
+    clip(root, "ok24.mp4", fps=24, frames=20)                    # 20 @24 -> 10 @12
+    clip(root, "ok30.mp4", fps=30, frames=25)                    # 25 @30 -> 10 @12
+    clip(root, "native12.mp4", fps=12, frames=9)                 # 12 fps: not resampled
+    clip(root, "slow8.mp4", fps=8, frames=12)                    # below frame_rate: own rate, warned
+    clip(root, "vp9.webm", fps=12, frames=9)                     # no frame count in the header
+    clip(root, "portrait.mp4", w=48, h=80, fps=12, frames=9)     # 64x112 bucket
+    clip(root, "phone.mp4", w=80, h=48, fps=12, frames=9, rotation=90)  # stored landscape, shown portrait
+    clip(root, "wide.mp4", w=256, h=16, fps=12, frames=9)        # 16:1
+    clip(root, "one.mp4", fps=12, frames=1)                      # a single frame
+    (root / "zero.mp4").write_bytes(b"")
+    caption(root, "zero.mp4", "zero")
+    (root / "text.mp4").write_text("this is not a video\n" * 20)
+    caption(root, "text.mp4", "text")
+    full = write_clip(root / "_full.mp4", 64, 64, 24, 20)
+    (root / "cut.mp4").write_bytes(full.read_bytes()[: full.stat().st_size // 2])   # moov at the end: lost
+    full.unlink()
+    caption(root, "cut.mp4", "cut")
+    fs = write_faststart(root / "_fs.mp4", frames=20)
+    (root / "cutfast.mp4").write_bytes(fs.read_bytes()[: fs.stat().st_size - 400])   # index kept, data cut
+    fs.unlink()
+    caption(root, "cutfast.mp4", "cut fast")
+    clip(root, "nocap.mp4", fps=12, frames=9, text=None)
+    clip(root, "emptycap.mp4", fps=12, frames=9, text="  \n\n")
+    clip(root, "latin1.mp4", fps=12, frames=9, text="caf\xe9 au lait".encode("latin-1"))
+    clip(root, "huge.mp4", fps=12, frames=9, text="word " * 2000)
+    clip(root, "multi.mp4", fps=12, frames=9, text="first caption\nsecond caption\n")
+    clip(root, "ünï cödé name.mp4", fps=12, frames=9, text="unicode")
+    sub = root / "sub" / "deeper"
+    clip(sub, "nested.mp4", fps=12, frames=9, text="nested")
+    os.symlink("..", root / "sub" / "loop")                      # a folder loop
+    os.symlink("ok24.mp4", root / "link.mp4")                    # the same file twice
+    os.symlink("missing.mp4", root / "broken.mp4")
+    os.mkfifo(root / "fifo.mp4")
+    (root / "._ok24.mp4").write_bytes(b"\0\5\26\7AppleDouble")    # macOS resource fork: skipped
+    (root / "notes.md").write_text("not a clip")

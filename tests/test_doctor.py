@@ -1,0 +1,313 @@
+"""`hvtui doctor`: each check's status and message on whole and broken model folders, system checks, the CLI."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from doctor_trees import build_trees, copy_tree
+from hvtui.core import doctor as D
+from hvtui.core.assets import ENV_TEXT
+from hvtui.core.nvml import GpuSample, NvmlInfo
+from hvtui.core.preset import Preset
+
+ROOT = Path(__file__).resolve().parent.parent
+NO_GPU = NvmlInfo(False, "no GPU: the NVIDIA driver library (libnvidia-ml) was not found")
+GiB = 1024 ** 3
+
+
+def gpu(total_gib, free_gib=None, name="NVIDIA H100 80GB HBM3", cuda="12.8"):
+    free = total_gib if free_gib is None else free_gib
+    return NvmlInfo(True, "", "570.86", cuda, [GpuSample(0, name, "GPU-abc", int((total_gib - free) * GiB),
+                                                         int(total_gib * GiB), int(free * GiB), 0.0, 40.0, 70.0)])
+
+
+@pytest.fixture(scope="session")
+def trees(tmp_path_factory):
+    return build_trees(tmp_path_factory.mktemp("trees"))
+
+
+def doctor(tmp_path, root, flavour="t2v-480p", env=None, info=None, **kw):
+    preset = Preset(pretrained_model_name_or_path=str(root), model_flavour=flavour,
+                    output_dir=str(tmp_path / "out"), **kw)
+    env = {"HF_HUB_CACHE": str(tmp_path / "hub"), **(env or {})}
+    return D.run_doctor(preset, env=env, gpu=info or gpu(80), scan=False)
+
+
+def status(report, name):
+    c = report.get(name)
+    assert c is not None, f"no check {name!r}: {[x.name for x in report.checks]}"
+    return c.status, c.detail
+
+
+def model_fails(report):
+    return [(c.name, c.detail) for c in report.checks if c.group == "model" and c.status == "fail"]
+
+
+# ------------------------------------------------------------------------------------------ whole trees
+
+@pytest.mark.slow
+def test_diffusers_tree_passes(trees, tmp_path):
+    r = doctor(tmp_path, trees["diffusers"], "i2v-480p")
+    assert model_fails(r) == []
+    assert status(r, "transformer config") == ("ok", "HunyuanVideo15Transformer3DModel")
+    st, detail = status(r, "transformer weights")
+    assert st == "ok" and "fp32" in detail and "shards" in detail            # dtype and shard count reported
+    assert status(r, "text_encoder config") == ("ok", "Qwen2_5_VLTextModel")
+    assert status(r, "tokenizer files")[1].startswith("Qwen2Tokenizer: ")
+    assert status(r, "feature_extractor config") == ("ok", "SiglipImageProcessor")
+    assert status(r, "transformer flavour")[0] == "warn"                      # tiny target_size 64, not 640
+    assert status(r, "fit")[0] == "ok"
+    # a fake 80 GB GPU on this machine's CPU-only torch is itself a failure; nothing else fails
+    assert [c.name for c in r.checks if c.status == "fail"] in ([], ["torch build"])
+
+
+@pytest.mark.slow
+def test_tencent_tree_passes(trees, tmp_path):
+    r = doctor(tmp_path, trees["tencent"], "i2v-480p")
+    assert model_fails(r) == []
+    assert "Tencent's original keys" in status(r, "transformer weights")[1]
+    assert status(r, "vae config") == ("ok", "AutoencoderKLConv3D")
+    assert status(r, "text_encoder config") == ("ok", "Qwen2_5_VLForConditionalGeneration")
+    assert status(r, "text_encoder_2 glyph")[0] == "ok"
+    assert "tencent layout" in status(r, "image_encoder")[1]
+
+
+# ------------------------------------------------------------------------------------------ broken variants
+
+@pytest.mark.slow
+def test_missing_shard(trees, tmp_path):
+    root = copy_tree(trees["diffusers"], tmp_path / "m")
+    shard = sorted((root / "transformer").glob("*-00002-of-*.safetensors"))[0]
+    shard.unlink()
+    r = doctor(tmp_path, root)
+    st, detail = status(r, "transformer weights")
+    assert st == "fail" and "1 shard(s) listed in the index are missing" in detail and shard.name in detail
+    assert "download" in r.get("transformer weights").hint
+    assert r.exit_code == 3
+
+
+@pytest.mark.slow
+def test_truncated_weights(trees, tmp_path):
+    root = copy_tree(trees["diffusers"], tmp_path / "m")
+    f = root / "vae" / "diffusion_pytorch_model.safetensors"
+    f.write_bytes(f.read_bytes()[:100_000])
+    st, detail = status(doctor(tmp_path, root), "vae weights")
+    assert st == "fail" and "truncated" in detail
+
+
+@pytest.mark.slow
+def test_wrong_architecture(trees, tmp_path):
+    root = copy_tree(trees["diffusers"], tmp_path / "m")
+    cfg = root / "text_encoder" / "config.json"
+    cfg.write_text(json.dumps({**json.loads(cfg.read_text()), "architectures": ["SiglipVisionModel"]}))
+    r = doctor(tmp_path, root)
+    st, detail = status(r, "text_encoder config")
+    assert st == "fail" and "names SiglipVisionModel; expected Qwen2_5_VLTextModel" in detail
+    assert "text_encoder_path" in r.get("text_encoder config").hint
+
+
+@pytest.mark.slow
+def test_wrong_task_for_flavour(trees, tmp_path):
+    r = doctor(tmp_path, trees["diffusers"], "t2v-480p")      # the tiny pipeline's transformer is i2v
+    st, detail = status(r, "transformer flavour")
+    assert st == "fail" and "i2v model but model_flavour is t2v-480p" in detail
+
+
+@pytest.mark.slow
+def test_tokenizer_missing(trees, tmp_path):
+    root = copy_tree(trees["diffusers"], tmp_path / "m")
+    (root / "tokenizer" / "tokenizer.json").unlink()
+    st, detail = status(doctor(tmp_path, root), "tokenizer files")
+    assert st == "fail" and "no tokenizer.json (or vocab.json + merges.txt)" in detail
+    shutil.rmtree(root / "tokenizer_2")
+    st, detail = status(doctor(tmp_path, root), "tokenizer_2 files")
+    assert st == "fail" and "missing folder" in detail
+
+
+@pytest.mark.slow
+def test_wrong_tokenizer_class(trees, tmp_path):
+    root = copy_tree(trees["diffusers"], tmp_path / "m")
+    shutil.rmtree(root / "tokenizer_2")
+    shutil.copytree(root / "tokenizer", root / "tokenizer_2")
+    st, detail = status(doctor(tmp_path, root), "tokenizer_2 files")
+    assert st == "fail" and "names Qwen2Tokenizer; expected ByT5Tokenizer" in detail
+
+
+@pytest.mark.slow
+def test_env_var_pointing_nowhere(trees, tmp_path):
+    env = {ENV_TEXT: str(tmp_path / "nowhere")}
+    r = doctor(tmp_path, trees["diffusers"], env=env)             # the model folder has the encoders: warn
+    st, detail = status(r, "text_encoder source")
+    assert st == "warn" and f"${ENV_TEXT}: {tmp_path / 'nowhere'} does not exist" in detail
+    assert "used the model folder instead" in detail and r.get("text_encoder source").hint == f"fix or unset ${ENV_TEXT}"
+    assert status(r, "text_encoder")[0] == "ok"
+
+    root = copy_tree(trees["tencent"], tmp_path / "t")             # no encoders anywhere else: fail
+    shutil.rmtree(root / "text_encoder")
+    r = doctor(tmp_path, root, env=env)
+    assert status(r, "text_encoder source")[0] == "fail"
+    st, detail = status(r, "text_encoder")
+    assert st == "fail" and f"expected {root / 'text_encoder' / 'llm'}" in detail
+    assert "Qwen/Qwen2.5-VL-7B-Instruct" in r.get("text_encoder").hint
+    assert status(r, "tokenizer") == ("fail", "not found (comes with text_encoder)")
+
+
+@pytest.mark.slow
+def test_preset_key_pointing_nowhere_fails(trees, tmp_path):
+    r = doctor(tmp_path, trees["diffusers"], text_encoder_path=str(tmp_path / "gone"))
+    st, detail = status(r, "text_encoder source")
+    assert st == "fail" and f"{tmp_path / 'gone'} does not exist" in detail
+
+
+@pytest.mark.slow
+def test_glyph_checkpoint_missing(trees, tmp_path):
+    root = copy_tree(trees["tencent"], tmp_path / "t")
+    (root / "text_encoder" / "Glyph-SDXL-v2" / "checkpoints" / "byt5_model.pt").unlink()
+    st, detail = status(doctor(tmp_path, root), "text_encoder_2 glyph")
+    assert st == "fail" and "byt5_model.pt is missing" in detail
+
+
+@pytest.mark.slow
+def test_missing_flavour_weights_name_the_folder(trees, tmp_path):
+    r = doctor(tmp_path, trees["tencent"], "t2v-720p")
+    st, detail = status(r, "transformer")
+    assert st == "fail" and str(trees["tencent"] / "transformer" / "720p_t2v") in detail
+    assert status(r, "vae")[0] == "ok"
+
+
+def test_nonexistent_model_folder_fails_and_names_it(tmp_path):
+    r = doctor(tmp_path, tmp_path / "models" / "HunyuanVideo-1.5", "i2v-480p", info=NO_GPU)
+    assert status(r, "model")[0] == "fail"
+    st, detail = status(r, "transformer")
+    assert st == "fail" and str(tmp_path / "models/HunyuanVideo-1.5/transformer/480p_i2v") in detail
+    assert status(r, "image_encoder")[0] == "fail" and "FLUX.1-Redux-dev" in r.get("image_encoder").hint
+    st, detail = status(r, "fit")
+    assert st == "fail" and "no GPU found" in detail
+    assert r.exit_code == 3
+
+
+# ------------------------------------------------------------------------------------------ system and fit
+
+def test_builtin_demo_preset_on_a_machine_without_gpu(tmp_path):
+    from hvtui.core.preset import load_preset
+
+    r = D.run_doctor(load_preset(ROOT / "presets" / "demo.toml"), gpu=NO_GPU, env={})
+    assert status(r, "cuda")[0] == "warn" and "no GPU" in status(r, "cuda")[1]
+    assert status(r, "model")[0] == "ok" and status(r, "fit")[0] == "ok"
+    assert not r.failed and r.exit_code == 0
+    assert all(c.builtin for c in r.components)
+    data = json.loads(r.to_json())
+    assert data["ok"] is True and data["checks"][0]["name"] == "python"
+
+
+def test_fit_against_gpus():
+    p = Preset(pretrained_model_name_or_path="/m", model_flavour="t2v-480p")
+    from hvtui.core.fit import estimate_memory
+
+    est = estimate_memory(p, (848, 480, 61))
+    assert D.check_fit(est, p, gpu(80)).status == "ok"
+    tight = D.check_fit(est, p, gpu(24, name="NVIDIA GeForce RTX 4090"))
+    assert tight.status == "warn" and tight.detail.startswith("tight")
+    small = D.check_fit(est, p, gpu(16, name="NVIDIA RTX A4000"))
+    assert small.status == "fail" and "enable_group_offload = true" in small.hint
+    busy = D.check_fit(est, p, gpu(80, free_gib=10))
+    assert busy.status == "warn" and "used by other processes" in busy.detail
+    assert D.check_fit(est, p, NO_GPU).status == "fail"
+
+
+def test_session_check_over_ssh():
+    assert D.check_session({"SSH_CONNECTION": "1.2.3.4 5 6.7.8.9 22"}).status == "warn"
+    assert "tmux" in D.check_session({"SSH_TTY": "/dev/pts/1"}).hint
+    assert D.check_session({"SSH_CONNECTION": "x", "TMUX": "/tmp/tmux-0/default,1,0"}).detail == "SSH inside tmux"
+    assert D.check_session({"SSH_CONNECTION": "x", "STY": "123.pts"}).status == "ok"
+    assert D.check_session({}).detail == "local terminal"
+
+
+def test_torch_build_checks():
+    assert D.check_torch_build("2.13.0+cpu", NO_GPU).status == "ok"
+    cpu_on_gpu = D.check_torch_build("2.13.0+cpu", gpu(80))
+    assert cpu_on_gpu.status == "fail" and "CPU-only" in cpu_on_gpu.detail
+    old_driver = D.check_torch_build("2.11.0+cu130", gpu(80, cuda="12.4"))
+    assert old_driver.status == "fail" and "CUDA 13.0" in old_driver.detail and "12.4" in old_driver.detail
+    assert D.check_torch_build("2.11.0+cu128", gpu(80, cuda="12.8")).status == "ok"
+    assert D.check_torch_build(None, NO_GPU).status == "fail"
+
+
+def test_packages_and_memory_and_disk(tmp_path):
+    assert D.check_packages({"torch": "2.13.0", "diffusers": None, "transformers": "5.0", "peft": "0.21",
+                             "accelerate": "1.1"}).status == "fail"
+    old = D.check_packages({"torch": "2.13.0", "diffusers": "0.35.2", "transformers": "5.0", "peft": "0.21",
+                            "accelerate": "1.1"})
+    assert old.status == "warn" and "diffusers 0.35.2 < 0.42" in old.detail
+    real = Preset(pretrained_model_name_or_path="/m", output_dir=str(tmp_path / "o"))
+    assert D.check_host_memory(real, {"MemTotal": 16 * GiB, "MemAvailable": 8 * GiB}).status == "warn"
+    assert D.check_host_memory(real, {"MemTotal": 128 * GiB, "MemAvailable": 100 * GiB}).status == "ok"
+    disk = D.check_disk(real)
+    assert str(tmp_path / "o") in disk.detail and "free" in disk.detail
+
+
+def test_gpu_check_messages():
+    assert D.check_gpu(NO_GPU).status == "warn"
+    ok = D.check_gpu(gpu(80))
+    assert ok.status == "ok" and "NVIDIA H100 80GB HBM3" in ok.detail and "driver 570.86 (CUDA 12.8)" in ok.detail
+    hidden = gpu(80)
+    hidden.gpus[0].visible = False
+    assert D.check_gpu(hidden).status == "fail"
+
+
+# ------------------------------------------------------------------------------------------ the command
+
+def run_cli(*args, env=None):
+    e = {**os.environ, "HF_HUB_CACHE": "/nonexistent-hf-cache", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "hvtui", "doctor", *args], capture_output=True, text=True,
+                          cwd=ROOT, env=e, timeout=120)
+
+
+def test_cli_demo_passes_with_cuda_warning():
+    p = run_cli("presets/demo.toml")
+    assert p.returncode == 0, p.stdout + p.stderr
+    from hvtui.core.nvml import query
+    if not query().available:
+        assert any(line.startswith("warn") and "cuda" in line for line in p.stdout.splitlines())
+    assert "0 failed" in p.stdout and "Traceback" not in p.stderr
+
+
+def test_cli_real_model_with_missing_paths_exits_3(tmp_path):
+    preset = tmp_path / "real.toml"
+    preset.write_text('pretrained_model_name_or_path = "models/HunyuanVideo-1.5"\nmodel_flavour = "t2v-480p"\n'
+                      'text_encoder_path = "models/qwen"\n')
+    p = run_cli(str(preset))
+    assert p.returncode == 3, p.stdout + p.stderr
+    assert str(tmp_path / "models" / "HunyuanVideo-1.5" / "transformer" / "480p_t2v") in p.stdout
+    assert str(tmp_path / "models" / "qwen") in p.stdout and "does not exist" in p.stdout
+    j = run_cli(str(preset), "--json")
+    assert j.returncode == 3
+    data = json.loads(j.stdout)
+    assert data["ok"] is False and {c["name"] for c in data["checks"] if c["status"] == "fail"} >= {
+        "model", "transformer", "vae", "scheduler", "text_encoder", "text_encoder source"}
+    assert data["components"][0]["source"] == "missing"
+
+
+def test_cli_unreadable_preset_exits_2(tmp_path):
+    p = run_cli(str(tmp_path / "missing.toml"))
+    assert p.returncode == 2 and "cannot read preset" in p.stderr
+
+
+def test_doctor_imports_no_ml_stack_or_ui():
+    code = ("import sys; from hvtui.core.preset import load_preset; from hvtui.core.doctor import run_doctor;"
+            "run_doctor(load_preset('presets/demo.toml'));"
+            "print(sorted(m for m in ('torch', 'diffusers', 'transformers', 'peft', 'accelerate', 'textual', 'rich')"
+            " if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_odd_preset_values_give_checks_not_tracebacks(tmp_path):
+    r = D.run_doctor(Preset(pretrained_model_name_or_path=str(tmp_path), model_flavour="t2v-1080p",
+                            output_dir=5, lora_rank="a"), gpu=NO_GPU, env={}, scan=False)
+    assert status(r, "components")[0] == "fail" and "unknown model_flavour 't2v-1080p'" in status(r, "components")[1]
+    assert status(r, "disk")[0] == "warn" and status(r, "fit")[0] == "warn"
