@@ -77,6 +77,7 @@ def run(n_first: int, n_rescan: int, keep: bool) -> list[str]:
             report = scan_preset(preset, use_cache=True)
             first = time.perf_counter() - t
             assert report.clips_kept == n_first, (report.clips_kept, report.warnings, report.errors)
+            assert report.datasets[0].probed == n_first
             t = time.perf_counter()
             report = scan_preset(preset, use_cache=True)
             again = time.perf_counter() - t
@@ -92,14 +93,15 @@ def run(n_first: int, n_rescan: int, keep: bool) -> list[str]:
             t = time.perf_counter()
             report = scan_preset(preset, use_cache=True)
             first = time.perf_counter() - t
-            times = []
-            for _ in range(3):
-                t = time.perf_counter()
+            times, cpu = [], []
+            for _ in range(5):
+                t, c = time.perf_counter(), time.process_time()
                 report = scan_preset(preset, use_cache=True)
                 times.append(time.perf_counter() - t)
+                cpu.append(time.process_time() - c)
             assert report.clips_kept == n_rescan and report.datasets[0].cached == n_rescan
-            rows.append(f"| rescan, {n_rescan:,} unchanged clips | {min(times):.3f} s (best of 3; "
-                        f"{', '.join(f'{x:.3f}' for x in times)}) | {n_rescan / min(times):,.0f} clips/s | "
+            rows.append(f"| rescan, {n_rescan:,} unchanged clips | {min(times):.3f} s (best of 5; median "
+                        f"{sorted(times)[2]:.3f}; CPU {min(cpu):.3f} s) | {n_rescan / min(times):,.0f} clips/s | "
                         f"first scan of these {first:.2f} s ({n_rescan / first:,.0f} clips/s) |")
     finally:
         if keep:
@@ -115,11 +117,13 @@ def main() -> None:
     ap.add_argument("--rescan", type=int, default=10000, help="clips for the rescan run (0: skip)")
     ap.add_argument("--keep", action="store_true", help="keep the generated clips")
     a = ap.parse_args()
+    load0 = " ".join(f"{x:.1f}" for x in os.getloadavg())
     rows = run(a.first, a.rescan, a.keep)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"machine: {platform.machine()} {cpus} CPU cores, {platform.python_implementation()} "
           f"{platform.python_version()}; date {datetime.date.today()}; command: python bench/scan_bench.py "
-          f"--first {a.first} --rescan {a.rescan}")
+          f"--first {a.first} --rescan {a.rescan}; load average before/after: {load0} / "
+          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print("| run | time | rate | notes |")
     print("|---|---|---|---|")
     for r in rows:

@@ -39,6 +39,23 @@ def write_faststart(path: Path, w=64, h=64, fps=24, frames=17) -> Path:
     return path
 
 
+def write_audio_only(path: Path) -> Path:
+    """An AAC-only .mp4 (a voice memo): no video stream."""
+    import numpy as np
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("aac", rate=16000)
+        s.layout = "mono"
+        for i in range(8):
+            f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            f.sample_rate, f.pts = 16000, i * 1024
+            for pkt in s.encode(f):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    return path
+
+
 def preset_for(root: Path, cache: Path | None = None, batch: int = 1, **video) -> Preset:
     ds = dict(resolution=video.pop("resolution", 64), repeats=video.pop("repeats", 0),
               caption_strategy=video.pop("caption_strategy", "textfile"),
@@ -75,6 +92,8 @@ def build_mixed(root: Path) -> None:
     (root / "cutfast.mp4").write_bytes(fs.read_bytes()[: fs.stat().st_size - 400])   # index kept, data cut
     fs.unlink()
     caption(root, "cutfast.mp4", "cut fast")
+    write_audio_only(root / "voice.mp4")
+    caption(root, "voice.mp4", "voice")
     clip(root, "nocap.mp4", fps=12, frames=9, text=None)
     clip(root, "emptycap.mp4", fps=12, frames=9, text="  \n\n")
     clip(root, "latin1.mp4", fps=12, frames=9, text="caf\xe9 au lait".encode("latin-1"))
@@ -87,5 +106,14 @@ def build_mixed(root: Path) -> None:
     os.symlink("ok24.mp4", root / "link.mp4")                    # the same file twice
     os.symlink("missing.mp4", root / "broken.mp4")
     os.mkfifo(root / "fifo.mp4")
+    clip(root, "LOUD.MOV", fps=12, frames=9, text=None)           # suffixes are case-insensitive
+    (root / "LOUD.TXT").write_text("loud")
+    clip(root, "old.avi", fps=12, frames=9, text="avi")         # MPEG-4 part 2 in AVI
+    write_clip(root / "_latin.mp4", 64, 64, 12, 9)              # a file name that is not UTF-8
+    os.rename(root / "_latin.mp4", os.fsencode(root) + b"/caf\xe9.mp4")
+    (Path(os.fsdecode(os.fsencode(root) + b"/caf\xe9.txt"))).write_text("latin name")
+    outside = root.parent / "outside"
+    clip(outside, "far.mp4", fps=12, frames=9, text="far away")
+    os.symlink(outside, root / "linked")                         # a symlinked folder: followed once
     (root / "._ok24.mp4").write_bytes(b"\0\5\26\7AppleDouble")    # macOS resource fork: skipped
     (root / "notes.md").write_text("not a clip")

@@ -39,11 +39,12 @@ def test_mixed_dataset_buckets(mixed_report):
     r = mixed_report
     assert r.errors == []
     assert {b.key: sorted(s.relpath for s in b.samples) for b in r.buckets} == {
-        "80x80@9": ["huge.mp4", "latin1.mp4", "multi.mp4", "native12.mp4", "ok24.mp4", "ok30.mp4", "slow8.mp4",
-                    "sub/deeper/nested.mp4", "vp9.webm", "ünï cödé name.mp4"],
+        "80x80@9": ["LOUD.MOV", "caf\ufffd.mp4", "huge.mp4", "latin1.mp4", "linked/far.mp4", "multi.mp4",
+                    "native12.mp4", "ok24.mp4", "ok30.mp4", "old.avi", "slow8.mp4", "sub/deeper/nested.mp4",
+                    "vp9.webm", "ünï cödé name.mp4"],
         "64x112@9": ["phone.mp4", "portrait.mp4"],
     }
-    assert r.samples_per_epoch == 12 and r.clips_kept == 12 and r.clips_found == 24
+    assert r.samples_per_epoch == 16 and r.clips_kept == 16 and r.clips_found == 29
     s = by_relpath(r)
     assert s["ok24.mp4"].frame_indices == [0, 2, 4, 6, 8, 10, 12, 14, 16]      # 24 -> 12 fps
     assert s["ok30.mp4"].frame_indices == [0, 2, 5, 7, 10, 12, 15, 17, 20]     # floor(k * 2.5)
@@ -56,6 +57,9 @@ def test_mixed_dataset_buckets(mixed_report):
     assert s["latin1.mp4"].captions == ["caf\ufffd au lait"]
     assert len(s["huge.mp4"].captions[0]) == 4000
     assert s["ünï cödé name.mp4"].captions == ["unicode"]
+    assert s["LOUD.MOV"].captions == ["loud"] and s["old.avi"].source_frames == 9
+    assert s["caf\ufffd.mp4"].captions == ["latin name"] and s["caf\ufffd.mp4"].path.exists()
+    assert s["linked/far.mp4"].captions == ["far away"]
     assert s["ok24.mp4"].id == "clips/ok24.mp4" and s["ok24.mp4"].path.is_absolute()
     assert all(x.frames == len(x.frame_indices) == 9 for x in r.samples)
 
@@ -70,7 +74,8 @@ def test_mixed_dataset_every_discard_reason(mixed_report):
                        "nocap.mp4: no caption: nocap.txt is missing next to it"],
         "empty_file": ["zero.mp4: empty file (0 bytes)"],
         "not_video": ["fifo.mp4: not a regular file (a FIFO, socket or device)",
-                      "text.mp4: a text file with a video name, not a video"],
+                      "text.mp4: a text file with a video name, not a video",
+                      "voice.mp4: no video stream (1 other stream)"],
         "truncated": ["cut.mp4: MP4/MOV whose header (moov) is missing or damaged: truncated or incomplete "
                       "download?",
                       f"cutfast.mp4: truncated: 17 of 20 frames lie past the end of the file "
@@ -95,7 +100,8 @@ def test_mixed_dataset_warnings_and_notes(mixed_report):
     text = format_report(mixed_report)
     assert "Frame counts from packets, not the header (1)" in text
     assert "short24.mp4: 8 frames after resampling 24->12 fps, needs >= 9 (num_frames)" in text
-    json.dumps(mixed_report.to_json())          # JSON-ready
+    mixed_report.json_text().encode("utf-8")    # JSON-ready and printable
+    text.encode("utf-8")                         # printable: undecodable file names were made safe
 
 
 def test_small_bucket_and_empty_warnings(tmp_path):
@@ -290,3 +296,54 @@ def test_several_datasets_share_buckets(tmp_path):
     r = scan_preset(Preset(datasets=specs))
     assert [(b.key, b.samples_per_epoch, b.dataset_ids) for b in r.buckets] == [("80x80@9", 5, ["one", "two"])]
     assert [s.id for s in r.samples] == ["one/a.mp4", "two/b.mp4"]
+
+
+def _pool_dataset(tmp_path, n):
+    src = clip(tmp_path / "src", "proto.mp4", fps=12, frames=9)
+    data = tmp_path / "d"
+    data.mkdir()
+    for i in range(n):
+        shutil.copyfile(src, data / f"c{i:03d}.mp4")
+        caption(data, f"c{i:03d}.mp4", f"clip {i}")
+    return data
+
+
+def test_process_pool_with_other_threads_running(tmp_path):
+    """The TUI scans from a worker thread: the pool must then start cleanly (forkserver), not hang."""
+    import threading
+
+    data = _pool_dataset(tmp_path, POOL_MIN + 2)
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait)
+    t.start()
+    try:
+        r = scan_preset(preset_for(data, num_frames=9))
+    finally:
+        stop.set()
+        t.join()
+    assert r.clips_kept == POOL_MIN + 2
+
+
+def test_broken_pool_falls_back_to_in_process(tmp_path, monkeypatch):
+    from hvtui.core.dataset import scan as scan_mod
+
+    data = _pool_dataset(tmp_path, POOL_MIN + 2)
+    parent = os.getpid()
+    real = scan_mod.probe_chunk
+
+    def dies_in_worker(items):
+        if os.getpid() != parent:
+            os._exit(1)                   # a worker killed mid-scan (OOM killer, ...)
+        return real(items)
+    monkeypatch.setattr(scan_mod, "probe_chunk", dies_in_worker)
+    r = scan_preset(preset_for(data, num_frames=9))
+    assert r.clips_kept == POOL_MIN + 2 and r.clips_discarded == 0
+
+
+def test_mixed_dataset_rescan_from_cache(mixed, mixed_report):
+    preset = preset_for(mixed / "data", cache=mixed / "cache", num_frames=9, frame_rate=12, batch=2)
+    again = scan_preset(preset)
+    assert (again.datasets[0].probed, again.datasets[0].cached) == (0, mixed_report.datasets[0].probed)
+    assert discard_lines(again) == discard_lines(mixed_report)
+    assert [s.to_dict() for s in again.samples] == [s.to_dict() for s in mixed_report.samples]
+    assert again.warnings == mixed_report.warnings

@@ -5,7 +5,7 @@ import torch
 from hvtui.core.dataset import scan_preset
 from hvtui.core.preset import preset_from_dict
 from hvtui.core.synth import write_clip
-from hvtui.core.train import cache, step
+from hvtui.core.train import cache, lora, step, validate, video_io
 from hvtui.core.train.components import load_components
 from hvtui.core.train.tiny import D_BYT5, D_IMG, D_TXT, IMAGE_TOKENS
 
@@ -29,10 +29,10 @@ def _preset(tmp_path, flavour="t2v-480p", captions=None):
                       "cache_dir": str(tmp_path / "textcache")}]}, source=tmp_path / "p.toml")
 
 
-def _build(p, events=None):
+def _build(p, events=None, extra=()):
     report = scan_preset(p, use_cache=False)
     assert not report.errors, report.errors
-    comps = load_components(p, "cpu", parts=cache.plan_cache(p, report, _info(p)).parts_needed | {"image"})
+    comps = load_components(p, "cpu", parts=cache.plan_cache(p, report, _info(p)).parts_needed | {"image", *extra})
     return cache.build_cache(p, report, comps, "cpu", publish=(events.append if events is not None else None)), comps
 
 
@@ -90,9 +90,9 @@ def test_t2v_cache_shapes_valid_tokens_and_reuse(tmp_path):
     assert not list((tmp_path / "textcache").glob(".tmp-*"))
 
 
-def test_i2v_conditioning_shapes(tmp_path):
+def test_i2v_conditioning_shapes_and_validation_sample(tmp_path):
     p = _preset(tmp_path, flavour="i2v-480p")
-    idx, comps = _build(p)
+    idx, comps = _build(p, extra=("transformer",))
     assert "image_encoder" not in comps
     e = idx.entries[0]
     item = idx.load(e)
@@ -108,3 +108,8 @@ def test_i2v_conditioning_shapes(tmp_path):
         t2v_item = dict(item, image=torch.zeros(0, 0))
         t2v_item.pop("cond")
         step.collate([item, t2v_item])
+    # i2v validation: the first frame of a training clip conditions the sample; encoders are gone
+    lora.add_lora(comps["transformer"], p)
+    p.validation_num_inference_steps, p.validation_num_video_frames = 2, 5
+    paths = validate.Validator(p, comps, idx, "cpu").run(comps["transformer"], step=1)
+    assert len(paths) == 1 and video_io.count_frames(paths[0]) == 5

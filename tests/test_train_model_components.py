@@ -82,6 +82,12 @@ def test_tencent_transformer_and_vae_convert(tmp_path):
     sd = diffusers_to_tencent(ref["transformer"].state_dict())
     save_file({k: v.contiguous() for k, v in sd.items()}, str(tdir / "diffusion_pytorch_model.safetensors"))
     (tdir / "config.json").write_text(json.dumps({"rope_dim_list": [4, 6, 6], "target_size": 64}))
+    from diffusers import HunyuanVideo15Transformer3DModel
+    from diffusers.loaders.single_file_model import SINGLE_FILE_LOADABLE_CLASSES
+
+    if "HunyuanVideo15Transformer3DModel" not in SINGLE_FILE_LOADABLE_CLASSES:   # diffusers 0.42: why we convert
+        with pytest.raises(ValueError, match="only compatible with"):
+            HunyuanVideo15Transformer3DModel.from_single_file(str(tdir / "diffusion_pytorch_model.safetensors"))
     tr = C.load_tencent_transformer(tdir, "t2v-480p", torch.float32)
     assert _same(tr, ref["transformer"])
     assert tr.config.num_layers == 2 and tr.config.attention_head_dim == 16 and tr.config.text_embed_dim == 32

@@ -9,6 +9,8 @@ from hvtui.core.train import lora, step
 from hvtui.core.train.tencent_keys import diffusers_module_to_tencent
 from hvtui.core.train.tiny import D_BYT5, D_IMG, D_TXT, tiny_transformer
 
+pytestmark = pytest.mark.slow
+
 
 def _batch(seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -30,7 +32,8 @@ def trained():
     torch.manual_seed(0)
     tr = tiny_transformer()
     base = {k: v.clone() for k, v in tr.state_dict().items()}
-    p = Preset(lora_rank=4, lora_alpha=8, learning_rate=1e-2, timestep_sampling="shifted", flow_schedule_shift=5.0)
+    p = Preset(lora_rank=4, lora_alpha=8, learning_rate=1e-2, timestep_sampling="shifted", flow_schedule_shift=5.0,
+               gradient_checkpointing=False)   # (checkpointing is covered elsewhere; this keeps the test quick)
     params = lora.add_lora(tr, p)
     batch = _batch()
     before = _eval_loss(tr, batch)
@@ -128,3 +131,14 @@ def test_set_lora_state_dict_round_trip(trained):
     lora.set_lora_state_dict(other, sd)
     got = lora.lora_state_dict(other)
     assert got.keys() == sd.keys() and all(torch.equal(got[k], sd[k]) for k in sd)
+
+
+def test_load_lora_file_restores_exact_training_weights(trained, tmp_path):
+    """alpha != rank: the file is scale-folded, load_lora_file undoes it (what resume needs)."""
+    path = lora.save_lora(trained["tr"], tmp_path)[0]
+    torch.manual_seed(0)
+    other = tiny_transformer()
+    lora.add_lora(other, trained["preset"])
+    lora.load_lora_file(other, path)
+    want, got = lora.lora_state_dict(trained["tr"]), lora.lora_state_dict(other)
+    assert all(torch.allclose(want[k], got[k], rtol=0, atol=1e-7) for k in want)

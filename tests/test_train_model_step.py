@@ -29,7 +29,7 @@ def transformer():
 def test_collate_batch1_is_packed_and_t2v_has_empty_byt5_and_image():
     b = step.collate([_item(7, 0, 1)])
     assert b["text"].shape == (1, 7, D_TXT) and b["text_mask"] is None and b["text_2_mask"] is None
-    assert b["text_2"].shape == (1, 0, D_BYT5) and b["image"].shape == (1, 0, D_IMG)
+    assert b["text_2"].shape == (1, 0, D_BYT5) and b["image"].shape == (1, 0, 0)
     assert b["cond"].shape == (1, 33, 3, 4, 4) and not b["cond"].any() and not b["is_i2v"]
 
 
@@ -73,7 +73,8 @@ def test_flow_matching_loss_is_the_scheduler_maths(transformer):
         x0 = b["latents"]
         pred = transformer(torch.cat([0.3 * noise + 0.7 * x0, b["cond"]], 1), torch.tensor([300.0]), b["text"],
                            torch.ones(1, 5), encoder_hidden_states_2=b["text_2"],
-                           encoder_attention_mask_2=torch.ones(1, 3), image_embeds=b["image"], return_dict=False)[0]
+                           encoder_attention_mask_2=torch.ones(1, 3), image_embeds=torch.zeros(1, 0, D_IMG),
+                           return_dict=False)[0]
     assert loss.dtype == torch.float32
     assert torch.allclose(loss, ((pred - (noise - x0)) ** 2).mean(), atol=1e-6)
 
@@ -99,7 +100,7 @@ def test_packed_equals_pipeline_padded_stock_diffusers(transformer):
         x = torch.cat([0.6 * noise + 0.4 * it["latents"][None], torch.zeros(1, 33, 3, 4, 4)], 1)
         padded = stock(x, torch.tensor([600.0]), txt, m, encoder_hidden_states_2=txt2, encoder_attention_mask_2=m2,
                        image_embeds=torch.zeros(1, IMAGE_TOKENS, D_IMG), return_dict=False)[0]
-    assert (packed - padded).abs().max() < 1e-5
+    assert (packed - padded).abs().max() < 2e-6
 
 
 def test_no_mask_reaches_sdpa_at_batch1_and_masks_at_batch2(transformer, monkeypatch):
@@ -130,7 +131,7 @@ def test_packed_batch_equals_padded_batch_row(transformer):
         _, p_a = step.flow_matching_loss(transformer, step.collate([a]), s[:1], noise=noise[:1], return_pred=True)
         _, p_b = step.flow_matching_loss(transformer, step.collate([b]), s[1:], noise=noise[1:], return_pred=True)
         _, p_ab = step.flow_matching_loss(transformer, step.collate([a, b]), s, noise=noise, return_pred=True)
-    assert (p_ab[0] - p_a[0]).abs().max() < 1e-5 and (p_ab[1] - p_b[0]).abs().max() < 1e-5
+    assert (p_ab[0] - p_a[0]).abs().max() < 2e-6 and (p_ab[1] - p_b[0]).abs().max() < 2e-6
 
 
 def test_i2v_batch_runs_with_image_tokens(transformer):
@@ -147,3 +148,22 @@ def test_packed_attention_context_restores_mode(transformer):
     with packed_attention.packed_attention(transformer):
         assert mode.packed
     assert not mode.packed
+
+
+def test_bf16_base_under_autocast_trains_fp32_lora():
+    """What accelerate does with mixed_precision = "bf16": autocast around a bf16 base with fp32 LoRA."""
+    from hvtui.core.train import lora
+
+    torch.manual_seed(0)
+    tr = tiny_transformer().to(torch.bfloat16)
+    params = lora.add_lora(tr, Preset(lora_rank=4))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = step.flow_matching_loss(tr, step.collate([_item(6, 2, 7)]), torch.tensor([0.5]))
+    loss.backward()
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    names = {id(q): n for n, q in tr.named_parameters()}
+    # the last block's text output is unused, so its to_add_out LoRA gets no gradient (REFERENCE trap 2)
+    no_grad = sorted(names[id(q)] for q in params if q.grad is None)
+    assert no_grad == ["transformer_blocks.1.attn.to_add_out.lora_A.default.weight",
+                       "transformer_blocks.1.attn.to_add_out.lora_B.default.weight"]
+    assert all(q.grad.dtype == torch.float32 for q in params if q.grad is not None)

@@ -7,7 +7,6 @@ import signal
 import sys
 from pathlib import Path
 
-import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from tui_fakes import FakeBackend, fake_editor, no_gpu, one_gpu, screen_text, wait_for, write_presets  # noqa: E402
@@ -374,4 +373,24 @@ def test_ssh_banner_shows(tmp_path):
         async with app.run_test(size=SIZE) as pilot:
             await pilot.pause(0.2)
             assert "SSH without tmux/screen" in screen_text(app)
+    run(go())
+
+
+def test_quit_with_unsaved_edits_asks(tmp_path):
+    async def go():
+        app = make_app(tmp_path)
+        async with app.run_test(size=SIZE) as pilot:
+            await ready(pilot)
+            config = app.query_one(ConfigPane)
+            config.select_field("seed")
+            await pilot.press("enter", "ctrl+a", "ctrl+k", "7", "enter")
+            assert config.dirty
+            await pilot.press("q")
+            assert isinstance(app.screen, ChoiceScreen)
+            await pilot.press("s")                        # app keys do nothing while a question is open
+            await pilot.press("n")
+            await pilot.pause(0.1)
+            assert app.is_running and app.current_run is None
+            await pilot.press("q", "y")
+            assert await wait_for(pilot, lambda: not app.is_running)
     run(go())

@@ -3,6 +3,7 @@ demo training (the real tiny-model trainer), the captured pane shows the step co
 the stop key ends the run with a complete checkpoint on disk."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -91,10 +92,24 @@ def test_demo_training_in_tmux(tmp_path):
         complete = list((out / "checkpoints").glob("checkpoint-*/COMPLETE"))
         assert complete, f"no complete checkpoint in {out}"
         assert (complete[-1].parent / "pytorch_lora_weights.safetensors").is_file()
-        t.keys("q")
-        deadline = time.monotonic() + 30
-        while not status.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert status.read_text().strip() == "0"
+        stopped_at = max(int(p.parent.name.split("-")[1]) for p in complete)
+
+        # A dropped SSH connection: resume the run, then kill the terminal under it (SIGHUP). hvtui must
+        # stop the run, save a checkpoint and end with the SIGHUP exit code in events.jsonl.
+        t.keys("s")
+        t.wait_for(lambda s: "Resume from it" in s, 10, "the resume question")
+        t.keys("r")
+        t.wait_for(lambda s: (step_and_loss(s) or (0, 0))[0] > stopped_at + 1, 300, "resumed training steps")
+        t.tmux("kill-session", "-t", "hv")
+        events = out / "events.jsonl"
+        deadline = time.monotonic() + 180
+        finished = []
+        while time.monotonic() < deadline and len(finished) < 2:
+            finished = [json.loads(line) for line in events.read_text().splitlines() if '"finished"' in line]
+            time.sleep(0.5)
+        assert len(finished) == 2, "the interrupted run never finished"
+        assert finished[-1]["status"] == "interrupted" and finished[-1]["exit_code"] == 129
+        steps = sorted(int(p.parent.name.split("-")[1]) for p in (out / "checkpoints").glob("checkpoint-*/COMPLETE"))
+        assert steps[-1] > stopped_at and steps[-1] == finished[-1]["step"]
     finally:
         t.close()

@@ -56,7 +56,7 @@ def progress_text(step: Event | None, prog: Event | None, phase: str) -> str:
     if prog is not None and prog.get("phase") == phase:
         d = prog.data
         return f"{phase} {d.get('done', 0)}/{d.get('total', 0)} {d.get('what', '')}".rstrip()
-    return phase or "starting"
+    return ""
 
 
 class ConsoleView:
@@ -68,10 +68,19 @@ class ConsoleView:
         self.step: Event | None = None
         self.progress: Event | None = None
         self.finished: Event | None = None
+        self.shown_step = 0   # the last step a printed progress line showed
+
+    def _progress_record(self) -> None:
+        """Before a checkpoint / sample / the end: a progress line for the log, unless it shows nothing new."""
+        if self.step is not None and self.step.get("step") != self.shown_step:
+            self.shown_step = self.step.get("step")
+            self.lines.put((False, progress_text(self.step, None, "training")))
 
     def __call__(self, e: Event) -> None:
         k, d = e.kind, e.data
         out = None
+        if k in ("checkpoint", "sample", "finished"):
+            self._progress_record()
         if k == "run_started":
             out = (f"hvtui: training {d.get('flavour', '')} LoRA for {d.get('max_steps')} steps on "
                    f"{d.get('device', '?')} -> {d.get('output_dir')}")
@@ -79,12 +88,15 @@ class ConsoleView:
                 out += f"\n  resuming from {d['resume_from']}"
         elif k == "phase":
             self.phase = d.get("phase", "")
-            out = f"[{self.phase}] {d.get('detail', '')}".rstrip()
+            if d.get("detail"):   # a bare phase event is a return to work (after a checkpoint, a sample)
+                out = f"[{self.phase}] {d['detail']}"
         elif k == "progress":
             self.progress = e
         elif k == "step":
             self.step = e
-        elif k == "state" and d.get("state") in ("paused", "stopping"):
+            if self.shown_step == 0:   # the first step: where the loss starts
+                self._progress_record()
+        elif k == "state" and d.get("state") == "paused":
             out = f"[{d['state']}]"
         elif k == "checkpoint":
             out = f"checkpoint at step {d.get('step')}: {d.get('path')}"
@@ -146,6 +158,8 @@ class Console:
             self.say(text, err)
         text = progress_text(self.view.step, self.view.progress, self.view.phase)
         now = time.monotonic()
+        if not text:
+            return
         if self.tty:
             if text != self._bar and (force_progress or now - self._last_line >= REDRAW_EVERY_S):
                 try:
@@ -160,13 +174,23 @@ class Console:
                 force_progress or now - self._last_line >= PROGRESS_EVERY_S):
             self._write(sys.stdout, text + "\n")
             self._last_line, self._last_text = now, text
+            if self.view.phase == "training" and self.view.step is not None:
+                self.view.shown_step = self.view.step.get("step")
 
     def close(self) -> None:
         self._clear_bar()
 
 
+def quiet_libraries() -> None:
+    """diffusers / transformers log warnings meant for developers ("Guiders are experimental", torchvision
+    missing) to stderr; the headless console shows hvtui's own messages. Set the variables to override."""
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
 def run_headless(preset_path: str, resume: str | None = None, allow_changed: bool = False,
                  backend=None) -> int:
+    quiet_libraries()
     try:
         preset = load_preset(preset_path)
     except PresetError as e:

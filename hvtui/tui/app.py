@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from pathlib import Path
 from typing import Mapping
 
@@ -23,9 +24,6 @@ from hvtui.core.session import RunOptions
 from hvtui.tui import keymap
 from hvtui.tui.dialogs import ChoiceScreen
 from hvtui.tui.panes.config import ConfigPane, PresetList
-from hvtui.tui.panes.dataset import DatasetPane
-from hvtui.tui.panes.environment import EnvironmentPane
-from hvtui.tui.panes.train import TrainPane
 from hvtui.tui.runs import AttachedRun, LocalRun
 from hvtui.tui.services import Services
 from hvtui.tui.settings import DEFAULT_THEME, Settings
@@ -33,6 +31,10 @@ from hvtui.tui.themes import REPO_THEMES, load_themes, variable_defaults
 from hvtui.tui.train_state import TrainState, format_duration
 from hvtui.tui.widgets.status_bar import StatusBar
 
+# The other panes are built (and their modules imported) when first shown: less work before the first paint.
+PANE_CLASSES = {"dataset": ("hvtui.tui.panes.dataset", "DatasetPane"),
+                "environment": ("hvtui.tui.panes.environment", "EnvironmentPane"),
+                "train": ("hvtui.tui.panes.train", "TrainPane")}
 PANES = (("config", "Config", "pane.config"), ("dataset", "Dataset", "pane.dataset"),
          ("environment", "Env", "pane.environment"), ("train", "Train", "pane.train"))
 POLL_INTERVAL = 0.25          # the UI pulls events ~4 times a second
@@ -115,6 +117,7 @@ class HvtuiApp(App):
             self.theme = wanted
         self.set_keymap(self.keymap)
         self.train_state = TrainState()
+        self.pane_preset = None        # the active preset as on disk (None: missing or unreadable)
         self.current_run = AttachedRun(self.attach_dir) if self.attach_dir else None
         self.monitor_bus = Bus(capacity=64)
         self._monitor_cursor = 0
@@ -124,6 +127,10 @@ class HvtuiApp(App):
         self._quit_when_stopped = False
         self._starting_note = ""
         self._allowed_actions: tuple = ()
+
+    def say(self, message: str, **kwargs) -> None:
+        """A toast of plain text: paths and key names like [keys] must not be read as markup."""
+        self.notify(message, markup=False, **kwargs)
 
     # ------------------------------------------------------------------ layout
 
@@ -142,36 +149,53 @@ class HvtuiApp(App):
                 with TabPane(f"{keymap.key_for(binding_id, self.keymap).upper()} {title}", id=pane):
                     if pane == "config":
                         yield ConfigPane(id="config-pane")
-                    elif pane == "dataset":
-                        yield DatasetPane(id="dataset-pane")
-                    elif pane == "environment":
-                        yield EnvironmentPane(id="environment-pane")
-                    else:
-                        yield TrainPane(id="train-pane")
+                    elif pane == initial:
+                        yield self._new_pane(pane)
         yield StatusBar(id="status")
         yield Footer(compact=True)
+
+    def _new_pane(self, pane: str):
+        import importlib
+
+        module, name = PANE_CLASSES[pane]
+        widget = getattr(importlib.import_module(module), name)(id=f"{pane}-pane")
+        if hasattr(widget, "set_preset"):
+            widget.set_preset(self.pane_preset)
+        return widget
+
+    def pane(self, pane: str):
+        """A pane's widget, or None while it has not been shown yet."""
+        found = self.query(f"#{pane}-pane")
+        return found.first() if found else None
+
+    async def ensure_pane(self, pane: str):
+        widget = self.pane(pane)
+        if widget is None:
+            widget = self._new_pane(pane)
+            await self.query_one(f"TabPane#{pane}").mount(widget)
+        return widget
 
     async def on_mount(self) -> None:
         self.set_interval(POLL_INTERVAL, self.tick)
         if self.install_signal_handlers:
             self._install_signal_handlers()
         for problem in self.problems:
-            self.notify(problem, title="settings", severity="error", timeout=12)
+            self.say(problem, title="settings", severity="error", timeout=12)
         self.query_one(PresetList).set_presets([p.stem for p in self.presets], self.active)
         self.call_after_refresh(self._after_first_paint)
         self.tick()
 
     async def _after_first_paint(self) -> None:
         # the form, the telemetry sampler: after the first screen is up
+        if self.env.get("HVTUI_PAINT_PROBE"):
+            write_paint_probe(Path(self.env["HVTUI_PAINT_PROBE"]))
         if self.attach_dir is None or self.presets:
             await self.load_active_preset()
         if self.services.telemetry is None:
             self.telemetry_available = False
         else:
             self.run_worker(self._start_telemetry, thread=True, group="telemetry")
-        if self.attach_dir:
-            self.query_one(TrainPane).focus()
-        else:
+        if not self.attach_dir:
             self.query_one("#field-table").focus()
 
     def _start_telemetry(self) -> None:
@@ -188,10 +212,8 @@ class HvtuiApp(App):
 
     async def on_unmount(self) -> None:
         if self.telemetry is not None:
-            try:
-                self.telemetry.stop()
-            except Exception:
-                pass
+            # the sampler thread is a daemon: ask it to stop without waiting for its join
+            threading.Thread(target=self.telemetry.stop, name="hvtui-telemetry-stop", daemon=True).start()
 
     # ------------------------------------------------------------------ presets
 
@@ -206,8 +228,11 @@ class HvtuiApp(App):
         self._preset_changed(config.preset)
 
     def _preset_changed(self, preset) -> None:
-        for pane in (self.query_one(DatasetPane), self.query_one(EnvironmentPane)):
-            pane.set_preset(preset)
+        self.pane_preset = preset
+        for name in ("dataset", "environment"):
+            widget = self.pane(name)
+            if widget is not None:
+                widget.set_preset(preset)
         self._refresh_visible_pane()
         self.update_status()
 
@@ -241,7 +266,7 @@ class HvtuiApp(App):
     async def _do_switch(self, index: int) -> None:
         self.active = index
         await self.load_active_preset()
-        self.notify(f"preset: {self.presets[index].stem}", timeout=2)
+        self.say(f"preset: {self.presets[index].stem}", timeout=2)
 
     def action_cycle_preset(self, delta: int) -> None:
         if self.presets:
@@ -258,9 +283,16 @@ class HvtuiApp(App):
 
     def action_show_pane(self, pane: str) -> None:
         self.query_one(TabbedContent).active = pane
-        self._refresh_visible_pane()
 
-    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+    async def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        pane = self.visible_pane
+        if pane in PANE_CLASSES:
+            await self.ensure_pane(pane)
+        # focus the pane's main widget, so its own keys (r: rescan, ctrl+s: save, ...) work at once
+        target = {"config": "#field-table", "dataset": "#bucket-table", "environment": "#check-table",
+                  "train": "#train-log"}.get(pane)
+        if target:
+            self.query_one(target).focus()
         self._refresh_visible_pane()
         self.refresh_bindings()
 
@@ -270,23 +302,26 @@ class HvtuiApp(App):
 
     def _refresh_visible_pane(self) -> None:
         pane = self.visible_pane
+        widget = self.pane(pane)
+        if widget is None:
+            return
         if pane == "dataset":
-            self.query_one(DatasetPane).scan_if_stale()
+            widget.scan_if_stale()
         elif pane == "environment":
-            self.query_one(EnvironmentPane).check_if_stale()
+            widget.check_if_stale()
         elif pane == "train":
             self._show_train(force=True)
 
-    def run_pane_action(self, pane: str, action: str) -> None:
+    async def run_pane_action(self, pane: str, action: str) -> None:
         self.action_show_pane(pane)
-        widget = {"config": ConfigPane, "dataset": DatasetPane, "environment": EnvironmentPane}[pane]
-        getattr(self.query_one(widget), f"action_{action}")()
+        widget = self.query_one(ConfigPane) if pane == "config" else await self.ensure_pane(pane)
+        getattr(widget, f"action_{action}")()
 
     def action_next_theme(self) -> None:
         names = self.theme_names or list(self.available_themes)
         i = names.index(self.theme) if self.theme in names else -1
         self.theme = names[(i + 1) % len(names)]
-        self.notify(f"theme: {self.theme}", timeout=2)
+        self.say(f"theme: {self.theme}", timeout=2)
 
     # ------------------------------------------------------------------ the run
 
@@ -295,6 +330,8 @@ class HvtuiApp(App):
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         """Footer shows only what can be done now; the keys of the rest do nothing."""
+        if len(self.screen_stack) > 1:
+            return False    # a question or the palette is open: its own keys only (escape closes it)
         if action not in RUN_ACTIONS:
             return True
         running = (self.current_run is not None and self.current_run.active
@@ -305,14 +342,14 @@ class HvtuiApp(App):
 
     def action_start_run(self) -> None:
         if self.attach_dir:
-            self.notify("attached to a headless run: start runs with hvtui --run PRESET", severity="warning")
+            self.say("attached to a headless run: start runs with hvtui --run PRESET", severity="warning")
             return
         if self._local_run_active():
-            self.notify("a run is already in progress")
+            self.say("a run is already in progress")
             return
         config = self.query_one(ConfigPane)
         if config.path is None or config.preset is None:
-            self.notify("no valid preset to train; see the Config pane", severity="error")
+            self.say("no valid preset to train; see the Config pane", severity="error")
             self.action_show_pane("config")
             return
         if config.dirty:
@@ -335,7 +372,7 @@ class HvtuiApp(App):
         validation = self.services.validate_file(config.path)
         if validation.preset is None or not validation.ok:
             errors = [p for p in validation.problems if p.severity == "error"]
-            self.notify(f"{len(errors)} error(s) in {config.path.name}: " + (str(errors[0]) if errors else ""),
+            self.say(f"{len(errors)} error(s) in {config.path.name}: " + (str(errors[0]) if errors else ""),
                         title="cannot start", severity="error", timeout=10)
             self.action_show_pane("config")
             return
@@ -366,10 +403,10 @@ class HvtuiApp(App):
 
     def _request(self, command: str, note: str) -> None:
         if self.current_run is None or not self.current_run.active:
-            self.notify("no run in progress", severity="warning")
+            self.say("no run in progress", severity="warning")
             return
         self.current_run.request(command, reason=f"{command} key")
-        self.notify(note, timeout=3)
+        self.say(note, timeout=3)
 
     def action_toggle_pause(self) -> None:
         if self.train_state.state == "paused":
@@ -411,7 +448,9 @@ class HvtuiApp(App):
             self.exit(self.exit_code)
 
     def _show_train(self, force: bool = False) -> None:
-        pane = self.query_one(TrainPane)
+        pane = self.pane("train")
+        if pane is None:
+            return
         pane.note = self._starting_note
         preset = self.query_one(ConfigPane).preset
         offload = bool(getattr(getattr(self.current_run, "preset", None) or preset, "enable_group_offload", False))
@@ -437,7 +476,16 @@ class HvtuiApp(App):
 
     async def action_quit(self) -> None:
         if not self._local_run_active():
-            self.exit(self.exit_code)
+            config = self.query_one(ConfigPane)
+            if not config.dirty:
+                self.exit(self.exit_code)
+                return
+
+            def drop(choice) -> None:
+                if choice:
+                    self.exit(self.exit_code)
+            self.push_screen(ChoiceScreen("Unsaved edits", f"{config.path.name} has edits not saved to disk.",
+                                          [("y", "Quit without saving", True), ("n", "Cancel", None)]), drop)
             return
 
         def answered(choice) -> None:
@@ -445,7 +493,7 @@ class HvtuiApp(App):
                 self._quit_when_stopped = True
                 self.current_run.request("stop", reason="quit")
                 self.train_state.state = "stopping"
-                self.notify("stopping: saving a checkpoint, then quitting…", timeout=30)
+                self.say("stopping: saving a checkpoint, then quitting…", timeout=30)
                 self.action_show_pane("train")
         self.push_screen(ChoiceScreen("A run is in progress",
                                       "Quitting stops it. A checkpoint is saved first, so it can be resumed.",
@@ -468,6 +516,20 @@ class HvtuiApp(App):
         if self._local_run_active():
             self.current_run.request("stop", reason=signal.Signals(signum).name)
         self.exit(self.exit_code)
+
+
+def write_paint_probe(path: Path) -> None:
+    """bench/first_paint.py: CPU seconds and wall seconds since this process started, at the first paint."""
+    import json
+    import time
+
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        wall = uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        wall = None
+    path.write_text(json.dumps({"cpu_s": round(time.process_time(), 3), "wall_s": wall}))
 
 
 def newest_checkpoint(preset) -> Path | None:

@@ -1,7 +1,6 @@
 """Small modal questions: a choice between a few labelled keys, and a diff to confirm before saving."""
 from __future__ import annotations
 
-from rich.syntax import Syntax
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -29,8 +28,8 @@ class ChoiceScreen(ModalScreen):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static(self.title_text, id="choice-title")
-            yield Static(self.message, id="choice-message")
+            yield Static(Text(self.title_text), id="choice-title")
+            yield Static(Text(self.message), id="choice-message")
             with Horizontal():
                 for i, (key, label, _) in enumerate(self.choices):
                     yield Button(Text(f"{key}: {label}"), id=f"choice-{i}", variant="primary" if i == 0 else "default",
@@ -67,10 +66,13 @@ class DiffScreen(ModalScreen):
         self.path, self.diff = path, diff
 
     def compose(self) -> ComposeResult:
+        from rich.syntax import Syntax   # pygments: only when a diff is shown, not at start-up
+
         with Vertical():
-            yield Static(f"Save {self.path}? Changes (comments and order are kept):", id="diff-title")
+            yield Static(Text(f"Save {self.path}? Changes (comments and order are kept):"), id="diff-title")
             with VerticalScroll():
-                yield Static(Syntax(self.diff, "diff", theme="ansi_dark", word_wrap=False), id="diff-text")
+                theme = "ansi_dark" if self.app.current_theme.dark else "ansi_light"
+                yield Static(Syntax(self.diff, "diff", theme=theme, word_wrap=False), id="diff-text")
             yield Static(Text("y: save   n / escape: cancel"), id="diff-keys")
 
     def action_answer(self, value: bool) -> None:

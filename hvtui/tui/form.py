@@ -3,7 +3,6 @@ hvtui.core.preset, grouped by `section`), their current values as text, and text
 No widgets here, so it is testable on its own."""
 from __future__ import annotations
 
-import dataclasses
 import types
 import typing
 from dataclasses import dataclass

@@ -29,6 +29,17 @@ CATEGORIES = {
 }
 
 
+def display(s: str) -> str:
+    """A path string safe to print or put in JSON: undecodable bytes of a file name become U+FFFD."""
+    if s.isascii():
+        return s
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 @dataclass
 class Sample:
     id: str                       # "<dataset_id>/<path relative to instance_data_dir>": stable across runs
@@ -55,7 +66,7 @@ class Sample:
 
     def to_dict(self) -> dict:
         return {
-            "id": self.id, "path": str(self.path), "relpath": self.relpath, "dataset_id": self.dataset_id,
+            "id": self.id, "path": display(str(self.path)), "relpath": self.relpath, "dataset_id": self.dataset_id,
             "captions": self.captions, "width": self.width, "height": self.height, "frames": self.frames,
             "fps_in": self.fps_in, "fps_out": self.fps_out, "frame_indices": self.frame_indices,
             "repeats": self.repeats, "kind": self.kind, "rotation": self.rotation,
@@ -105,7 +116,7 @@ class Discard:
         return f"{self.relpath}: {self.message}"
 
     def to_dict(self) -> dict:
-        return {"dataset_id": self.dataset_id, "path": str(self.path), "relpath": self.relpath,
+        return {"dataset_id": self.dataset_id, "path": display(str(self.path)), "relpath": self.relpath,
                 "category": self.category, "message": self.message}
 
 
@@ -114,7 +125,7 @@ class FileNote:
     """Something true of one kept or discarded file that a person should know (e.g. how frames were counted)."""
     dataset_id: str
     relpath: str
-    topic: str                    # "frame_count", "caption", "fps", "upscaled"
+    topic: str                    # "frame_count" (counted from packets), "fps" (slower than frame_rate)
     message: str
 
     def __str__(self) -> str:
@@ -136,6 +147,9 @@ class DatasetSummary:
     frame_rate: float | None
     repeats: int
     caption_strategy: str
+    min_frames: int | None = None
+    max_frames: int | None = None
+    frame_interval: int | None = None
     found: int = 0                # media files found
     kept: int = 0
     discarded: int = 0
@@ -151,6 +165,8 @@ class DatasetSummary:
     def to_dict(self) -> dict:
         return {"id": self.id, "kind": self.kind, "root": self.root, "strategy": self.strategy,
                 "resolution": self.resolution, "num_frames": self.num_frames, "frame_rate": self.frame_rate,
+                "min_frames": self.min_frames, "max_frames": self.max_frames,
+                "frame_interval": self.frame_interval,
                 "repeats": self.repeats, "caption_strategy": self.caption_strategy, "found": self.found,
                 "kept": self.kept, "discarded": self.discarded, "samples_per_epoch": self.samples_per_epoch,
                 "probed": self.probed, "cached": self.cached, "ignored": self.ignored,

@@ -182,11 +182,26 @@ def probe_video(path: str) -> dict:
             return _fail("truncated", f"damaged: reading it failed ({getattr(e, 'strerror', None) or e})")
 
 
+def pick_video_stream(container):
+    """The first video stream that is not cover art (an attached picture is a 1-frame 'video' stream)."""
+    import av
+
+    still = av.stream.Disposition.attached_pic | av.stream.Disposition.still_image
+    streams = list(container.streams.video)
+    for s in streams:
+        try:
+            if not (s.disposition & still):
+                return s
+        except (AttributeError, TypeError):
+            return s
+    return streams[0] if streams else None
+
+
 def _probe_container(container, size: int, rotation: int) -> dict:
-    if not container.streams.video:
+    s = pick_video_stream(container)
+    if s is None:
         others = len(container.streams)
         return _fail("not_video", f"no video stream ({others} other stream{'s' if others != 1 else ''})")
-    s = container.streams.video[0]
     cc = s.codec_context
     w, h = cc.width, cc.height
     if not w or not h:

@@ -59,13 +59,17 @@ def _decode_pyav(path: Path, indices: list[int]):
     import av
     import numpy as np
 
+    from hvtui.core.dataset.probe import pick_video_stream
+
     wanted = set(indices)
     last = max(indices) if indices else -1
     got: dict[int, object] = {}
     n = 0
     try:
         with av.open(str(path)) as container:
-            stream = container.streams.video[0]
+            stream = pick_video_stream(container)
+            if stream is None:
+                raise SampleReadError(f"{path}: no video stream")
             stream.thread_type = "AUTO"
             for frame in container.decode(stream):
                 if n in wanted:

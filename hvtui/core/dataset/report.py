@@ -20,6 +20,13 @@ def _rules(d) -> str:
     parts = [d.strategy]
     if d.strategy == "aspect_ratio":
         parts.append(f"{d.num_frames} frames per sample")
+    else:
+        parts.append("frames per sample from each clip's length"
+                     + (f" in steps of {d.frame_interval}" if d.frame_interval else "") + ", then 4n+1")
+    if d.min_frames:
+        parts.append(f"min_frames {d.min_frames}")
+    if d.max_frames:
+        parts.append(f"max_frames {d.max_frames}")
     parts.append(f"resolution {d.resolution}")
     if d.frame_rate:
         parts.append(f"resampled to {fmt_fps(d.frame_rate)} fps")

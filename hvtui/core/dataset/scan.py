@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 import threading
 import time
 from collections import Counter
@@ -28,21 +29,13 @@ from hvtui.core.dataset import captions as cap
 from hvtui.core.dataset.buckets import aspect_problem, bucket_size, scale_to_cover
 from hvtui.core.dataset.cache import ScanCache, cache_path
 from hvtui.core.dataset.frames import fmt_fps, is_4n1, plan_frames, plan_rate
-from hvtui.core.dataset.model import CATEGORIES, Bucket, DatasetReport, DatasetSummary, Discard, FileNote, Sample
+from hvtui.core.dataset.model import (CATEGORIES, Bucket, DatasetReport, DatasetSummary, Discard, FileNote, Sample,
+                                      display)
 from hvtui.core.dataset.probe import IMAGE_SUFFIXES, VIDEO_SUFFIXES, probe_chunk
 
 Progress = Callable[[int, int, str], None]
 POOL_MIN = 64          # below this, a pool's start-up costs more than it saves
 CHUNK = 32             # files per pool task
-
-
-def display(s: str) -> str:
-    """A path string safe to print: undecodable bytes of a file name become U+FFFD."""
-    try:
-        s.encode("utf-8")
-        return s
-    except UnicodeEncodeError:
-        return s.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 @dataclass
@@ -169,15 +162,22 @@ def walk(root: Path, kind: str) -> Walk:
 # --- probing --------------------------------------------------------------------------------------------------
 
 def _pool_context():
-    # fork is fastest; a process with other threads running (the TUI) forks from a clean forkserver instead.
+    """fork when this process has no other threads (fastest); else a clean forkserver, when the main module
+    can be re-imported there; else None (probe in this process)."""
     import multiprocessing as mp
 
     methods = mp.get_all_start_methods()
     if "fork" in methods and threading.active_count() == 1:
         return mp.get_context("fork")
-    if "forkserver" in methods:
-        return mp.get_context("forkserver")
-    return mp.get_context("spawn")
+    main = sys.modules.get("__main__")
+    main_file = getattr(main, "__file__", None)
+    if getattr(main, "__spec__", None) is None and main_file and not os.path.exists(main_file):
+        return None             # e.g. `python - < script`: a forkserver child could not import __main__
+    if "forkserver" not in methods:
+        return None
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["hvtui.core.dataset.probe", "av"])   # imported once, in the server
+    return ctx
 
 
 def workers() -> int:
@@ -188,27 +188,37 @@ def workers() -> int:
 
 
 def probe_files(todo: list[Found], progress: Progress | None, done: int, total: int) -> None:
-    """Fill `probe` of each Found, in a process pool when it pays."""
+    """Fill `probe` of each Found, in a process pool when it pays. A pool that breaks (a worker killed, a
+    start method that cannot run here) costs nothing but speed: what is left is probed in this process."""
     items = [(i, f.path, f.kind) for i, f in enumerate(todo)]
     n_workers = min(workers(), 8)
+    ctx = _pool_context() if len(items) >= POOL_MIN and n_workers >= 2 else None
+    if ctx is not None:
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        chunks = [items[k:k + CHUNK] for k in range(0, len(items), CHUNK)]
+        try:
+            with ProcessPoolExecutor(n_workers, mp_context=ctx) as pool:
+                futures = [pool.submit(probe_chunk, c) for c in chunks]
+                for fut in as_completed(futures):
+                    results = fut.result()
+                    for i, probe in results:
+                        todo[i].probe = probe
+                    done += len(results)
+                    if progress:
+                        progress(done, total, todo[results[-1][0]].relpath)
+        except Exception:
+            pass
     tick = max(1, total // 200)
     last = done
-    if len(items) < POOL_MIN or n_workers < 2:
-        for i, path, kind in items:
-            todo[i].probe = probe_chunk([(i, path, kind)])[0][1]
-            done += 1
-            if progress and (done - last >= tick or done == total):
-                progress(done, total, todo[i].relpath)
-                last = done
-        return
-    chunks = [items[k:k + CHUNK] for k in range(0, len(items), CHUNK)]
-    with _pool_context().Pool(n_workers) as pool:
-        for results in pool.imap_unordered(probe_chunk, chunks):
-            for i, probe in results:
-                todo[i].probe = probe
-            done += len(results)
-            if progress:
-                progress(done, total, todo[results[-1][0]].relpath)
+    for i, path, kind in items:
+        if todo[i].probe is not None:
+            continue
+        todo[i].probe = probe_chunk([(i, path, kind)])[0][1]
+        done += 1
+        if progress and (done - last >= tick or done == total):
+            progress(done, total, todo[i].relpath)
+            last = done
 
 
 # --- per dataset ----------------------------------------------------------------------------------------------
@@ -280,15 +290,26 @@ def _prepare(preset, spec, index: int, report: DatasetReport, use_cache: bool) -
         id=ds_id, kind=spec.dataset_type, root=str(root) if root else "", strategy=settings["strategy"],
         resolution=settings["resolution"] or 0,
         num_frames=settings["num_frames"] if spec.dataset_type == "video" else 1,
-        frame_rate=settings["frame_rate"], repeats=settings["repeats"], caption_strategy=spec.caption_strategy)
+        frame_rate=settings["frame_rate"], repeats=settings["repeats"], caption_strategy=spec.caption_strategy,
+        min_frames=settings["min_frames"], max_frames=settings["max_frames"],
+        frame_interval=settings["frame_interval"])
     report.datasets.append(summary)
     if root is None:
         errors.append(f"{prefix}: instance_data_dir is not set; point it at the folder of clips")
-    elif not root.exists():
-        where = f" (relative paths are relative to the preset: {preset.source.parent})" if preset.source else ""
-        errors.append(f"{prefix}: instance_data_dir {spec.instance_data_dir!r} does not exist: {root}{where}")
-    elif not root.is_dir():
-        errors.append(f"{prefix}: instance_data_dir {root} is a file, not a folder")
+    else:
+        try:
+            exists, is_dir = root.exists(), root.is_dir()
+            readable = not is_dir or os.access(root, os.R_OK | os.X_OK)
+        except OSError as e:
+            exists, is_dir, readable = True, True, False
+            errors.append(f"{prefix}: instance_data_dir {root} cannot be read: {e.strerror}")
+        if not exists:
+            where = f" (relative paths are relative to the preset: {preset.source.parent})" if preset.source else ""
+            errors.append(f"{prefix}: instance_data_dir {spec.instance_data_dir!r} does not exist: {root}{where}")
+        elif not is_dir:
+            errors.append(f"{prefix}: instance_data_dir {root} is a file, not a folder")
+        elif not readable and not errors:
+            errors.append(f"{prefix}: instance_data_dir {root} cannot be read: permission denied")
     metadata = None
     if not errors and spec.caption_strategy == "metadata":
         if not spec.metadata_file:
@@ -434,7 +455,6 @@ def _judge(job: _Job, rules: _Rules, f: Found, report: DatasetReport, notes: lis
                                                  f"(frames are never duplicated)"))
     if scale > 1.0:
         upscaled.append((scale, rel, w, h, bw, bh))
-        notes.append(FileNote(ds.id, rel, "upscaled", f"{w}x{h} is upscaled x{scale:.2f} to cover {bw}x{bh}"))
     return Sample(
         id=f"{ds.id}/{rel}", path=_child(f), dataset_id=ds.id,
         captions=c.captions, width=bw, height=bh, frames=frames, fps_in=fps_in_f, fps_out=fps_out_f,

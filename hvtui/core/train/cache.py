@@ -135,7 +135,7 @@ def text_key(caption: str, model_key: str, pipe_settings: dict) -> str:
     return _hash({"kind": "text", "format": FORMAT, "caption": caption, "model": model_key, **pipe_settings})
 
 
-def latent_key(sample, model_key: str, i2v: bool, tiling: bool) -> str:
+def latent_key(sample, model_key: str, i2v: bool, tiling: bool, vision: str = "") -> str:
     try:
         st = Path(sample.path).stat()
         content = [st.st_size, st.st_mtime_ns]
@@ -144,7 +144,7 @@ def latent_key(sample, model_key: str, i2v: bool, tiling: bool) -> str:
     return _hash({"kind": "latents", "format": FORMAT, "path": str(Path(sample.path).resolve()),
                   "content": content, "frames": list(sample.frame_indices), "w": sample.width,
                   "h": sample.height, "f": sample.frames, "fps": sample.fps_out, "model": model_key,
-                  "i2v": i2v, "tiling": tiling, "tile": conditioning.TILE_SAMPLE if tiling else 0})
+                  "i2v": i2v, "vision": vision if i2v else "", "tiling": tiling, "tile": conditioning.TILE_SAMPLE if tiling else 0})
 
 
 def cache_dirs(preset) -> tuple[dict[str, Path], Path]:
@@ -194,13 +194,14 @@ def plan_cache(preset, report, info) -> CachePlan:
     samples = [s for b in report.buckets for s in b.samples]
     prompts = list(dict.fromkeys([""] + list(preset.all_validation_prompts) + [preset.validation_negative_prompt]))
     captions = list(dict.fromkeys([c for s in samples for c in s.captions] + prompts))
-    settings = text_settings(info)
+    settings = dict(text_settings(info), encoder=str(preset.text_encoder_path or ""))
     text_paths = {c: text_dir / f"{text_key(c, model_key, settings)}.safetensors" for c in captions}
     out = preset.resolve_path(preset.output_dir)
     latent_paths = {}
     for s in samples:
         folder = latent_dirs.get(s.dataset_id) or out / "cache" / s.dataset_id
-        latent_paths[s.id] = folder / f"{latent_key(s, model_key, preset.is_i2v, tiling)}.safetensors"
+        key = latent_key(s, model_key, preset.is_i2v, tiling, str(preset.vision_encoder_path or ""))
+        latent_paths[s.id] = folder / f"{key}.safetensors"
     return CachePlan(text_paths, latent_paths, [c for c in captions if not text_paths[c].is_file()],
                      [s for s in samples if not latent_paths[s.id].is_file()], prompts, samples)
 

@@ -3,9 +3,13 @@
 `load_components(preset, device, dtype, parts, publish)` returns a dict keyed like the diffusers pipeline's
 components (transformer, vae, scheduler, text_encoder, tokenizer, text_encoder_2, tokenizer_2,
 image_encoder, feature_extractor, guider) plus "info" (a `ModelInfo`: what was loaded, for cache keys).
-Only the requested parts are kept. Nothing is downloaded: real weights come from the local paths
-`hvtui.core.assets.resolve_components` finds (diffusers layout via `from_pretrained(subfolder=...)`, the
-official Tencent tree via `tencent_keys`).
+Only the requested parts are kept ("transformer", "vae", "text" = both text encoders + tokenizers, "image" =
+SigLIP + its processor for i2v; scheduler and guider always). Nothing is downloaded: real weights come from
+the local folders `hvtui.core.assets.resolve_components` finds, loaded by the format it reports (diffusers
+`from_pretrained`, or the official Tencent files converted with `tencent_keys`). `builtin:tiny` builds the
+tiny random model of the real classes (tiny.py), seeded by `preset.seed`.
+
+Every transformer gets hvtui's packed-attention processors (packed_attention.py).
 """
 from __future__ import annotations
 
@@ -53,12 +57,12 @@ def weight_dtype(preset) -> torch.dtype:
     """The frozen weights' dtype. bf16 -> bfloat16; no_change -> what training computes in (the
     mixed_precision dtype, fp32 for "no"). Other choices are not implemented: a clear error, no fallback."""
     p = preset.base_model_precision
+    if p not in SUPPORTED_PRECISION:
+        raise ModelLoadError(f"base_model_precision = {p!r} is not supported by hvtui yet",
+                             "set base_model_precision = \"bf16\" (or \"no_change\") in the preset")
     if p == "bf16":
         return torch.bfloat16
-    if p == "no_change":
-        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(preset.mixed_precision, torch.float32)
-    raise ModelLoadError(f"base_model_precision = {p!r} is not supported by hvtui yet",
-                         "set base_model_precision = \"bf16\" (or \"no_change\") in the preset")
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(preset.mixed_precision, torch.float32)
 
 
 def _wanted(parts) -> set[str]:

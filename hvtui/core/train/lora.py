@@ -73,20 +73,47 @@ def lora_state_dict(transformer) -> dict[str, torch.Tensor]:
 
 
 def set_lora_state_dict(transformer, sd: dict[str, torch.Tensor]) -> None:
-    """Load a `lora_state_dict` back (checkpoint resume); every LoRA tensor must be present."""
+    """Load a `lora_state_dict` back; every LoRA tensor must be present. For a file written by `save_lora`
+    use `load_lora_file` (the file has the alpha/rank scale folded into lora_B)."""
     from peft.utils import set_peft_model_state_dict
 
     model = _unwrap(transformer)
+    sd = {k.removeprefix("transformer."): v for k, v in sd.items()}
     result = set_peft_model_state_dict(model, sd, adapter_name=ADAPTER)
     missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
     if missing:
         raise KeyError(f"LoRA state is missing {len(missing)} tensors, e.g. {missing[0]}")
 
 
+def load_lora_file(transformer, path) -> None:
+    """Restore the LoRA from a diffusers-format file written by `save_lora` (or anyone else) into the
+    transformer's existing adapter: undoes the file's scale folding (its adapter metadata says which
+    alpha/rank it was saved with) so training resumes with exactly the trained weights."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    model = _unwrap(transformer)
+    cfg = model.peft_config[ADAPTER]
+    path = str(path)
+    with safe_open(path, "pt") as f:
+        meta = f.metadata() or {}
+    raw = json.loads(meta.get("lora_adapter_metadata", "{}") or "{}")
+    file_r = float(raw.get("transformer.r", cfg.r))
+    file_alpha = float(raw.get("transformer.lora_alpha", file_r))   # no metadata: loaders assume alpha = rank
+    factor = (file_alpha / file_r) / (float(cfg.lora_alpha) / float(cfg.r))
+    sd = {k.removeprefix("transformer."): v for k, v in load_file(path).items()}
+    if factor != 1.0:
+        sd = {k: v * factor if ".lora_B." in k else v for k, v in sd.items()}
+    set_lora_state_dict(model, sd)
+
+
 def export_state_dict(transformer) -> tuple[dict[str, torch.Tensor], dict]:
     """The LoRA as files store it: the PEFT scale alpha/r folded into lora_B, so the file reads as
-    alpha == rank. diffusers' `load_lora_adapter(path)` ignores the file's adapter metadata unless a
-    weight_name is given and then assumes alpha = rank; folding makes every loader give the trained output.
+    alpha == rank. diffusers' `load_lora_adapter(file_path)` (no weight_name) does not read the file's
+    adapter metadata and assumes alpha = rank; with the scale folded in, every loader (and ComfyUI) gives
+    the trained output.
     Returns (state dict, adapter config dict for the metadata)."""
     model = _unwrap(transformer)
     cfg = model.peft_config[ADAPTER]

@@ -212,6 +212,8 @@ class BlockOffloader:
         self.stats_.h2d_bytes += blk.nbytes
         self.stats_.copies += 1
         self.stats_.pending.append(("copy", t0, t1, blk.nbytes))
+        if len(self.stats_.pending) > 2048:   # without a telemetry reader, keep the event list bounded
+            self._drain()
 
     def onload(self, i: int) -> None:
         """Make block i resident for work queued next on the current stream."""
@@ -278,7 +280,8 @@ class BlockOffloader:
             self.release(i)
 
     def resident(self) -> list[int]:
-        return [i for i, b in enumerate(self.blocks) if b.slot is not None and not b.slot.loading]
+        """Blocks holding a GPU slot (loaded or being copied)."""
+        return [i for i, b in enumerate(self.blocks) if b.slot is not None]
 
     # ---------------------------------------------------------------- reporting and teardown
     def _drain(self) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from diffusers.models import attention_dispatch
+from diffusers.models import attention_dispatch   # looked up per call: speed.py swaps in its own dispatcher
 from diffusers.models.attention_processor import AttnProcessor2_0
 from diffusers.models.transformers.transformer_hunyuan_video15 import HunyuanVideo15AttnProcessor2_0
 

@@ -102,6 +102,7 @@ def _dispatch(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
 
 
 _dispatch_eager = torch.compiler.disable(_dispatch)
+_SHIM: types.ModuleType | None = None
 
 
 def _install_shim() -> None:
@@ -110,15 +111,18 @@ def _install_shim() -> None:
     processors (and any other model in the process) are untouched."""
     from hvtui.core.train import packed_attention
 
+    global _SHIM
     current = packed_attention.attention_dispatch
     if getattr(current, "_hvtui_shim", False):
         return
-    shim = types.ModuleType(current.__name__ + "_hvtui")
-    shim.__dict__.update({k: v for k, v in vars(current).items() if not k.startswith("__")})
-    shim.dispatch_attention_fn = _dispatch_eager
-    shim._hvtui_shim = True
-    shim._hvtui_original = current
-    packed_attention.attention_dispatch = shim
+    if _SHIM is None or _SHIM._hvtui_original is not current:
+        # one shim object per process: compiled graphs guard on it, a new one would force recompiling
+        _SHIM = types.ModuleType(current.__name__ + "_hvtui")
+        _SHIM.__dict__.update({k: v for k, v in vars(current).items() if not k.startswith("__")})
+        _SHIM.dispatch_attention_fn = _dispatch_eager
+        _SHIM._hvtui_shim = True
+        _SHIM._hvtui_original = current
+    packed_attention.attention_dispatch = _SHIM
 
 
 def _uninstall_shim() -> None:
@@ -204,6 +208,13 @@ class SpeedHandle:
                 self._cache_blocks[shape] = int(self.cache_share * self.n)
         self._shape = shape
         self._n_cache = self._cache_blocks.get(shape, 0)
+
+    def set_cache_share(self, share: float) -> None:
+        """Change the share of blocks that keep attention (re-measured per shape from the next step)."""
+        self.cache_share = float(share)
+        self._cache_blocks.clear()
+        self._measuring = None
+        self.store.clear()
 
     # -------------------------------------------------------------- the per-block wrapper
     def _phase(self) -> str:

@@ -39,8 +39,9 @@ def _pad_stack(tensors: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]
 def collate(items: list[dict]) -> dict:
     """Cache items -> a model batch.
 
-    Keys: latents [B,32,T,H,W], cond [B,33,T,H,W], text [B,L,D], text_2 [B,L2,D2], image [B,N,Di],
-    text_mask / text_2_mask ([B,L] int, None at batch 1 = every token valid, no mask), is_i2v, sample_ids.
+    Keys: latents [B,32,T,H,W], cond [B,33,T,H,W] (zeros for t2v), text [B,L,D], text_2 [B,L2,D2] (L2 may
+    be 0), image [B,N,Di] (t2v: [B,0,0], sized to the model in `model_inputs`), text_mask / text_2_mask
+    ([B,L] int; None at batch 1 = every token valid, no mask anywhere), is_i2v, sample_ids.
     """
     if not items:
         raise BatchError("empty batch")
@@ -68,12 +69,15 @@ def collate(items: list[dict]) -> dict:
         it = items[0]
         batch["text"] = it["text"].unsqueeze(0)
         batch["text_2"] = it["text_2"].unsqueeze(0)
-        batch["image"] = it["image"].unsqueeze(0)
+        batch["image"] = it["image"].unsqueeze(0) if i2v else latents.new_zeros(1, 0, 0)
         batch["text_mask"] = batch["text_2_mask"] = None
         return batch
 
     batch["text"], batch["text_mask"] = _pad_stack([it["text"] for it in items])
     batch["text_2"], batch["text_2_mask"] = _pad_stack([it["text_2"] for it in items])
+    if not i2v:
+        batch["image"] = latents.new_zeros(len(items), 0, 0)
+        return batch
     images = [it["image"] for it in items]
     if len({tuple(im.shape) for im in images}) > 1:
         raise BatchError("image embeddings of different lengths in one batch")

@@ -46,7 +46,7 @@ def tiny_qwen_tokenizer():
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=special,
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=special, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator([_CORPUS] * 10, trainer)
     merges = json.loads(tok.to_str())["model"]["merges"]

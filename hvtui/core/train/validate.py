@@ -124,39 +124,42 @@ class Validator:
             if was_training:
                 model.train()
 
-    @torch.no_grad()
     def _run(self, model, step: int) -> list[Path]:
-        from PIL import Image
-
-        p = self.preset
-        pipe = self._pipeline(model)
-        conditioning.configure_tiling(pipe.vae, bool(p.vae_enable_tiling))
-        width, height = parse_resolution(p.validation_resolution)
-        use_cfg = float(p.validation_guidance) > 1.0
         paths = []
-        entries = [e for e in self.index.entries if e.i2v] if self.i2v else []
-        if self.i2v and not entries:
-            raise ValidationError("i2v validation needs a cached training clip for its first frame")
+        pipe = self._pipeline(model)
         for i, prompt in enumerate(self.prompts):
-            kw = self._embeds(prompt, self.device)
-            if use_cfg:
-                neg = self._embeds(p.validation_negative_prompt, self.device)
-                kw.update({f"negative_{k}": v for k, v in neg.items()})
-            gen = torch.Generator().manual_seed(int(p.validation_seed) + i)
-            common = dict(num_frames=int(p.validation_num_video_frames),
-                          num_inference_steps=int(p.validation_num_inference_steps), generator=gen,
-                          output_type="np", **kw)
-            with packed_attention.packed_attention(model, True):
-                if self.i2v:
-                    entry = entries[i % len(entries)]
-                    pipe.cached_image_embeds = self.index.load(entry)["image"][None]
-                    image = Image.fromarray(self.index.first_frame(entry))
-                    frames = pipe(image=image, **common).frames
-                else:
-                    frames = pipe(height=height, width=width, **common).frames
+            frames = self.sample_frames(model, i, pipe)
             path = self.output_dir / f"step{step:06d}-{i}.mp4"
-            write_mp4(frames[0], path, fps=self.fps)
+            write_mp4(frames, path, fps=self.fps)
             paths.append(path)
             self.publish(events.Event("sample", {"step": step, "path": str(path), "prompt": prompt}))
         return paths
 
+    @torch.no_grad()
+    def sample_frames(self, model, i: int = 0, pipe=None):
+        """Frames [F, H, W, 3] in [0, 1] for validation prompt i (seed validation_seed + i)."""
+        from PIL import Image
+
+        p = self.preset
+        model = getattr(model, "module", model)
+        pipe = pipe or self._pipeline(model)
+        conditioning.configure_tiling(pipe.vae, bool(p.vae_enable_tiling))
+        kw = self._embeds(self.prompts[i], self.device)
+        if float(p.validation_guidance) > 1.0:
+            neg = self._embeds(p.validation_negative_prompt, self.device)
+            kw.update({f"negative_{k}": v for k, v in neg.items()})
+        common = dict(num_frames=int(p.validation_num_video_frames),
+                      num_inference_steps=int(p.validation_num_inference_steps),
+                      generator=torch.Generator().manual_seed(int(p.validation_seed) + i), output_type="np", **kw)
+        with packed_attention.packed_attention(model, True):
+            if self.i2v:
+                entries = [e for e in self.index.entries if e.i2v]
+                if not entries:
+                    raise ValidationError("i2v validation needs a cached training clip for its first frame")
+                entry = entries[i % len(entries)]
+                pipe.cached_image_embeds = self.index.load(entry)["image"][None]
+                frames = pipe(image=Image.fromarray(self.index.first_frame(entry)), **common).frames
+            else:
+                width, height = parse_resolution(p.validation_resolution)
+                frames = pipe(height=height, width=width, **common).frames
+        return frames[0]

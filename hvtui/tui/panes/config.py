@@ -221,7 +221,7 @@ class ConfigPane(Horizontal):
 
     def begin_edit(self, f: FormField) -> None:
         if self.doc is None:
-            self.app.notify(self.edit_note or "this preset cannot be edited here", severity="warning")
+            self.app.say(self.edit_note or "this preset cannot be edited here", severity="warning")
             return
         current = get_value(self.working, f.path)
         if f.base is bool and not f.optional:
@@ -373,16 +373,16 @@ class ConfigPane(Horizontal):
 
     def action_save(self) -> None:
         if self.doc is None:
-            self.app.notify(self.edit_note or "nothing to save", severity="warning")
+            self.app.say(self.edit_note or "nothing to save", severity="warning")
             return
         if self.field_errors:
-            self.app.notify("fix the field marked ✗ first", severity="error")
+            self.app.say("fix the field marked ✗ first", severity="error")
             return
         diff = self.doc.diff()
         if not diff.strip():
             self.dirty = False
             self._show_head()
-            self.app.notify("no changes to save")
+            self.app.say("no changes to save")
             return
 
         def answered(save: bool | None) -> None:
@@ -390,7 +390,7 @@ class ConfigPane(Horizontal):
                 self.doc.save()
                 self.dirty = False
                 self._show_head()
-                self.app.notify(f"saved {self.path.name}")
+                self.app.say(f"saved {self.path.name}")
                 self.app.preset_saved()
         self.app.push_screen(DiffScreen(str(self.path), diff), answered)
 
@@ -415,6 +415,6 @@ class ConfigPane(Horizontal):
         await self.load(self.path)
         self.app.preset_saved()
         if status:
-            self.app.notify(f"editor exited with status {status}", severity="warning")
+            self.app.say(f"editor exited with status {status}", severity="warning")
         else:
-            self.app.notify(f"reloaded {self.path.name}")
+            self.app.say(f"reloaded {self.path.name}")

@@ -121,8 +121,8 @@ class DatasetPane(Vertical):
         buckets.clear()
         total = report.samples_per_epoch or 1
         for b in report.buckets:
-            buckets.add_row(b.key, str(len(b.samples)), str(b.samples_per_epoch),
-                            f"{100 * b.samples_per_epoch / total:.0f}%", key=b.key)
+            buckets.add_row(*plain(b.key, len(b.samples), b.samples_per_epoch,
+                                   f"{100 * b.samples_per_epoch / total:.0f}%"), key=b.key)
         discards = Text()
         for category, items in report.discarded.items():
             title = _category_title(category)
@@ -136,7 +136,7 @@ class DatasetPane(Vertical):
         line1 = (f"{report.clips_kept} clips kept, {report.clips_discarded} discarded, {len(report.buckets)} "
                  f"buckets, {report.samples_per_epoch} samples/epoch")
         problems = [f"✗ {e}" for e in report.errors] + [f"! {w}" for w in report.warnings]
-        self._head(line1 + (f"  ({elapsed:.1f}s)" if elapsed else ""), "  ".join(problems))
+        self._head(line1, "  ".join(problems))
         self._show_clips(report.buckets[0].key if report.buckets else None)
 
     @on(DataTable.RowHighlighted, "#bucket-table")
@@ -154,8 +154,13 @@ class DatasetPane(Vertical):
             source = f"{s.source_width}x{s.source_height}" if s.source_width else "?"
             fps = f"{s.fps_in:g}→{s.fps_out:g}" if s.fps_in != s.fps_out else f"{s.fps_out:g}"
             caption = s.captions[0] if s.captions else ""
-            clips.add_row(s.relpath or s.path.name, source, f"{s.frames}/{s.source_frames or '?'}", fps,
-                          caption[:60], key=s.id)
+            clips.add_row(*plain(s.relpath or s.path.name, source, f"{s.frames}/{s.source_frames or '?'}", fps,
+                                 caption[:60]), key=s.id)
+
+
+def plain(*values) -> list[Text]:
+    """DataTable reads str cells as markup; file names and captions are not markup."""
+    return [Text(str(v)) for v in values]
 
 
 def _category_title(category: str) -> str:

@@ -10,6 +10,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Static
 
 from hvtui.tui import keymap
+from hvtui.tui.panes.dataset import plain
 from hvtui.tui.services import Unavailable
 
 STATUS_MARK = {"ok": "✓ ok", "warn": "! warn", "fail": "✗ FAIL"}
@@ -20,7 +21,8 @@ class EnvironmentPane(Vertical):
     DEFAULT_CSS = """
     EnvironmentPane #env-head { height: 1; padding: 0 1; }
     EnvironmentPane #env-body { height: 1fr; }
-    EnvironmentPane #check-table { height: auto; max-height: 16; border: round $panel-lighten-2; }
+    EnvironmentPane #check-table { height: auto; max-height: 14; border: round $panel-lighten-2; }
+    EnvironmentPane #check-info { height: auto; padding: 0 1; }
     EnvironmentPane #component-table { height: auto; max-height: 12; border: round $panel-lighten-2; }
     EnvironmentPane #fit { height: auto; border: round $panel-lighten-2; padding: 0 1; }
     """
@@ -41,6 +43,7 @@ class EnvironmentPane(Vertical):
         yield Static(id="env-head")
         with VerticalScroll(id="env-body"):
             yield DataTable(id="check-table", cursor_type="row", zebra_stripes=True)
+            yield Static(id="check-info")
             yield DataTable(id="component-table", cursor_type="row")
             yield Static(id="fit")
 
@@ -102,30 +105,67 @@ class EnvironmentPane(Vertical):
         checks = self.query_one("#check-table", DataTable)
         checks.clear()
         counts = {"ok": 0, "warn": 0, "fail": 0}
-        for c in report.checks:
+        for i, c in enumerate(report.checks):
             counts[c.status] = counts.get(c.status, 0) + 1
             style = {"fail": "bold red", "warn": "yellow"}.get(c.status, "green")
-            checks.add_row(Text(STATUS_MARK.get(c.status, c.status), style=style), c.name, c.detail or "",
-                           c.hint or "")
+            name = f"{c.group}: {c.name}" if getattr(c, "group", "") and c.group != c.name else c.name
+            checks.add_row(Text(STATUS_MARK.get(c.status, c.status), style=style), Text(name),
+                           Text(c.detail or "", no_wrap=True, overflow="ellipsis"), Text(c.hint or ""), key=str(i))
         comps = self.query_one("#component-table", DataTable)
         comps.clear()
         for comp in getattr(report, "components", None) or []:
-            comps.add_row(comp.name, str(getattr(comp, "source", "")), str(getattr(comp, "layout", "")),
-                          str(getattr(comp, "path", "") or "not found"))
+            if comp.path is not None:
+                where = str(comp.path)
+            elif comp.source == "builtin":
+                where = "built in code (tiny demo model)"
+            else:
+                where = f"not found (looked first in {comp.expected_path})" if comp.expected_path else "not found"
+            comps.add_row(*plain(comp.name, source_text(comp), comp.layout or "", where))
         fit = getattr(report, "fit", None)
         self.query_one("#fit", Static).update(format_fit(fit))
-        self._head(f"{counts['ok']} ok, {counts['warn']} warnings, {counts['fail']} failed")
+        self._head(f"{counts['ok']} ok, {counts['warn']} warning{'s' * (counts['warn'] != 1)}, "
+                   f"{counts['fail']} failed")
+        first_bad = next((i for i, c in enumerate(report.checks) if c.status == "fail"),
+                         next((i for i, c in enumerate(report.checks) if c.status == "warn"), 0))
+        if report.checks:
+            checks.move_cursor(row=first_bad)
+            self._show_check(first_bad)
+
+    @on(DataTable.RowHighlighted, "#check-table")
+    def _check_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key and event.row_key.value is not None:
+            self._show_check(int(event.row_key.value))
+
+    def _show_check(self, index: int) -> None:
+        """The highlighted check in full: the table cuts long details, and the fix is what matters."""
+        if self.report is None or not 0 <= index < len(self.report.checks):
+            return
+        c = self.report.checks[index]
+        t = Text()
+        t.append(f"{c.name}: ", style="bold")
+        t.append(c.detail or "")
+        if c.hint:
+            t.append("\nfix: ", style="bold")
+            t.append(c.hint)
+        self.query_one("#check-info", Static).update(t)
 
 
 def format_fit(fit) -> Text:
     if fit is None:
-        return Text("no estimate", style="dim")
-    lines = getattr(fit, "lines", None)
-    if callable(lines):
-        return Text("\n".join(lines()))
-    summary = getattr(fit, "summary", None)
-    if callable(summary):
-        return Text(str(summary()))
-    if isinstance(summary, str):
-        return Text(summary)
-    return Text(str(fit))
+        return Text("no estimate (see the fit check above)", style="dim")
+    t = Text()
+    t.append(f"peak {fit.peak_gib:.1f} GiB", style="bold")
+    t.append(f"  bucket {fit.bucket}" + (f" ({fit.bucket_source})" if getattr(fit, "bucket_source", "") else ""),
+             style="dim")
+    t.append("\n" + fit.breakdown())
+    for note in getattr(fit, "notes", None) or []:
+        t.append(f"\n· {note}", style="dim")
+    return t
+
+
+def source_text(comp) -> str:
+    try:
+        from hvtui.core.doctor import source_words
+    except ImportError:
+        return str(comp.source)
+    return source_words(str(comp.source))

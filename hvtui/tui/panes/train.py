@@ -49,6 +49,7 @@ class TrainPane(Vertical):
         self._version = -1
         self._logs_seen = 0
         self.note = ""            # set by the app: e.g. "loading torch + diffusers…", "no preset"
+        self.ready = False        # children composed and mounted
 
     def compose(self) -> ComposeResult:
         yield Static(id="train-head")
@@ -65,9 +66,12 @@ class TrainPane(Vertical):
         self.query_one("#train-stats").border_title = "numbers"
         self.query_one("#train-log").border_title = "log"
         self.query_one("#train-outputs").border_title = "checkpoints & samples"
+        self.ready = True
 
     def show(self, st: TrainState, *, offload_enabled: bool = False, telemetry: bool = True,
              keys: dict[str, str] | None = None, force: bool = False) -> None:
+        if not self.ready:
+            return
         keys = keys or {}
         self._show_head(st, keys)
         if st.version == self._version and not force:
@@ -97,7 +101,8 @@ class TrainPane(Vertical):
         if st.phase == "training" or (step is not None and not total):
             if step is not None and max_steps:
                 t.append(f"  step {step}/{max_steps} {bar(step / max_steps, 20)} {100 * step / max_steps:.0f}%")
-                t.append(f"  ETA {format_duration(st.step.get('eta_s'))}")
+                if st.active:
+                    t.append(f"  ETA {format_duration(st.step.get('eta_s'))}")
         elif total:
             t.append(f"  {done}/{total} {bar(done / total, 20)} {100 * done / total:.0f}%")
         t.append("\n")
@@ -148,7 +153,7 @@ class TrainPane(Vertical):
         if not rows:
             t.append("none yet", style="dim")
         for i, (kind, step, path) in enumerate(rows):
-            t.append(("\n" if i else "") + f"{kind:<6} {step:>5} ", style="bold")
+            t.append(("\n" if i else "") + f"{kind} {step} ", style="bold")
             t.append(Path(path).name or path)
         self.query_one("#train-outputs", Static).update(t)
 
