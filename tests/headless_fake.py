@@ -6,7 +6,6 @@ Env: FAKE_STEPS (default 10000), FAKE_STEP_S (0.02), FAKE_SAVE_S (seconds the fi
 import os
 import sys
 import time
-from pathlib import Path
 
 from hvtui.core import events, exitcodes
 from hvtui.core.events import Event

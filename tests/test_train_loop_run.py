@@ -7,12 +7,10 @@ HVTUI_INJECT_OOM_AT_STEP / _OOM_TIMES, HVTUI_TEST_STEP_SLEEP.
 import math
 
 import pytest
-import torch
 
 import loop_presets as L
 from hvtui.core import exitcodes
 from hvtui.core.bus import Bus
-from hvtui.core.control import Control
 from hvtui.core.preset import load_preset
 from hvtui.core.session import RunOptions, Session
 from hvtui.core.train import checkpoint as ckpt
@@ -29,11 +27,10 @@ def clips(tmp_path_factory):
 def _run(tmp_path, clips, name="p", resume=None, allow_changed=False, **overrides):
     data, cache = clips
     preset = load_preset(L.write_preset(tmp_path / f"{name}.toml", data, cache, tmp_path / "out", **overrides))
-    bus = Bus()
-    code = Session(preset, options=RunOptions(resume=resume, allow_changed=allow_changed), bus=bus)
-    code.start()
-    code.join()
-    return code.exit_code, L.read_events(tmp_path / "out")
+    s = Session(preset, options=RunOptions(resume=resume, allow_changed=allow_changed), bus=Bus())
+    s.start()
+    s.join()
+    return s.exit_code, L.read_events(tmp_path / "out")
 
 
 def _errors(events):
@@ -62,7 +59,7 @@ def test_overfit_loss_falls_and_writes_lora_checkpoints_sample_and_events(tmp_pa
     assert (out / "pytorch_lora_weights_comfy.safetensors").is_file()
     assert [c.step for c in ckpt.list_complete(out)] == [16, 24]          # keep last 2
     samples = [e for e in events if e.kind == "sample"]
-    assert samples and all((out / "samples").glob("*.mp4")) and samples[0].get("step") == 24
+    assert samples and samples[0].get("step") == 24 and (out / "samples" / "step000024-0.mp4").stat().st_size > 0
 
     # the final LoRA loads into a fresh tiny transformer the diffusers way
     from hvtui.core.train.tiny import tiny_transformer
@@ -116,7 +113,10 @@ def test_resume_with_changed_batch_size_needs_the_flag(tmp_path, clips):
     code, events = _run(tmp_path, clips, name="q", resume="auto", max_train_steps=4, train_batch_size=2)
     assert code == exitcodes.RESUME_MISMATCH == 5
     assert "train_batch_size: 1 -> 2" in _errors(events)
-    code, events = _run(tmp_path, clips, name="q", resume="auto", allow_changed=True, max_train_steps=4,
+    code, events = _run(tmp_path, clips, name="q", resume=str(tmp_path / "nowhere"), max_train_steps=4)
+    assert code == exitcodes.INVALID and "no such checkpoint folder" in _errors(events)
+    path = ckpt.find_newest(tmp_path / "out").path      # --resume PATH
+    code, events = _run(tmp_path, clips, name="q", resume=str(path), allow_changed=True, max_train_steps=4,
                         train_batch_size=2)
     assert code == 0, _errors(events)
     resumed = events[max(i for i, e in enumerate(events) if e.kind == "run_started"):]
@@ -161,3 +161,29 @@ def test_control_save_now_pause_and_stop(tmp_path, clips, monkeypatch):
     fin = s.bus.latest("finished")
     assert fin.get("status") == "stopped" and fin.get("step") < 200
     assert ckpt.find_newest(tmp_path / "out").step == fin.get("step")    # the state was saved at the stop
+
+
+def test_gradient_accumulation_takes_several_batches_per_step(tmp_path, clips):
+    code, events = _run(tmp_path, clips, max_train_steps=3, gradient_accumulation_steps=2,
+                        lr_scheduler="linear", lr_warmup_steps=0)
+    assert code == 0, _errors(events)
+    steps = [e for e in events if e.kind == "step"]
+    assert [len(e.get("sample_ids")) for e in steps] == [2, 2, 2]
+    lrs = [e.get("lr") for e in steps]             # the schedule moves once per optimizer step
+    assert lrs == pytest.approx([2e-3 * 2 / 3, 2e-3 / 3, 0.0])
+    assert [e.get("global_batch") for e in events if e.kind == "run_started"] == [2]
+
+
+def test_bf16_mixed_precision_runs_on_cpu(tmp_path, clips):
+    code, events = _run(tmp_path, clips, max_train_steps=2, mixed_precision="bf16", base_model_precision="bf16")
+    assert code == 0, _errors(events)
+    assert all(math.isfinite(v) for v in L.losses(events).values())
+
+
+def test_invalid_preset_exits_2_and_failing_doctor_exits_3(tmp_path, clips):
+    code, _ = _run(tmp_path, clips, name="bad", learning_rate=-1.0)
+    assert code == exitcodes.INVALID
+    assert not (tmp_path / "out").exists()                # nothing written before the preset is valid
+    code, events = _run(tmp_path, clips, name="doc", pretrained_model_name_or_path=str(tmp_path / "no-model"))
+    assert code == exitcodes.DOCTOR_FAILED
+    assert "does not exist" in _errors(events) and not L.losses(events)

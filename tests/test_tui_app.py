@@ -21,8 +21,21 @@ from hvtui.tui.settings import Settings  # noqa: E402
 SIZE = (100, 32)
 
 
+def quick_scan(preset, progress=None, use_cache=True):
+    from hvtui.core.dataset.model import DatasetReport
+    return DatasetReport()
+
+
+def quick_doctor(preset):
+    from hvtui.core.doctor import DoctorReport
+    return DoctorReport(preset)
+
+
 def make_app(tmp_path, backend=None, telemetry=no_gpu, settings=None, theme_dirs=None, **services) -> HvtuiApp:
+    """The real panes and validator; a fake trainer and telemetry; instant scan and doctor (their real
+    versions are exercised in test_tui_panes.py)."""
     presets = write_presets(tmp_path / "presets")
+    services = {"scan_preset": quick_scan, "run_doctor": quick_doctor, **services}
     svc = Services(backend=backend or FakeBackend(max_steps=30, step_time=0.01), telemetry=telemetry, **services)
     app = HvtuiApp(presets, 0, services=svc, settings=settings or Settings(directory=tmp_path / "cfg"),
                    theme_dirs=theme_dirs, env={})
@@ -45,7 +58,9 @@ def test_panes_switch_by_f_keys(tmp_path):
         async with app.run_test(size=SIZE) as pilot:
             await ready(pilot)
             assert app.visible_pane == "config"
-            for key, pane in (("f4", "train"), ("f2", "dataset"), ("f3", "environment"), ("f1", "config")):
+            for key, pane in (("f4", "train"), ("f2", "dataset"), ("f3", "environment"), ("f1", "config"),
+                              ("less_than_sign", "train"), ("greater_than_sign", "config"),
+                              ("greater_than_sign", "dataset")):
                 await pilot.press(key)
                 assert app.visible_pane == pane
     run(go())
@@ -352,8 +367,9 @@ def test_themes_cycle_and_palette_lists_presets(tmp_path):
             provider = HvtuiCommands(app.screen)
             names = [name for name, _, _ in provider._commands()]
             assert "Preset: gamma" in names and "Theme: hvtui-light" in names and "Start training" in names
-            callback = dict((n, c) for n, c, _ in provider._commands())["Preset: gamma"]
-            callback()
+            await pilot.press("ctrl+p", *"Preset: gam")        # the real palette: type, pick the first hit
+            await pilot.pause(0.5)
+            await pilot.press("enter")
             assert await wait_for(pilot, lambda: app.query_one(ConfigPane).path.stem == "gamma")
     run(go())
 
@@ -393,4 +409,45 @@ def test_quit_with_unsaved_edits_asks(tmp_path):
             assert app.is_running and app.current_run is None
             await pilot.press("q", "y")
             assert await wait_for(pilot, lambda: not app.is_running)
+    run(go())
+
+
+def test_high_contrast_theme_uses_only_the_16_ansi_colours(tmp_path):
+    """On a basic 16-colour terminal every colour on screen must be one the terminal itself defines."""
+    async def go():
+        settings = Settings(directory=tmp_path / "cfg", theme="hvtui-high-contrast")
+        app = make_app(tmp_path, settings=settings, telemetry=one_gpu)
+        async with app.run_test(size=SIZE) as pilot:
+            await ready(pilot)
+            assert app.theme == "hvtui-high-contrast"
+            for pane in ("f1", "f4", "f2"):
+                await pilot.press(pane)
+                await pilot.pause(0.3)
+                kinds = set()
+                for strip in app.screen._compositor.render_strips():
+                    for segment in strip:
+                        for colour in (segment.style.color, segment.style.bgcolor) if segment.style else ():
+                            if colour is not None:
+                                kinds.add(colour.type.name)
+                                assert colour.type.name in ("DEFAULT", "STANDARD"), (pane, colour, segment.text)
+                assert "STANDARD" in kinds
+    run(go())
+
+
+def test_unreadable_preset_shows_the_problem_not_a_traceback(tmp_path):
+    async def go():
+        app = make_app(tmp_path)
+        broken = app.presets[1]
+        broken.write_text("learning_rate = [oops\n")
+        async with app.run_test(size=SIZE) as pilot:
+            await ready(pilot)
+            await pilot.press("2")
+            config = app.query_one(ConfigPane)
+            assert await wait_for(pilot, lambda: config.path == broken and config.preset is None)
+            await pilot.pause(0.1)
+            text = screen_text(app)
+            assert "beta.toml:1: toml: syntax error" in text and "1 error" in text
+            await pilot.press("s")
+            await pilot.pause(0.1)
+            assert app.current_run is None
     run(go())

@@ -86,7 +86,7 @@ def test_pane_keys_and_preset_digits_do_not_clash():
     app_keys = [key for k in keymap.APP_KEYS for key in k.keys.split(",")]
     assert len(app_keys) == len(set(app_keys))
     panes = {k.keys for k in keymap.APP_KEYS if k.id.startswith("pane.")}
-    assert panes == {"f1", "f2", "f3", "f4"}
+    assert panes == {"f1", "f2", "f3", "f4", "greater_than_sign", "less_than_sign"}
     assert {k.keys for k in keymap.APP_KEYS if k.id.startswith("preset.") and k.id[-1].isdigit()} == \
         {str(n) for n in range(1, 10)}
 

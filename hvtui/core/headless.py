@@ -163,7 +163,7 @@ class Console:
         if self.tty:
             if text != self._bar and (force_progress or now - self._last_line >= REDRAW_EVERY_S):
                 try:
-                    width = max(os.get_terminal_size(sys.stdout.fileno()).columns - 1, 20)
+                    width = max((os.get_terminal_size(sys.stdout.fileno()).columns or 121) - 1, 20)
                 except (OSError, ValueError):
                     width = 120
                 self._clear_bar()

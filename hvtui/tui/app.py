@@ -284,6 +284,10 @@ class HvtuiApp(App):
     def action_show_pane(self, pane: str) -> None:
         self.query_one(TabbedContent).active = pane
 
+    def action_cycle_pane(self, delta: int) -> None:
+        names = [p for p, _, _ in PANES]
+        self.action_show_pane(names[(names.index(self.visible_pane) + delta) % len(names)])
+
     async def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         pane = self.visible_pane
         if pane in PANE_CLASSES:

@@ -5,7 +5,8 @@
     "pane.train" = "f4,ctrl+t"     # several keys: comma-separated
 
 Keys are chosen to survive SSH and tmux: letters, digits, F-keys, brackets (no ctrl+enter, no ctrl+shift).
-F1-F4 pick panes; `[` / `]` cycle presets and 1-9 pick one, so digits never switch panes.
+F1-F4 pick panes (`<` / `>` cycle them where a terminal eats F-keys); `[` / `]` cycle presets and 1-9 pick
+one, so digits never switch panes.
 """
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ APP_KEYS: tuple[Key, ...] = (
     Key("pane.dataset", "f2", "show_pane('dataset')", "Dataset", show=False),
     Key("pane.environment", "f3", "show_pane('environment')", "Env", show=False),
     Key("pane.train", "f4", "show_pane('train')", "Train", show=False),
+    Key("pane.next", "greater_than_sign", "cycle_pane(1)", "Next pane", show=False),
+    Key("pane.prev", "less_than_sign", "cycle_pane(-1)", "Previous pane", show=False),
     Key("preset.prev", "left_square_bracket", "cycle_preset(-1)", "Prev preset", show=False),
     Key("preset.next", "right_square_bracket", "cycle_preset(1)", "Preset"),
     *(Key(f"preset.{n}", str(n), f"pick_preset({n})", f"Preset {n}", show=False) for n in range(1, 10)),

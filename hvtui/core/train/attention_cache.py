@@ -44,50 +44,58 @@ class AttentionStore:
 
 
 def supported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
-    """Kernels with a separate forward/backward that we can call: flash on CUDA (fp16/bf16, head dim <= 256,
-    no mask), the CPU flash kernel (tests)."""
+    """Kernels with a separate forward/backward that we can call: flash or cuDNN on CUDA (fp16/bf16, head
+    dim <= 128, no mask), the CPU flash kernel (tests)."""
     if not (q.dim() == 4 and q.shape == k.shape == v.shape):
         return False
     if q.is_cuda:
-        return q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] <= 256 and q.shape[-1] % 8 == 0
+        return q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] <= 128 and q.shape[-1] % 8 == 0
     return q.device.type == "cpu" and q.dtype in (torch.float32, torch.float64, torch.bfloat16)
 
 
-def _forward(qt, kt, vt):
+def _forward(qt, kt, vt, kernel: str):
     """Inputs [B, H, S, D] (views); returns out [B, H, S, D], lse, and what the backward needs."""
-    if qt.is_cuda:
-        out, lse, cq, ck, mq, mk, seed, offset, _ = torch.ops.aten._scaled_dot_product_flash_attention(
-            qt, kt, vt, 0.0, False, False)
+    if not qt.is_cuda:
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(qt, kt, vt, 0.0, False)
+        return out, lse, (), ()
+    if kernel == "cudnn":   # cuDNN wants contiguous [B, H, S, D] (diffusers' note: wrong results otherwise)
+        out, lse, cq, ck, mq, mk, seed, offset, _ = torch.ops.aten._scaled_dot_product_cudnn_attention(
+            qt.contiguous(), kt.contiguous(), vt.contiguous(), None, True, 0.0, False, False)
         return out, lse, (cq, ck, seed, offset), (mq, mk)
-    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(qt, kt, vt, 0.0, False)
-    return out, lse, (), ()
+    out, lse, cq, ck, mq, mk, seed, offset, _ = torch.ops.aten._scaled_dot_product_flash_attention(
+        qt, kt, vt, 0.0, False, False)
+    return out, lse, (cq, ck, seed, offset), (mq, mk)
 
 
-def _backward(grad, qt, kt, vt, out, lse, tensors, ints):
-    if qt.is_cuda:
-        cq, ck, seed, offset = tensors
-        mq, mk = ints
-        return torch.ops.aten._scaled_dot_product_flash_attention_backward(
-            grad, qt, kt, vt, out, lse, cq, ck, mq, mk, 0.0, False, seed, offset)
-    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
-        grad, qt, kt, vt, out, lse, 0.0, False)
+def _backward(grad, qt, kt, vt, out, lse, tensors, ints, kernel: str):
+    if not qt.is_cuda:
+        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+            grad, qt, kt, vt, out, lse, 0.0, False)
+    cq, ck, seed, offset = tensors
+    mq, mk = ints
+    if kernel == "cudnn":
+        return torch.ops.aten._scaled_dot_product_cudnn_attention_backward(
+            grad.contiguous(), qt.contiguous(), kt.contiguous(), vt.contiguous(), out.contiguous(), lse,
+            seed, offset, None, cq, ck, mq, mk, 0.0, False)
+    return torch.ops.aten._scaled_dot_product_flash_attention_backward(
+        grad, qt, kt, vt, out, lse, cq, ck, mq, mk, 0.0, False, seed, offset)
 
 
 class _StoredAttention(torch.autograd.Function):
     """softmax(q k^T / sqrt(d)) v over [B, S, H, D] inputs; mode "store" keeps the output, "reuse" takes it."""
 
     @staticmethod
-    def forward(ctx, q, k, v, store: AttentionStore, key: int, mode: str):
+    def forward(ctx, q, k, v, store: AttentionStore, key: int, mode: str, kernel: str):
         qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))
         hit = store.pop(key) if mode == "reuse" else None
         if hit is None:
-            out, lse, tensors, ints = _forward(qt, kt, vt)
+            out, lse, tensors, ints = _forward(qt, kt, vt, kernel)
         else:
             out, lse, tensors, ints = hit
         if mode == "store":
             store.put(key, (out.detach(), lse, tensors, ints))
         ctx.save_for_backward(q, k, v, out, lse, *tensors)
-        ctx.ints = ints
+        ctx.ints, ctx.kernel = ints, kernel
         return out.transpose(1, 2)
 
     @staticmethod
@@ -95,10 +103,35 @@ class _StoredAttention(torch.autograd.Function):
         q, k, v, out, lse, *tensors = ctx.saved_tensors
         qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))
         g = grad.contiguous().transpose(1, 2)
-        dq, dk, dv = _backward(g, qt, kt, vt, out, lse, tensors, ctx.ints)
-        return dq.transpose(1, 2), dk.transpose(1, 2), dv.transpose(1, 2), None, None, None
+        dq, dk, dv = _backward(g, qt, kt, vt, out, lse, tensors, ctx.ints, ctx.kernel)
+        return dq.transpose(1, 2), dk.transpose(1, 2), dv.transpose(1, 2), None, None, None, None
 
 
-def attention(q, k, v, store: AttentionStore, key: int, mode: str) -> torch.Tensor:
-    """[B, S, H, D] in, [B, S, H, D] out (diffusers' dispatch layout)."""
-    return _StoredAttention.apply(q, k, v, store, key, mode)
+def attention(q, k, v, store: AttentionStore, key: int, mode: str, kernel: str = "flash") -> torch.Tensor:
+    """[B, S, H, D] in, [B, S, H, D] out (diffusers' dispatch layout). kernel: "flash" or "cudnn" (CUDA)."""
+    return _StoredAttention.apply(q, k, v, store, key, mode, kernel)
+
+
+def self_check(device, kernel: str, seq: int = 1024, heads: int = 4, dim: int = 128) -> tuple[bool, str]:
+    """Store-then-reuse through `kernel` must give SDPA's output and gradients (run once before training;
+    these are private aten ops, so a torch upgrade that changes them turns the cache off, not training)."""
+    try:
+        g = torch.Generator(device=device).manual_seed(0)
+        dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+        q, k, v = (torch.randn(1, seq, heads, dim, device=device, dtype=dtype, generator=g) for _ in range(3))
+        grad = torch.randn(1, seq, heads, dim, device=device, dtype=dtype, generator=g)
+        leaves = [x.clone().requires_grad_() for x in (q, k, v)]
+        ref = torch.nn.functional.scaled_dot_product_attention(*(x.transpose(1, 2) for x in leaves)).transpose(1, 2)
+        ref.backward(grad)
+        store = AttentionStore()
+        with torch.no_grad():
+            first = attention(q, k, v, store, 0, "store", kernel)
+        mine = [x.clone().requires_grad_() for x in (q, k, v)]
+        out = attention(*mine, store, 0, "reuse", kernel)
+        out.backward(grad)
+        errs = [((a.float() - b.float()).norm() / b.float().norm()).item()
+                for a, b in [(first, ref), (out, ref)] + [(m.grad, r.grad) for m, r in zip(mine, leaves)]]
+        ok = store.hits == 1 and max(errs) < 2e-2
+        return ok, f"{kernel}: rel err out {errs[0]:.1e}, grads {max(errs[2:]):.1e}, reused {store.hits == 1}"
+    except Exception as e:   # noqa: BLE001 - any failure means: don't use the cache
+        return False, f"{kernel}: {type(e).__name__}: {str(e)[:160]}"

@@ -34,6 +34,7 @@ from hvtui.core.train import checkpoint as ckpt
 
 STOP_EXIT = exitcodes.SIGNAL_EXIT
 MAX_OOM_IN_A_ROW = 3
+MAX_OVERFLOW_IN_A_ROW = 30   # fp16 loss scaling starts high and halves on each overflow
 EMA_BETA = 0.9
 OOM_ADVICE = ("set enable_group_offload = true, lower the bucket size (resolution / num_frames), or keep "
               "gradient_checkpointing = true")
@@ -167,11 +168,13 @@ class Trainer:
         except Abort as a:
             code, status = a.code, a.status
             self.publish(Event("error", {"message": a.message, "hint": a.hint}))
-        except Exception as e:   # a bug or an unexpected library error: report it, exit 1
+        except Exception as e:   # a bug or an unexpected library error: report it, keep what was trained
             code, status = exitcodes.UNEXPECTED, "failed"
             self.publish(Event("error", {"message": f"{type(e).__name__}: {e}",
                                          "hint": "unexpected error (likely a bug in hvtui); traceback in events.jsonl",
                                          "traceback": traceback.format_exc()}))
+            if getattr(self, "optimizer", None) is not None:
+                self._save_on_failure()
         self.publish(events.state({"completed": "finished", "stopped": "stopped",
                                    "interrupted": "stopped"}.get(status, "failed")))
         self.publish(events.phase("done", status))
@@ -231,7 +234,8 @@ class Trainer:
             "max_steps": p.max_train_steps, "flavour": p.model_flavour, "device": str(acc.device),
             "resume_from": str(resume.path) if resume else None, "global_batch": global_batch,
             "num_processes": acc.num_processes, "mixed_precision": mp}))
-        ckpt.clean_temporaries(self.out) if self.is_main else None
+        if self.is_main:
+            ckpt.clean_temporaries(self.out)
 
         if cuda and self.is_main:
             from hvtui.core.telemetry import TelemetrySampler
@@ -425,7 +429,7 @@ class Trainer:
         self.phase("training", f"{p.max_train_steps - self.step} steps to go")
         times: list[float] = []
         nonfinite_run: list[str] = []   # sample ids of consecutive non-finite steps
-        nonfinite_streak = oom_run = 0
+        nonfinite_streak = oom_run = overflow_run = 0
         attempt = 0                     # retries of the current step (a skipped step draws new noise)
         if acc.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(acc.device)
@@ -435,6 +439,10 @@ class Trainer:
             t0 = time.perf_counter()
             result = self._one_step(cache, self.step + 1, attempt)
             if result["status"] == "oom":
+                # the step's tensors died with its frame: now the allocator can give their memory back
+                gc.collect()
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
                 oom_run += 1
                 attempt += 1
                 self.log(f"step {self.step + 1}: out of memory on {', '.join(result['ids'])} "
@@ -446,6 +454,14 @@ class Trainer:
                                 OOM_ADVICE)
                 continue
             oom_run = 0
+            if result["status"] == "overflow":
+                attempt += 1
+                overflow_run += 1
+                if overflow_run >= MAX_OVERFLOW_IN_A_ROW:
+                    raise Abort(exitcodes.TRAINING_FAILED, f"fp16 gradients overflowed {overflow_run} times in a row",
+                                "use mixed_precision = \"bf16\" or lower learning_rate")
+                continue
+            overflow_run = 0
             if result["status"] == "nonfinite":
                 nonfinite_run += result["ids"]
                 attempt += 1
@@ -457,7 +473,7 @@ class Trainer:
                     self._save_on_failure()
                     ids = ", ".join(dict.fromkeys(nonfinite_run))
                     raise Abort(exitcodes.TRAINING_FAILED,
-                                f"non-finite loss {streak} times in a row; samples: {ids}",
+                                f"non-finite {result['what']} {streak} times in a row; samples: {ids}",
                                 "lower learning_rate, check these clips, or use mixed_precision = \"bf16\"")
                 continue
             nonfinite_run.clear()
@@ -484,9 +500,11 @@ class Trainer:
                 self.publish(events.state("running"))
             commands |= self.control.take()
         if "save" in commands and self.step > 0:
-            self._checkpoint()
+            if self.step == self.last_saved_step:
+                self.log(f"save now: the checkpoint of step {self.step} is already written")
+            self._checkpoint(then=None if final else "training")
         if "sample" in commands:
-            self._validate_sample(cache)
+            self._validate_sample(cache, then=None if final else "training")
         if self.control.stop_requested:
             self.publish(events.state("stopping"))
             self.log(f"stopping at step {self.step}: {self.control.stop_reason}")
@@ -537,7 +555,11 @@ class Trainer:
         if status == "ok":
             grad_norm = acc.clip_grad_norm_(self.params, self.preset.max_grad_norm or float("inf"))
             grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
-            if not math.isfinite(grad_norm):
+            if not math.isfinite(grad_norm) and acc.scaler is not None:
+                # fp16: the loss scaler skips this update and lowers its scale (it needs the step call)
+                self.optimizer.step()
+                status, what = "overflow", "fp16 gradient overflow"
+            elif not math.isfinite(grad_norm):
                 status, what = "nonfinite", "gradient norm"
             else:
                 self.optimizer.step()
@@ -546,10 +568,6 @@ class Trainer:
             grad_norm = float("nan")
         for q in self.params:
             q.grad = None
-        if status == "oom":
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
         return {"status": status, "what": what, "ids": ids, "loss": loss_sum, "grad_norm": grad_norm,
                 "epoch": batches[-1].epoch}
 
@@ -559,7 +577,7 @@ class Trainer:
         self.ema = EMA_BETA * (self.ema or 0.0) + (1 - EMA_BETA) * loss   # bias-corrected below
         self.ema_n += 1
         smooth = self.ema / (1 - EMA_BETA ** self.ema_n)
-        recent = times[-20:]
+        recent = times[1:][-20:] or times   # the first step warms up (compile, allocator): not in the ETA
         per_step = sum(recent) / len(recent)
         samples = len(result["ids"]) * acc.num_processes
         data = {"step": self.step, "max_steps": p.max_train_steps, "epoch": result["epoch"], "loss": loss,
@@ -603,6 +621,9 @@ class Trainer:
     def _final_save(self) -> None:
         """LoRA first (the thing people want), then the full state."""
         if not self.is_main:
+            return
+        if self.step == 0:
+            self.log("stopped before the first step: nothing to save")
             return
         self.phase("saving", "final LoRA")
         paths = self._save_lora()

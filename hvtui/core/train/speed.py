@@ -28,7 +28,7 @@ import torch
 
 from hvtui.core.train import attention_cache
 
-DEFAULT_CACHE_SHARE = 0.6     # of the blocks; ~3.2 GiB at 480p x 61 (see BENCHMARKS.md, GPU)
+DEFAULT_CACHE_SHARE = 0.75    # of the blocks: 40 of 54, ~4 GiB at 480p x 61 (see BENCHMARKS.md, GPU)
 HEADROOM = 0.92               # fraction of GPU memory the cache may fill up to, after the first step's peak
 PRESET_BACKENDS = {"native": "native", "flash": "_native_flash", "_native_cudnn": "_native_cudnn",
                    "_native_efficient": "_native_efficient"}
@@ -92,9 +92,9 @@ def _dispatch(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
                  and not kwargs and attention_cache.supported(query, key, value))
         store = handle.store
         if plain and phase == "recompute" and i in store.entries:
-            return attention_cache.attention(query, key, value, store, i, "reuse")
+            return attention_cache.attention(query, key, value, store, i, "reuse", handle.cache_kernel)
         if plain and phase == "forward" and handle.caches_block(i):
-            return attention_cache.attention(query, key, value, store, i, "store")
+            return attention_cache.attention(query, key, value, store, i, "store", handle.cache_kernel)
         backend = handle.backend_for(attn_mask)
     return attention_dispatch.dispatch_attention_fn(
         query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale,
@@ -150,6 +150,8 @@ class SpeedHandle:
         self.cache_share = cache_share
         self.offloader = offloader
         self.store = attention_cache.AttentionStore()
+        # the cache calls the chosen kernel's own forward/backward (cuDNN's backward is 2x flash's on H200)
+        self.cache_kernel = "cudnn" if backend == "_native_cudnn" else "flash"
         self.context: tuple[int, str] | None = None
         self.blocks = list(model.transformer_blocks)
         self.n = len(self.blocks)
@@ -336,6 +338,11 @@ def prepare_transformer(transformer, preset, device, *, publish=None, compile_bl
 
     if attention_cache_share is None:
         attention_cache_share = DEFAULT_CACHE_SHARE if (cuda and not offload) else 0.0
+    if attention_cache_share > 0:
+        ok, detail = attention_cache.self_check(device, "cudnn" if backend == "_native_cudnn" else "flash")
+        log(f"attention cache self-check: {detail}", "info" if ok else "warning")
+        if not ok:
+            attention_cache_share = 0.0
     if compile_blocks is None:
         compile_blocks = bool(preset.compile_blocks) and cuda
     if compile_blocks:

@@ -338,7 +338,8 @@ class ConfigPane(Horizontal):
         # problems that belong to no single field (syntax, dataset file, a missing table) stay listed on top
         t = Text()
         for p in by_key.get("", []):
-            t.append(("✗ " if p.severity == "error" else "! ") + str(p) + "\n")
+            where = f"{Path(p.file).name}:{p.line}" if p.line else Path(p.file).name
+            t.append(("✗ " if p.severity == "error" else "! ") + f"{where}: {p.key}: {p.message}; {p.fix}\n")
         t.rstrip()
         problems = self.query_one("#config-problems", Static)
         problems.update(t)
