@@ -239,6 +239,8 @@ def free():
 
 
 def part_a():
+    if CUDA:
+        attention_accuracy()
     w, h, f = (64, 48, 5) if TINY else (848, 480, 61)
     n = 3 if TINY else 5
     preset = bench_preset()
@@ -350,7 +352,55 @@ def vae_bench():
     free()
 
 
+def attention_accuracy(seq=8192, heads=16, dim=128):
+    """Out and q/k/v gradients of each attention path vs an fp32 math reference on the same bf16 inputs."""
+    from diffusers.models import attention_dispatch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from hvtui.core.train import attention_cache as ac
+
+    g = torch.Generator(device=DEV).manual_seed(0)
+    q, k, v, go = (torch.randn(1, seq, heads, dim, device=DEV, dtype=torch.bfloat16, generator=g) for _ in range(4))
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def run(fn, dtype=None):
+        leaves = [x.clone().requires_grad_() for x in (q, k, v)]
+        out = fn(*[x.to(dtype) if dtype else x for x in leaves])
+        out.backward(go.to(out.dtype))
+        return [out.detach().float()] + [x.grad.float() for x in leaves]
+
+    def bshd(kernel):
+        def fn(a, b, c):
+            with sdpa_kernel(kernel):
+                return sdpa(a.transpose(1, 2), b.transpose(1, 2), c.transpose(1, 2)).transpose(1, 2)
+        return fn
+
+    def cached(kernel):
+        def fn(a, b, c):
+            store = ac.AttentionStore()
+            with torch.no_grad():
+                ac.attention(a, b, c, store, 0, "store", kernel)
+            return ac.attention(a, b, c, store, 0, "reuse", kernel)
+        return fn
+
+    ref = run(bshd(SDPBackend.MATH), torch.float32)
+    res = {}
+    for name, fn in [("sdpa flash", bshd(SDPBackend.FLASH_ATTENTION)), ("sdpa cudnn", bshd(SDPBackend.CUDNN_ATTENTION)),
+                     ("diffusers _native_cudnn", lambda a, b, c: attention_dispatch.dispatch_attention_fn(a, b, c, backend="_native_cudnn")),
+                     ("hvtui cached flash", cached("flash")), ("hvtui cached cudnn", cached("cudnn")),
+                     ("hvtui compute cudnn", lambda a, b, c: ac.attention(a, b, c, ac.AttentionStore(), 0, "compute", "cudnn"))]:
+        try:
+            got = run(fn)
+            res[name] = [float(f"{((x - r).norm() / r.norm()).item():.2e}") for x, r in zip(got, ref)]
+        except Exception as e:
+            res[name] = repr(e)[:160]
+    record(dict(case="attention accuracy vs fp32 (rel err out, dq, dk, dv)", seq=seq, **res))
+    free()
+
+
 def part_b():
+    if CUDA:
+        attention_accuracy()
     shapes = [(64, 48, 9, 3), (96, 64, 5, 3)] if TINY else [(848, 480, 121, 3), (1280, 720, 61, 3), (1280, 720, 121, 2)]
     preset = bench_preset()
     tr = build_transformer()
@@ -400,10 +450,13 @@ def table():
             log(f"VAE {r['case']}: {r['s']} s, peak {r['peak_alloc_gib']} GiB")
         elif "vs_no_offload" in r:
             log("offload vs no offload:", json.dumps(r["vs_no_offload"]))
-    hv = [r for r in ROWS if r["case"] == "hvtui default" and r.get("shape") == "848x480x61"]
-    ref = [r for r in ROWS if r["case"] == "reference padded" and r.get("shape") == "848x480x61"]
-    if hv and ref:
-        log(f"848x480x61 speed-up vs reference (same call): {ref[0]['s_per_step'] / hv[0]['s_per_step']:.2f}x")
+    for r in ROWS:
+        if r["case"].startswith("attention accuracy"):
+            log(r["case"], json.dumps({k: v for k, v in r.items() if k != "case"}))
+    for ref in [r for r in ROWS if r["case"] == "reference padded" and r.get("s_per_step")]:
+        hv = [r for r in ROWS if r["case"] == "hvtui default" and r.get("shape") == ref["shape"] and r.get("s_per_step")]
+        if hv:
+            log(f"{ref['shape']} speed-up vs reference (same call): {ref['s_per_step'] / hv[0]['s_per_step']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -347,3 +347,14 @@ def test_mixed_dataset_rescan_from_cache(mixed, mixed_report):
     assert discard_lines(again) == discard_lines(mixed_report)
     assert [s.to_dict() for s in again.samples] == [s.to_dict() for s in mixed_report.samples]
     assert again.warnings == mixed_report.warnings
+
+
+def test_damaged_cache_is_ignored(tmp_path):
+    clip(tmp_path / "d", "a.mp4", fps=12, frames=9)
+    preset = preset_for(tmp_path / "d", cache=tmp_path / "cache", num_frames=9)
+    scan_preset(preset)
+    cache_file = next((tmp_path / "cache").glob(".hvtui-scan-*.json"))
+    for damage in ('{"version": 1, "entries": {"a.mp4": [1, 2]}, "captions": {}}', '{"vers', ""):
+        cache_file.write_text(damage)
+        r = scan_preset(preset)
+        assert [s.relpath for s in r.samples] == ["a.mp4"] and r.datasets[0].probed == 1

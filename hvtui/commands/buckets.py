@@ -58,8 +58,12 @@ def main(args) -> int:
         return code
     from hvtui.core.dataset import format_report, scan_preset
 
-    report = scan_preset(preset, progress=None if as_json else _progress_line(),
-                         use_cache=not getattr(args, "no_cache", False))
+    try:
+        report = scan_preset(preset, progress=None if as_json else _progress_line(),
+                             use_cache=not getattr(args, "no_cache", False))
+    except KeyboardInterrupt:
+        print("\nscan interrupted", file=sys.stderr)
+        return exitcodes.SIGINT
     if as_json:
         print(report.json_text())
     else:

@@ -1,4 +1,6 @@
-"""`hvtui --run PRESET [--resume auto|PATH] [--allow-changed]`: headless training (see hvtui.core.headless)."""
+"""`hvtui --run PRESET [--resume auto|PATH] [--allow-changed] [--gpus N]`: headless training
+(see hvtui.core.headless). `--gpus N` (N > 1) relaunches through torchrun (hvtui.core.train.launch); a
+process that torchrun / `accelerate launch` started is one worker of such a run."""
 from __future__ import annotations
 
 import sys
@@ -7,11 +9,22 @@ from hvtui.core import exitcodes
 
 
 def main(args) -> int:
+    from hvtui.core.train.launch import dist_env, gpus_problem   # no torch here
+
     gpus = getattr(args, "gpus", None)
-    if gpus is not None and gpus > 1:
-        print("error: --gpus N > 1 is not available yet in this version; run on one GPU (omit --gpus)",
-              file=sys.stderr)
-        return exitcodes.INVALID
+    env = dist_env()
+    if gpus is not None and not env.distributed:
+        if gpus > 1:
+            from hvtui.core.train.launch import launch
+
+            return launch(args.run, gpus, resume=args.resume, allow_changed=args.allow_changed)
+        problem = gpus_problem(gpus, 0)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return exitcodes.INVALID
+    if env.distributed and gpus is not None and gpus != env.world_size and env.is_main:
+        print(f"warning: --gpus {gpus} ignored: this process is one of {env.world_size} started by a launcher "
+              "(torchrun / accelerate launch decides the count)", file=sys.stderr)
     from hvtui.core.headless import run_headless
 
-    return run_headless(args.run, resume=args.resume, allow_changed=args.allow_changed)
+    return run_headless(args.run, resume=args.resume, allow_changed=args.allow_changed, dist=env)

@@ -108,7 +108,8 @@ class ConsoleView:
             self.lines.put((level != "info", out))
             return
         elif k == "error":
-            out = f"error: {d.get('message', '')}"
+            where = f" (rank {d['rank']})" if d.get("rank") else ""
+            out = f"error{where}: {d.get('message', '')}"
             if d.get("hint"):
                 out += f"\n  hint: {d['hint']}"
             self.lines.put((True, out))
@@ -189,14 +190,19 @@ def quiet_libraries() -> None:
 
 
 def run_headless(preset_path: str, resume: str | None = None, allow_changed: bool = False,
-                 backend=None) -> int:
+                 backend=None, dist=None) -> int:
+    """`dist` (launch.DistEnv): this process is one worker of a data-parallel run. Only rank 0 reads the
+    control files, writes events.jsonl and prints progress; the other ranks print only their own errors."""
     quiet_libraries()
     try:
         preset = load_preset(preset_path)
     except PresetError as e:
-        print(f"error: {e}", file=sys.stderr)
+        if dist is None or dist.is_main:
+            print(f"error: {e}", file=sys.stderr)
         return exitcodes.INVALID
-    session = Session(preset, backend=backend, options=RunOptions(resume=resume, allow_changed=allow_changed))
+    main = dist is None or dist.is_main
+    session = Session(preset, backend=backend, options=RunOptions(resume=resume, allow_changed=allow_changed,
+                                                                  file_control=main, write_events=main))
     view = ConsoleView()
     console = Console(view)
     session.bus.add_sink(view)
@@ -211,9 +217,10 @@ def run_headless(preset_path: str, resume: str | None = None, allow_changed: boo
             return
         stopping["signal"] = name
         session.control.request("stop", reason=name)
-        view.lines.put((True, f"{name}: stopping after the current step, then saving the LoRA and the "
-                              "state" + (" (Ctrl-C again quits at once, without saving)"
-                                         if signum == signal.SIGINT else "")))
+        if main:
+            view.lines.put((True, f"{name}: stopping after the current step, then saving the LoRA and the "
+                                  "state" + (" (Ctrl-C again quits at once, without saving)"
+                                             if signum == signal.SIGINT else "")))
 
     if threading.current_thread() is threading.main_thread():
         previous = {s: signal.signal(s, on_signal) for s in SIGNAL_NAMES}

@@ -126,7 +126,8 @@ def write_demo_data(folder: str | Path) -> list[Path]:
     paths = []
     for name, w, h, fps, n, shape, colour, direction in DEMO_CLIPS:
         p = write_clip(folder / f"{name}.mp4", w, h, fps, n, shape=shape, colour=colour, direction=direction)
-        (folder / f"{name}.txt").write_text(f"a {colour} {shape} moves {direction}\n", encoding="utf-8")
+        article = "an" if colour[0] in "aeiou" else "a"
+        (folder / f"{name}.txt").write_text(f"{article} {colour} {shape} moves {direction}\n", encoding="utf-8")
         paths.append(p)
     return paths
 

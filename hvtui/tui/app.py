@@ -24,7 +24,7 @@ from hvtui.core.session import RunOptions
 from hvtui.tui import keymap
 from hvtui.tui.dialogs import ChoiceScreen
 from hvtui.tui.panes.config import ConfigPane, PresetList
-from hvtui.tui.runs import AttachedRun, LocalRun
+from hvtui.tui.runs import AttachedRun, LaunchedRun, LocalRun, gpu_choices
 from hvtui.tui.services import Services
 from hvtui.tui.settings import DEFAULT_THEME, Settings
 from hvtui.tui.themes import REPO_THEMES, load_themes, variable_defaults
@@ -395,9 +395,28 @@ class HvtuiApp(App):
 
     def _launch(self, preset, options: RunOptions) -> None:
         options.resume = options.resume or None
+        gpus = self.services.gpu_count() if self.services.backend is None else 0   # fakes train in-process
+        if gpus > 1 and preset.source is not None:
+            def answered(n) -> None:
+                if n is not None:
+                    self._start(preset, options, n)
+            self.push_screen(ChoiceScreen(
+                "GPUs", f"This machine has {gpus} GPUs. Train data-parallel on how many? With more than one, "
+                        "`hvtui --run --gpus N` runs in the background and this view attaches to it "
+                        "(it keeps running if you quit).",
+                [(str(n), f"{n} GPU{'s' if n > 1 else ''}", n) for n in gpu_choices(gpus)]), answered)
+            return
+        self._start(preset, options, 1)
+
+    def _start(self, preset, options: RunOptions, gpus: int) -> None:
         self.train_state.reset()
         self.train_state.state = "starting"
-        self.current_run = LocalRun(preset, backend=self.services.backend, options=options)
+        if gpus > 1:
+            self.current_run = LaunchedRun(preset, gpus, options=options)
+            self.say(f"{gpus} GPUs: output in {self.current_run.log_path}; hvtui --attach "
+                     f"{self.current_run.output_dir} follows it later", timeout=10)
+        else:
+            self.current_run = LocalRun(preset, backend=self.services.backend, options=options)
         self._starting_note = ("starting: loading torch + diffusers (a few seconds)…" if self.services.backend is None
                                else "starting…")
         self.current_run.start()

@@ -84,6 +84,83 @@ class AttachedRun:
         return True
 
 
+class LaunchedRun(AttachedRun):
+    """A data-parallel run started here: `hvtui --run PRESET --gpus N` as a child in its own session (this
+    UI never joins the process group; torchrun starts the workers), followed through its events.jsonl and
+    steered through control files, like an attached run. Its output goes to OUTPUT_DIR/LOG_FILE. It keeps
+    running when this UI quits (`hvtui --attach OUTPUT_DIR` finds it again)."""
+    LOG_FILE = "hvtui-run.log"
+
+    def __init__(self, preset: Preset, gpus: int, options: RunOptions | None = None):
+        if preset.source is None:
+            raise ValueError("a multi-GPU run needs a preset saved to a file")
+        super().__init__(preset.resolve_path(preset.output_dir))
+        self.preset, self.gpus = preset, gpus
+        self.options = options or RunOptions()
+        self.proc = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.output_dir / self.LOG_FILE
+
+    def command(self) -> list[str]:
+        import sys
+
+        cmd = [sys.executable, "-m", "hvtui", "--run", str(self.preset.source), "--gpus", str(self.gpus)]
+        if self.options.resume:
+            cmd += ["--resume", str(self.options.resume)]
+        if self.options.allow_changed:
+            cmd.append("--allow-changed")
+        return cmd
+
+    def start(self) -> None:
+        import subprocess
+
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        try:   # follow only what this run writes (a resumed run appends to the same file)
+            self.follower._pos = self.events_path.stat().st_size
+        except OSError:
+            pass
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                         start_new_session=True)
+
+    def poll(self) -> list[Event]:
+        events = super().poll()
+        if self.proc is not None and self.proc.poll() is not None and not self._finished:
+            events += super().poll()   # the last lines, written just before the exit
+            if not self._finished:     # it ended before writing its final event: say why
+                self._finished = True
+                self.exit_code = self.proc.returncode
+                tail = _tail(self.log_path)
+                events += [Event("error", {"message": f"the {self.gpus}-GPU run ended (exit {self.exit_code}) "
+                                                      f"without a final event" + (f": {tail}" if tail else ""),
+                                           "hint": f"its output is in {self.log_path}"}),
+                           Event("finished", {"status": "failed", "exit_code": self.exit_code})]
+        return events
+
+    @property
+    def active(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None and not self._finished
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(text[-lines:])
+
+
+def gpu_choices(count: int) -> list[int]:
+    """What the GPU prompt offers: 1, 2, 4, 8, ... up to the machine's count, and the count itself."""
+    out, n = [], 1
+    while n < count and len(out) < 7:
+        out.append(n)
+        n *= 2
+    return out + [count]
+
+
 def attach_problem(output_dir: Path) -> str | None:
     """Why `--attach OUTPUT_DIR` cannot work, or None."""
     if not output_dir.is_dir():

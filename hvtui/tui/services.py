@@ -61,6 +61,15 @@ def default_telemetry(bus: Bus) -> Any | None:
     return mod.TelemetrySampler(bus, interval=1.0)
 
 
+def gpu_count() -> int:
+    """CUDA GPUs this machine offers a run (NVML; no torch): more than 1 makes the UI ask how many to use."""
+    try:
+        from hvtui.core.train.launch import gpu_count as count
+    except ImportError:
+        return 0
+    return count()
+
+
 def editor_command(path: Path, env=os.environ) -> list[str]:
     editor = env.get("VISUAL") or env.get("EDITOR") or "vi"
     return [*shlex.split(editor), str(path)]
@@ -89,3 +98,4 @@ class Services:
     scan_preset: Callable = scan_preset
     run_doctor: Callable = run_doctor
     run_editor: Callable = run_editor
+    gpu_count: Callable[[], int] = gpu_count

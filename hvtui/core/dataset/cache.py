@@ -33,6 +33,7 @@ def cache_path(root: Path, cache_dir: Path | None, kind: str = "video") -> Path:
 class ScanCache:
     def __init__(self, path: Path, entries: dict[str, list] | None = None, captions: dict[str, list] | None = None):
         self.path = path
+        # Lookups are done by the scan's per-file loop directly on these dicts (a method call per file costs).
         self.entries: dict[str, list] = entries or {}     # media relpath -> [size, mtime_ns, probe]
         self.captions: dict[str, list] = captions or {}   # .txt relpath -> [size, mtime_ns, [captions, warnings, problem]]
         self.dirty = False
@@ -42,28 +43,19 @@ class ScanCache:
         try:
             with open(path, "rb") as f:
                 data = json.loads(f.read())
-            if (data.get("version") == CACHE_VERSION and isinstance(data.get("entries"), dict)
-                    and isinstance(data.get("captions"), dict)):
-                return cls(path, data["entries"], data["captions"])
+            entries, captions = data.get("entries"), data.get("captions")
+            if (data.get("version") == CACHE_VERSION and isinstance(entries, dict) and isinstance(captions, dict)
+                    and all(type(v) is list and len(v) == 3 and type(v[2]) is dict for v in entries.values())
+                    and all(type(v) is list and len(v) == 3 and type(v[2]) is list and len(v[2]) == 3
+                            for v in captions.values())):
+                return cls(path, entries, captions)
         except (OSError, ValueError, AttributeError):
             pass
         return cls(path)
 
-    def get_caption(self, relpath: str, size: int, mtime_ns: int) -> list | None:
-        e = self.captions.get(relpath)
-        if e is not None and e[0] == size and e[1] == mtime_ns:
-            return e[2]
-        return None
-
     def put_caption(self, relpath: str, size: int, mtime_ns: int, value: list) -> None:
         self.captions[relpath] = [size, mtime_ns, value]
         self.dirty = True
-
-    def get(self, relpath: str, size: int, mtime_ns: int) -> dict | None:
-        e = self.entries.get(relpath)
-        if e is not None and e[0] == size and e[1] == mtime_ns:
-            return e[2]
-        return None
 
     def put(self, relpath: str, size: int, mtime_ns: int, probe: dict) -> None:
         if probe.get("nocache"):

@@ -41,7 +41,7 @@ def display(s: str) -> str:
 
 
 @dataclass
-class Sample:
+class Sample:                      # scan._judge builds it positionally: keep the field order
     id: str                       # "<dataset_id>/<path relative to instance_data_dir>": stable across runs
     path: Path                    # absolute path of the file
     dataset_id: str

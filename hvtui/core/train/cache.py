@@ -176,6 +176,17 @@ class CachePlan:
     prompts: list[str]
     samples: list
 
+    def shard(self, rank: int, world: int) -> "CachePlan":
+        """The share of the missing entries process `rank` of `world` encodes (data-parallel caching: every
+        rank encodes its share, then all read the shared cache folders). The split is over all entries, not
+        the missing ones, so it does not depend on when each rank looked (another rank may have written some)."""
+        if world <= 1:
+            return self
+        todo_text, todo_ids = set(self.todo_text), {s.id for s in self.todo_latents}
+        text = [c for i, c in enumerate(self.text_paths) if i % world == rank and c in todo_text]
+        latents = [s for i, s in enumerate(self.samples) if i % world == rank and s.id in todo_ids]
+        return CachePlan(self.text_paths, self.latent_paths, text, latents, self.prompts, self.samples)
+
     @property
     def parts_needed(self) -> set[str]:
         """Which `load_components` parts caching needs ("text", "vae", "image")."""
@@ -211,8 +222,11 @@ def _stopped(control) -> bool:
 
 
 def build_cache(preset, report, components: dict, device, publish=None, control=None, read_frames=None,
-                free_encoders: bool = True) -> CacheIndex:
+                free_encoders: bool = True, shard: tuple[int, int] = (0, 1)) -> CacheIndex:
     """Encode what is not cached yet; return the index of every sample in `report`.
+
+    `shard` = (rank, world): encode only this process's share of what is missing (`CachePlan.shard`); the
+    index still lists every entry, whose files exist once every rank has finished (the caller waits).
 
     `components` (from `load_components`) needs the parts `plan_cache(...).parts_needed` names: text for new
     captions, vae (+ image for i2v) for new clips. The text and image encoders are removed from it and their
@@ -224,9 +238,10 @@ def build_cache(preset, report, components: dict, device, publish=None, control=
     info = components["info"]
     dtype = info.dtype
     i2v = bool(preset.is_i2v)
-    plan = plan_cache(preset, report, info)
-    total = len(plan.text_paths) + len(plan.samples)
-    done = total - len(plan.todo_text) - len(plan.todo_latents)
+    full = plan_cache(preset, report, info)
+    plan = full.shard(*shard)
+    done = len(full.text_paths) + len(full.samples) - len(full.todo_text) - len(full.todo_latents)
+    total = done + len(plan.todo_text) + len(plan.todo_latents)
     publish(events.progress("caching", done, total, f"{done} of {total} already cached"))
 
     if plan.todo_text:
@@ -271,5 +286,5 @@ def build_cache(preset, report, components: dict, device, publish=None, control=
     _, text_dir = cache_dirs(preset)
     return CacheIndex(entries, text_dir, {p: plan.text_paths[p] for p in plan.prompts},
                       {"texts_encoded": len(plan.todo_text), "latents_encoded": len(plan.todo_latents),
-                       "texts_reused": len(plan.text_paths) - len(plan.todo_text),
-                       "latents_reused": len(plan.samples) - len(plan.todo_latents)})
+                       "texts_reused": len(full.text_paths) - len(full.todo_text),
+                       "latents_reused": len(full.samples) - len(full.todo_latents)})

@@ -1,13 +1,19 @@
 """Full-state checkpoints, written atomically: a crash or SIGKILL mid-write never costs the previous one.
 
 Layout: OUTPUT_DIR/checkpoints/checkpoint-000040/
-  pytorch_lora_weights.safetensors   the LoRA in diffusers format (every checkpoint is a usable LoRA)
+  pytorch_lora_weights.safetensors   the LoRA in diffusers format (every checkpoint is a usable LoRA); the
+                                     alpha/rank scale is folded into lora_B so any loader reproduces it
+  lora_state.safetensors             the PEFT LoRA tensors as trained (unfolded): resume loads these, exactly
   optimizer.pt, scheduler.pt         torch state dicts
-  rng_state_0.pt                     python / numpy / torch / cuda RNG of rank 0 (one file per rank)
+  rng_state_R.pt                     python / numpy / torch / cuda RNG of rank R, one file per process
   state.json                         step, data order position, loss EMA, the run-defining settings
   COMPLETE                           written last; a folder without it is not a checkpoint
 Writing goes to checkpoints/.tmp-checkpoint-000040-PID/, the marker is written and synced last, then the
 folder is renamed into place. Old checkpoints beyond the limit are deleted only after that rename.
+With several processes (`save(..., sync=Collectives)`): rank 0 makes the folder and writes the shared parts
+(the processes hold identical LoRA / optimizer / scheduler state after each all-reduced step), every rank
+writes its own RNG file into it, all agree that every part is there, then rank 0 alone writes the marker
+and renames: one complete checkpoint, written once.
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ DIRNAME = "checkpoints"
 PREFIX = "checkpoint-"
 MARKER = "COMPLETE"
 STATE_FILE = "state.json"
+LORA_STATE_FILE = "lora_state.safetensors"
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 
 # Test hook (documented in tests/test_train_loop_checkpoint.py): "STEP:SECONDS" sleeps inside the write of
@@ -181,9 +188,13 @@ def _test_sleep(step: int) -> None:
             time.sleep(float(seconds or 60))
 
 
-def commit(output_dir: Path, tmp: Path, step: int, state: dict, limit: int) -> CheckpointInfo:
-    """Write state.json, then the marker, sync, rename into place, then prune to `limit` checkpoints."""
-    state = {**state, "step": step, "saved_at": time.time()}
+def commit(output_dir: Path, tmp: Path, step: int, state: dict, limit: int, ranks: int = 1) -> CheckpointInfo:
+    """Write state.json, then the marker, sync, rename into place, then prune to `limit` checkpoints.
+    Refuses (CheckpointError) when an RNG file of one of the `ranks` processes is missing."""
+    missing = [rng_file(r) for r in range(ranks) if not (tmp / rng_file(r)).is_file()]
+    if missing:
+        raise CheckpointError(f"{tmp}: {', '.join(missing)} missing; the checkpoint of step {step} is not complete")
+    state = {**state, "step": step, "saved_at": time.time(), "ranks": ranks}
     (tmp / STATE_FILE).write_text(json.dumps(state, indent=1, default=str), encoding="utf-8")
     _test_sleep(step)
     for p in tmp.iterdir():
@@ -214,16 +225,50 @@ def prune(output_dir: Path, limit: int) -> list[Path]:
 
 
 def save(output_dir: Path, step: int, *, write_lora: Callable[[Path], object], optimizer, scheduler,
-         state: dict, limit: int, rank: int = 0) -> CheckpointInfo:
-    """One process: the whole checkpoint. (Several processes: `begin` on all, parts, barrier, `commit` on 0.)"""
+         state: dict, limit: int, rank: int = 0, sync=None) -> CheckpointInfo | None:
+    """Write one checkpoint. One process: all of it. Several (`sync`: a collectives.Collectives; every
+    process calls this at the same step): see the module doc. Returns the checkpoint on rank 0, None on the
+    others. A failed write on any process raises CheckpointError on all and leaves no checkpoint."""
     import torch
 
-    tmp = begin(output_dir, step)
-    write_lora(tmp)
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    torch.save(capture_rng(), tmp / rng_file(rank))
-    return commit(output_dir, tmp, step, state, limit)
+    ranks = sync.world if sync is not None else 1
+    main = rank == 0
+    tmp, error = None, None
+    try:
+        if main:
+            tmp = begin(output_dir, step)
+    except OSError as e:
+        error = e
+    if sync is not None:
+        tmp = sync.broadcast_object(str(tmp) if tmp is not None else None)
+        tmp = Path(tmp) if tmp is not None else None
+    if tmp is not None:
+        try:
+            if main:
+                write_lora(tmp)
+                torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+                torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+            torch.save(capture_rng(), tmp / rng_file(rank))
+            _fsync(tmp / rng_file(rank))
+        except (OSError, RuntimeError) as e:
+            error = e
+    failed = error is not None or tmp is None
+    if sync is not None:
+        failed = sync.any(failed)       # also the barrier: every rank's part is on disk
+    info = None
+    if not failed and main:
+        try:
+            info = commit(output_dir, tmp, step, state, limit, ranks=ranks)
+        except (OSError, CheckpointError) as e:
+            error, failed = e, True
+    if sync is not None:
+        failed = sync.any(failed)
+    if failed:
+        if main and tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(f"the checkpoint of step {step} could not be written" +
+                              (f": {error}" if error is not None else " (another process failed to write its part)"))
+    return info
 
 
 def load_states(info: CheckpointInfo, optimizer, scheduler, rank: int = 0) -> None:

@@ -3,7 +3,10 @@
 A batch holds samples of one group only (same bucket, same conditioning kind: t2v and i2v never mix), because
 the latents must stack and the transformer decides t2v/i2v over the whole batch. Each epoch's plan is a pure
 function of (seed, epoch, the groups), so a checkpoint only needs (epoch, index) to continue exactly. With
-several processes, rank r takes batches r, r+W, r+2W, ... of the same plan (issue 8 extends this).
+W processes, rank r takes batches r, r+W, r+2W, ... of the same plan; the processes step together, so they
+all stand at the same index of their share and one (epoch, index) describes all of them. Resuming with
+another W continues at the same place in the epoch's plan (the plan is trimmed to a multiple of W, so the
+sample order differs from there on).
 """
 from __future__ import annotations
 
@@ -101,6 +104,13 @@ class BucketBatchSampler:
         warnings = []
         self.epoch, self.index = int(state.get("epoch", 0)), int(state.get("index", 0))
         self._plan = None
+        saved_world = int(state.get("world_size", self.world_size) or 1)
+        if saved_world != self.world_size:
+            position = self.index * saved_world          # batches of the epoch plan already trained
+            self.index = -(-position // self.world_size)  # round up: no batch is trained twice
+            warnings.append(f"the checkpoint was trained by {saved_world} process(es), this run has "
+                            f"{self.world_size}: epoch {self.epoch} continues after batch {position} of its plan, "
+                            f"split {self.world_size} ways (a different sample order from here on)")
         if state.get("fingerprint") != self.fingerprint:
             warnings.append("the dataset changed since this checkpoint (samples added, removed or re-bucketed): "
                             "the data order continues from the same epoch, not the same sample")

@@ -4,14 +4,23 @@ Order: validate the preset (exit 2) -> the doctor's failing checks (exit 3) -> s
 checkpoint to resume (exit 5 if it would change the run) -> load the models -> cache latents and text ->
 LoRA, optimizer, schedule -> train `max_train_steps` optimizer steps -> final LoRA + checkpoint.
 
-Built on `accelerate.Accelerator` (device placement, mixed precision, gradient accumulation, seed) so that
-data-parallel training (issue 8) extends this loop instead of replacing it. Everything random in a step
-(data order, sigmas, noise, dropout) is a function of (seed, step, micro-batch, rank), and the rest of the
-state is in the checkpoint, so a resumed run repeats an uninterrupted one.
+Built on `accelerate.Accelerator` (device placement, mixed precision, gradient accumulation, seed, DDP).
+Everything random in a step (data order, sigmas, noise, dropout) is a function of (seed, step, slot,
+attempt), and the rest of the state is in the checkpoint, so a resumed run repeats an uninterrupted one.
+
+Data-parallel (several processes from torchrun / accelerate launch, see launch.py): the slot of a micro-batch
+is its place in the global batch, `micro * world + rank`, and rank r takes batches r, r+W, ... of the epoch
+plan, so W processes x batch 1 compute what one process with gradient_accumulation_steps x W computes (DDP
+averages the ranks' gradients as accumulation averages the micro-batches). Rank 0 alone publishes events
+and reads the control files; whatever decides what every process does next (control requests at step
+boundaries, skipping a step for a non-finite loss or an OOM, aborting, caching done) is agreed through a
+collective (collectives.py), so no process waits in a collective the others never reach. The learning rate
+is the preset's, never scaled with the number of processes.
 
 Control requests are honoured between steps. Test hooks (environment variables, for tests only):
   HVTUI_INJECT_NAN_AT_STEP=N     the loss of step N is NaN (every attempt, or HVTUI_INJECT_NAN_TIMES times)
   HVTUI_INJECT_OOM_AT_STEP=N     step N raises torch.OutOfMemoryError (every attempt, or ..._OOM_TIMES times)
+  HVTUI_INJECT_RANK=R            the two hooks above fire on process R only (data-parallel tests)
   HVTUI_TEST_STEP_SLEEP=S        sleep S seconds after each step (lets a test signal a run mid-training)
   HVTUI_TEST_CHECKPOINT_SLEEP    see checkpoint.py
 """
@@ -31,6 +40,7 @@ from hvtui.core import events, exitcodes
 from hvtui.core.events import Event
 from hvtui.core.preset import BUILTIN_TINY
 from hvtui.core.train import checkpoint as ckpt
+from hvtui.core.train.launch import dist_env
 
 STOP_EXIT = exitcodes.SIGNAL_EXIT
 MAX_OOM_IN_A_ROW = 3
@@ -38,14 +48,20 @@ MAX_OVERFLOW_IN_A_ROW = 30   # fp16 loss scaling starts high and halves on each 
 EMA_BETA = 0.9
 OOM_ADVICE = ("set enable_group_offload = true, lower the bucket size (resolution / num_frames), or keep "
               "gradient_checkpointing = true")
+DIST_TIMEOUT_S = 7200    # a collective may wait this long: rank 0 validating, the slowest rank caching
+PAUSE_POLL_S = 0.25      # data-parallel pause: how often the processes agree whether to go on
+OK, NONFINITE, OOM = 0, 1, 2   # a micro-batch's local outcome, agreed (max) across processes
 
 
 class Abort(Exception):
-    """Ends the run early with an exit code; message and hint go into the error event."""
+    """Ends the run early with an exit code; message and hint go into the error event. `everywhere`: every
+    process of a data-parallel run stops with this same error (rank 0 reports it for all); else only this
+    process hit it and it says so itself."""
 
-    def __init__(self, code: int, message: str, hint: str = "", status: str = "failed"):
+    def __init__(self, code: int, message: str, hint: str = "", status: str = "failed", everywhere: bool = True):
         super().__init__(message)
         self.code, self.message, self.hint, self.status = code, message, hint, status
+        self.everywhere = everywhere
 
 
 class _Stopped(Exception):
@@ -66,9 +82,12 @@ def _env_int(name: str) -> int | None:
 class _Injector:
     """The NaN / OOM test hooks, read once per run."""
 
-    def __init__(self):
-        self.nan_at, self.nan_left = _env_int("HVTUI_INJECT_NAN_AT_STEP"), _env_int("HVTUI_INJECT_NAN_TIMES")
-        self.oom_at, self.oom_left = _env_int("HVTUI_INJECT_OOM_AT_STEP"), _env_int("HVTUI_INJECT_OOM_TIMES")
+    def __init__(self, rank: int = 0):
+        only = _env_int("HVTUI_INJECT_RANK")
+        here = only is None or only == rank
+        self.nan_at = _env_int("HVTUI_INJECT_NAN_AT_STEP") if here else None
+        self.oom_at = _env_int("HVTUI_INJECT_OOM_AT_STEP") if here else None
+        self.nan_left, self.oom_left = _env_int("HVTUI_INJECT_NAN_TIMES"), _env_int("HVTUI_INJECT_OOM_TIMES")
         s = os.environ.get("HVTUI_TEST_STEP_SLEEP", "").strip()
         self.step_sleep = float(s) if s else 0.0
 
@@ -112,14 +131,41 @@ def run_summary(preset, bucket_keys: list[str], num_processes: int) -> dict:
 
 def _fresh_accelerator(mixed_precision: str, grad_accum: int, cpu: bool):
     """An Accelerator for this run. accelerate keeps process-wide singletons; in a single process a second
-    run (tests, the TUI starting another run) may use another precision, so their state is reset first."""
+    run (tests, the TUI starting another run) may use another precision, so their state is reset first.
+    Under torchrun / accelerate launch it joins the process group (NCCL on GPUs, gloo on the CPU)."""
+    from datetime import timedelta
+
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState, PartialState
+    from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
 
     if not PartialState._shared_state or PartialState().num_processes == 1:
         AcceleratorState._reset_state()
         GradientState._reset_state()
-    return Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum, cpu=cpu)
+    timeout = float(os.environ.get("HVTUI_DIST_TIMEOUT_S", "") or DIST_TIMEOUT_S)
+    # LoRA gradients live in DDP's all-reduce buckets (no second copy: peak memory as on one GPU); some LoRA
+    # tensors never get a gradient (the last block's text-stream output is discarded), so DDP must look
+    ddp = DistributedDataParallelKwargs(gradient_as_bucket_view=True, find_unused_parameters=True)
+    return Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum, cpu=cpu,
+                       kwargs_handlers=[ddp, InitProcessGroupKwargs(timeout=timedelta(seconds=timeout))])
+
+
+def ddp_ignore_frozen(model) -> None:
+    """DDP syncs only the LoRA: frozen base weights and buffers are identical on every rank (same files,
+    same seed), and broadcasting 8B parameters at start-up (or offloaded CPU ones) would be waste or an error."""
+    import torch.nn.parallel as par
+
+    names = [n for n, q in model.named_parameters() if not q.requires_grad]
+    names += [n for n, _ in model.named_buffers()]
+    par.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, names)
+
+
+def describe_global_batch(preset, num_processes: int) -> str:
+    per, accum = preset.train_batch_size, preset.gradient_accumulation_steps
+    total = per * num_processes * accum
+    return (f"global batch: {per} per process x {num_processes} process(es) x {accum} gradient accumulation = "
+            f"{total} sample(s) per optimizer step; learning_rate {preset.learning_rate:g} is used as set "
+            f"(hvtui does not scale it with the number of processes or the global batch)")
 
 
 class Trainer:
@@ -132,9 +178,11 @@ class Trainer:
         self.last_validated_step = -1
         self.ema = None
         self.ema_n = 0
-        self.inject = _Injector()
+        self.dist = dist_env()        # rank / world size from torchrun or accelerate launch (1 process else)
+        self.is_main = self.dist.is_main
+        self.inject = _Injector(self.dist.rank)
         self.accelerator = None
-        self.is_main = True
+        self.coll = None              # collectives.Collectives once the accelerator exists
         self.components: dict = {}
         self.telemetry = None
         self.validator = None
@@ -142,9 +190,13 @@ class Trainer:
         self._threads = None
 
     # ------------------------------------------------------------------ events
-    def publish(self, e: Event) -> None:
+    def publish(self, e: Event, local: bool = False) -> None:
+        """Rank 0 publishes for the run; another rank publishes only `local` events (its own errors, shown
+        in its console with its rank)."""
         if self.is_main:
             self.bus.publish(e)
+        elif local:
+            self.bus.publish(Event(e.kind, {**e.data, "rank": self.dist.rank}, e.time))
 
     def log(self, message: str, level: str = "info") -> None:
         self.publish(events.log(message, level))
@@ -155,6 +207,7 @@ class Trainer:
     # ------------------------------------------------------------------ entry
     def run(self) -> int:
         code, status = exitcodes.OK, "completed"
+        clean = True   # every process ends here together (else one failed alone: no collective at the end)
         try:
             self._run()
             if self.control.stop_requested:
@@ -166,23 +219,28 @@ class Trainer:
             code = STOP_EXIT.get(reason, exitcodes.OK)
             status = "interrupted" if reason in STOP_EXIT else "stopped"
         except Abort as a:
-            code, status = a.code, a.status
-            self.publish(Event("error", {"message": a.message, "hint": a.hint}))
+            code, status, clean = a.code, a.status, a.everywhere
+            self.publish(Event("error", {"message": a.message, "hint": a.hint}), local=not a.everywhere)
         except Exception as e:   # a bug or an unexpected library error: report it, keep what was trained
-            code, status = exitcodes.UNEXPECTED, "failed"
+            code, status, clean = exitcodes.UNEXPECTED, "failed", False
             self.publish(Event("error", {"message": f"{type(e).__name__}: {e}",
                                          "hint": "unexpected error (likely a bug in hvtui); traceback in events.jsonl",
-                                         "traceback": traceback.format_exc()}))
+                                         "traceback": traceback.format_exc()}), local=True)
             if getattr(self, "optimizer", None) is not None:
-                self._save_on_failure()
+                self._save_on_failure(agreed=False)
         self.publish(events.state({"completed": "finished", "stopped": "stopped",
                                    "interrupted": "stopped"}.get(status, "failed")))
         self.publish(events.phase("done", status))
         self.publish(Event("finished", {"status": status, "exit_code": code, "step": self.step}))
-        self._release()
+        self._release(clean=clean)
         return code
 
-    def _release(self) -> None:
+    def _release(self, clean: bool = True) -> None:
+        if clean and self.coll is not None and self.coll.distributed:
+            import torch.distributed as dist
+
+            if dist.is_initialized():   # every rank ends together here (after an error, the process exit does it)
+                dist.destroy_process_group()
         if self._threads is not None:
             torch.set_num_threads(self._threads)
             self._threads = None
@@ -203,7 +261,7 @@ class Trainer:
         p = self.preset
         self._validate()
         self.out.mkdir(parents=True, exist_ok=True)
-        if self.options.write_events:
+        if self.options.write_events and self.is_main:
             from hvtui.core.runlog import RunLogWriter
 
             self.writer = RunLogWriter(self.out)
@@ -227,6 +285,9 @@ class Trainer:
         self.is_main = acc.is_main_process
         from accelerate.utils import set_seed
 
+        from hvtui.core.train.collectives import Collectives
+
+        self.coll = Collectives(acc)
         set_seed(p.seed)
         global_batch = p.train_batch_size * p.gradient_accumulation_steps * acc.num_processes
         self.publish(Event("run_started", {
@@ -234,6 +295,10 @@ class Trainer:
             "max_steps": p.max_train_steps, "flavour": p.model_flavour, "device": str(acc.device),
             "resume_from": str(resume.path) if resume else None, "global_batch": global_batch,
             "num_processes": acc.num_processes, "mixed_precision": mp}))
+        self.log(describe_global_batch(p, acc.num_processes))
+        if acc.num_processes > 1:
+            self.log(f"data-parallel: {acc.num_processes} processes ({acc.distributed_type.value.lower()}, "
+                     f"{'NCCL' if cuda else 'gloo'}); rank 0 writes events and checkpoints, every rank its RNG state")
         if self.is_main:
             ckpt.clean_temporaries(self.out)
 
@@ -250,6 +315,8 @@ class Trainer:
         except OptimizerError as e:
             raise Abort(exitcodes.INVALID, str(e), "change optimizer in the preset or install the package")
         scheduler = build_scheduler(p.lr_scheduler, optimizer, p.lr_warmup_steps, p.max_train_steps)
+        if acc.num_processes > 1:
+            ddp_ignore_frozen(transformer)
         model, optimizer = acc.prepare(transformer, optimizer, device_placement=[False, False])
         self.model, self.optimizer, self.scheduler, self.params = model, optimizer, scheduler, params
         self.sampler = self._sampler(cache)
@@ -316,9 +383,20 @@ class Trainer:
             self.log("--resume auto: no complete checkpoint in " + str(ckpt.root(self.out)) + "; starting fresh")
         if info is None:
             return None
-        num_processes = int(os.environ.get("WORLD_SIZE", "1"))
+        num_processes = self.dist.world_size
+        saved = info.state.get("summary", {})
         current = run_summary(self.preset, [b.key for b in report.buckets], num_processes)
-        changed, incompatible = ckpt.compare_summary(info.state.get("summary", {}), current)
+        changed, incompatible = ckpt.compare_summary(saved, current)
+        before = saved.get("num_processes", num_processes)
+        if before != num_processes:
+            old = {**current, **{k: saved[k] for k in ("train_batch_size", "gradient_accumulation_steps")
+                                 if k in saved}}
+            g_old = old["train_batch_size"] * old["gradient_accumulation_steps"] * before
+            g_new = self.preset.train_batch_size * self.preset.gradient_accumulation_steps * num_processes
+            changed += [f"global batch: {g_old} -> {g_new} samples per optimizer step (learning_rate is not scaled)",
+                        f"sample order: each epoch's batches are shared among {num_processes} process(es) instead "
+                        f"of {before}, so different samples meet in each step from here on (the losses will not "
+                        "repeat the original run's)"]
         if incompatible:
             raise Abort(exitcodes.RESUME_MISMATCH,
                         f"{info.path} was trained with other model/LoRA settings:\n  " + "\n  ".join(incompatible),
@@ -332,6 +410,43 @@ class Trainer:
         return info
 
     def _load_and_cache(self, report):
+        """Load the models and cache what is missing. Data-parallel: each rank encodes its share of the
+        missing entries (every rank's failure or stop is agreed before anyone reads the shared cache)."""
+        coll = self.coll
+        error, stopped, cache = None, False, None
+        try:
+            cache = self._load_and_cache_share(report, (coll.rank, coll.world))
+        except _Stopped:
+            stopped = True
+        except Exception as e:   # raised below, after the other ranks know
+            error = e
+        if coll.distributed:
+            failed, stopped_any = coll.sum([error is not None, stopped])
+            if failed and error is None:
+                raise Abort(exitcodes.TRAINING_FAILED, "another process failed while loading the model or "
+                            "caching; its error is printed above (rank N)", "fix that error and run again")
+            if 0 < failed < coll.world and isinstance(error, Abort):
+                error.everywhere = False   # not every rank hit it: this one says it itself
+            stopped = stopped or (stopped_any > 0 and error is None)
+        if error is not None:
+            raise error
+        if stopped:
+            raise _Stopped()
+        if coll.distributed:
+            encoded = coll.sum([cache.stats.get("texts_encoded", 0), cache.stats.get("latents_encoded", 0)])
+            cache.stats.update(texts_encoded=int(encoded[0]), latents_encoded=int(encoded[1]))
+            missing = [e.latent_path for e in cache.entries if not Path(e.latent_path).is_file()]
+            if missing:
+                raise Abort(exitcodes.TRAINING_FAILED, f"{len(missing)} cache file(s) another process wrote are "
+                            f"not visible here, e.g. {missing[0]}",
+                            "with several hosts, output_dir and the datasets' cache_dir must be on a shared disk")
+        self.log("cache: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in cache.stats.items()))
+        if not cache.entries:
+            raise Abort(exitcodes.INVALID, "the cache holds no samples", "hvtui buckets PRESET explains each clip")
+        gc.collect()
+        return cache
+
+    def _load_and_cache_share(self, report, shard: tuple[int, int]):
         from hvtui.core.train.cache import CacheInterrupted, build_cache, plan_cache
         from hvtui.core.train.components import ModelLoadError, load_components, model_info
 
@@ -340,8 +455,9 @@ class Trainer:
         try:
             # one load, on the CPU; the transformer waits there while the encoders use the GPU for caching
             plan = plan_cache(p, report, model_info(p))
-            parts = {"transformer"} | set(plan.parts_needed)
-            if plan.todo_latents and p.is_i2v:
+            mine = plan.shard(*shard)   # the encoders this process needs for its share
+            parts = {"transformer"} | set(mine.parts_needed)
+            if mine.todo_latents and p.is_i2v:
                 parts.add("image")
             if p.validation_steps and p.all_validation_prompts:
                 parts.add("vae")   # the validator decodes with it
@@ -352,16 +468,12 @@ class Trainer:
         except ModelLoadError as e:
             raise Abort(exitcodes.TRAINING_FAILED, f"cannot load the model: {e.message}", e.hint)
         self.components = comps
-        self.phase("caching", f"{len(plan.todo_latents)} clips and {len(plan.todo_text)} captions to encode")
+        share = f" (this process: {len(mine.todo_latents)} and {len(mine.todo_text)})" if shard[1] > 1 else ""
+        self.phase("caching", f"{len(plan.todo_latents)} clips and {len(plan.todo_text)} captions to encode{share}")
         try:
-            cache = build_cache(p, report, comps, device, self.publish, self.control)
+            return build_cache(p, report, comps, device, self.publish, self.control, shard=shard)
         except CacheInterrupted:
             raise _Stopped()
-        self.log("cache: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in cache.stats.items()))
-        if not cache.entries:
-            raise Abort(exitcodes.INVALID, "the cache holds no samples", "hvtui buckets PRESET explains each clip")
-        gc.collect()
-        return cache
 
     def _prepare_transformer(self):
         from hvtui.core.train.lora import add_lora
@@ -399,15 +511,19 @@ class Trainer:
 
     # ------------------------------------------------------------------ resume
     def _restore(self, info) -> None:
-        from safetensors.torch import load_file
-
-        from hvtui.core.train.lora import LORA_FILE, set_lora_state_dict
+        from hvtui.core.train.lora import LORA_FILE, load_lora_file
 
         self.phase("loading", f"resuming from {info.path.name}")
-        sd = load_file(str(info.path / LORA_FILE))
-        sd = {k.removeprefix("transformer."): v for k, v in sd.items()}
         try:
-            set_lora_state_dict(self.model, sd)
+            exact = info.path / ckpt.LORA_STATE_FILE
+            if exact.is_file():   # the PEFT tensors as trained: resuming repeats the run bit for bit
+                from safetensors.torch import load_file
+
+                from hvtui.core.train.lora import set_lora_state_dict
+
+                set_lora_state_dict(self.model, load_file(str(exact)))
+            else:   # an older checkpoint: the user file has alpha/rank folded into lora_B; undo that
+                load_lora_file(self.model, info.path / LORA_FILE)
         except (KeyError, RuntimeError) as e:
             raise Abort(exitcodes.RESUME_MISMATCH, f"{info.path}: the LoRA does not fit this run ({e})",
                         "resume with the LoRA settings the checkpoint was trained with")
@@ -421,7 +537,8 @@ class Trainer:
         self.ema, self.ema_n = st.get("loss_ema"), int(st.get("loss_ema_n", 0))
         for w in self.sampler.load_state_dict(st.get("data", {})):
             self.log(w, "warning")
-        self.log(f"resumed at step {self.step} (epoch {self.sampler.epoch}, batch {self.sampler.index})")
+        self.log(f"resumed at step {self.step} (epoch {self.sampler.epoch}, batch {self.sampler.index}"
+                 + (f" of each process's share)" if self.coll.distributed else ")"))
 
     # ------------------------------------------------------------------ training
     def _train_loop(self, cache) -> None:
@@ -438,6 +555,9 @@ class Trainer:
                 return
             t0 = time.perf_counter()
             result = self._one_step(cache, self.step + 1, attempt)
+            if result["status"] != "ok" and self.coll.distributed:
+                # every rank is on this path (the status was agreed): name every rank's samples
+                result["ids"] = [i for ids in self.coll.gather_objects(result["ids"]) for i in ids]
             if result["status"] == "oom":
                 # the step's tensors died with its frame: now the allocator can give their memory back
                 gc.collect()
@@ -490,15 +610,37 @@ class Trainer:
                 self._validate_sample(cache, then="training" if self.step < p.max_train_steps else None)
         self._boundary(cache, final=True)
 
+    def _agree_control(self, commands: set[str], paused: bool) -> tuple[set[str], bool]:
+        """Data-parallel: one decision for every process. Rank 0 brings the control files' requests, every
+        rank its own signals; a stop anywhere stops all (with the signal's exit code)."""
+        reason = self.control.stop_reason if self.control.stop_requested else ""
+        stop = STOP_EXIT.get(reason, 1) if self.control.stop_requested else 0
+        stop, save, sample, pause = self.coll.max([stop, "save" in commands, "sample" in commands, paused])
+        if stop and not self.control.stop_requested:
+            names = {v: k for k, v in STOP_EXIT.items()}
+            self.control.request("stop", reason=names.get(int(stop), "stop requested (another process)"))
+        agreed = {c for c, on in (("save", save), ("sample", sample)) if on}
+        return agreed, bool(pause) and not stop
+
     def _boundary(self, cache, final: bool = False) -> bool:
         """Control requests between steps. True when the run must stop now."""
         commands = self.control.take()
-        if not final and self.control.paused:
+        paused = self.control.paused
+        distributed = self.coll is not None and self.coll.distributed
+        if distributed:
+            commands, paused = self._agree_control(commands, paused)
+        if not final and paused:
             self.publish(events.state("paused"))
-            self.control.wait_while_paused()
+            if distributed:   # the processes wait together, agreeing a few times a second whether to go on
+                while paused:
+                    time.sleep(PAUSE_POLL_S)
+                    more, paused = self._agree_control(self.control.take(), self.control.paused)
+                    commands |= more
+            else:
+                self.control.wait_while_paused()
+                commands |= self.control.take()
             if not self.control.stop_requested:
                 self.publish(events.state("running"))
-            commands |= self.control.take()
         if "save" in commands and self.step > 0:
             if self.step == self.last_saved_step:
                 self.log(f"save now: the checkpoint of step {self.step} is already written")
@@ -512,12 +654,12 @@ class Trainer:
         return False
 
     def _one_step(self, cache, step: int, attempt: int) -> dict:
-        """One optimizer step over `gradient_accumulation_steps` micro-batches. Never raises OOM."""
+        """One optimizer step over `gradient_accumulation_steps` micro-batches. Never raises OOM, except an
+        OOM in the backward pass of a data-parallel run (DDP may have all-reduced part of the gradients)."""
         from hvtui.core.train.step import collate, flow_matching_loss, sample_sigmas
 
-        p, acc = self.preset, self.accelerator
-        rank = acc.process_index
-        torch.manual_seed(derived_seed(p.seed, step, attempt, rank, "global"))   # dropout & co.
+        p, acc, coll = self.preset, self.accelerator, self.coll
+        rank, world = acc.process_index, acc.num_processes
         batches = [self.sampler.next() for _ in range(p.gradient_accumulation_steps)]
         ids = [i for b in batches for i in b.ids]
         loss_sum, status, what = 0.0, "ok", ""
@@ -525,16 +667,18 @@ class Trainer:
             with acc.accumulate(self.model):
                 if status != "ok":
                     continue   # keep accelerate's micro-batch counter aligned with the step
-                oom = False
+                slot = micro * world + rank   # this micro-batch's place in the global batch (module doc)
+                outcome, loss, value = OK, None, float("nan")
                 try:
                     self.inject.oom(step)
-                    # posterior sample, caption choice and caption dropout, then sigmas and noise: all
-                    # drawn from generators seeded by (seed, step, micro-batch, attempt, rank)
-                    gd = torch.Generator().manual_seed(derived_seed(p.seed, step, micro, attempt, rank, "data"))
+                    # dropout & co., then the posterior sample, caption choice and caption dropout, then sigmas
+                    # and noise: all drawn from generators seeded by (seed, step, slot, attempt)
+                    torch.manual_seed(derived_seed(p.seed, step, slot, attempt, "global"))
+                    gd = torch.Generator().manual_seed(derived_seed(p.seed, step, slot, attempt, "data"))
                     items = [cache.load(self.entries[i], generator=gd,
                                         caption_dropout=p.caption_dropout_probability) for i in b.ids]
                     batch = collate(items)
-                    g = torch.Generator().manual_seed(derived_seed(p.seed, step, micro, attempt, rank, "noise"))
+                    g = torch.Generator().manual_seed(derived_seed(p.seed, step, slot, attempt, "noise"))
                     sigmas = sample_sigmas(p, len(b.ids), g)
                     noise = torch.randn(batch["latents"].shape, generator=g, dtype=torch.float32)
                     loss = flow_matching_loss(self.model, batch, sigmas, noise)
@@ -542,17 +686,35 @@ class Trainer:
                         loss = loss * float("nan")
                     value = float(loss.detach())
                     if not math.isfinite(value):
-                        status, what = "nonfinite", "loss"
-                        del loss
-                        continue
+                        outcome = NONFINITE
+                    del batch, items
+                except torch.OutOfMemoryError:
+                    outcome = OOM
+                if coll.distributed:
+                    # before backward: a rank that skipped it would leave the others in DDP's all-reduce
+                    outcome = int(coll.max([outcome])[0])
+                if outcome != OK:
+                    status, what = ("oom", "") if outcome == OOM else ("nonfinite", "loss")
+                    loss = None
+                    continue
+                oom = False
+                try:
                     acc.backward(loss)
-                    loss_sum += value / len(batches)
-                    del loss, batch, items
                 except torch.OutOfMemoryError:
                     oom = True
+                loss = None
+                if oom and coll.distributed:
+                    raise Abort(exitcodes.TRAINING_FAILED,
+                                f"out of memory in the backward pass (process {rank}, samples {', '.join(b.ids)}); "
+                                "with several processes a step cannot be skipped there", OOM_ADVICE,
+                                everywhere=False)
                 if oom:
                     status = "oom"
+                    continue
+                loss_sum += value / len(batches)
         if status == "ok":
+            if coll.distributed:   # the step's loss over the global batch, as one process would report it
+                loss_sum = coll.mean(loss_sum)
             grad_norm = acc.clip_grad_norm_(self.params, self.preset.max_grad_norm or float("inf"))
             grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
             if not math.isfinite(grad_norm) and acc.scaler is not None:
@@ -566,10 +728,19 @@ class Trainer:
                 self.scheduler.step()
         else:
             grad_norm = float("nan")
-        for q in self.params:
-            q.grad = None
+        self._clear_grads()
         return {"status": status, "what": what, "ids": ids, "loss": loss_sum, "grad_norm": grad_norm,
                 "epoch": batches[-1].epoch}
+
+    def _clear_grads(self) -> None:
+        if self.coll.distributed:
+            # DDP's gradients are views of its all-reduce buckets: zero them in place (no second copy)
+            for q in self.params:
+                if q.grad is not None:
+                    q.grad.zero_()
+        else:
+            for q in self.params:
+                q.grad = None
 
     def _publish_step(self, result: dict, dt: float, times: list[float]) -> None:
         p, acc = self.preset, self.accelerator
@@ -595,21 +766,38 @@ class Trainer:
         return self.accelerator.unwrap_model(self.model)
 
     def _checkpoint(self, then: str | None = "training") -> None:
-        if self.step == self.last_saved_step or not self.is_main:
+        """Every process calls this at the same step (data-parallel: each writes its RNG state into the one
+        checkpoint, rank 0 the rest and the marker). A failed write is a warning; training goes on."""
+        if self.step == self.last_saved_step:
             return
-        from hvtui.core.train.lora import LORA_FILE, save_lora
+        from safetensors.torch import save_file
+
+        from hvtui.core.train.lora import LORA_FILE, lora_state_dict, save_lora
 
         p = self.preset
+
+        def write_lora(d: Path) -> None:
+            save_lora(self._unwrapped(), d)   # folded scale: the file any loader reads
+            exact = {k: v.detach().cpu().contiguous() for k, v in lora_state_dict(self._unwrapped()).items()}
+            save_file(exact, str(d / ckpt.LORA_STATE_FILE))
+
         self.phase("saving", f"checkpoint at step {self.step}")
         state = {"summary": run_summary(p, sorted({e.bucket_key for e in self.entries.values()}),
                                         self.accelerator.num_processes),
                  "data": self.sampler.state_dict(), "loss_ema": self.ema, "loss_ema_n": self.ema_n}
-        info = ckpt.save(self.out, self.step, write_lora=lambda d: save_lora(self._unwrapped(), d),
-                         optimizer=self.optimizer, scheduler=self.scheduler, state=state,
-                         limit=p.checkpoints_total_limit, rank=self.accelerator.process_index)
+        try:
+            info = ckpt.save(self.out, self.step, write_lora=write_lora, optimizer=self.optimizer,
+                             scheduler=self.scheduler, state=state, limit=p.checkpoints_total_limit,
+                             rank=self.accelerator.process_index, sync=self.coll if self.coll.distributed else None)
+        except ckpt.CheckpointError as e:
+            self.log(f"{e}; training goes on (the previous checkpoint is intact)", "warning")
+            if then:
+                self.phase(then, "")
+            return
         self.last_saved_step = self.step
-        self.publish(Event("checkpoint", {"step": self.step, "path": str(info.path),
-                                          "lora_path": str(info.path / LORA_FILE)}))
+        if info is not None:
+            self.publish(Event("checkpoint", {"step": self.step, "path": str(info.path),
+                                              "lora_path": str(info.path / LORA_FILE)}))
         if then:
             self.phase(then, "")
 
@@ -619,27 +807,30 @@ class Trainer:
         return save_lora(self._unwrapped(), self.out, comfy=self.preset.export_comfyui)
 
     def _final_save(self) -> None:
-        """LoRA first (the thing people want), then the full state."""
-        if not self.is_main:
-            return
+        """LoRA first (the thing people want; rank 0), then the full state (every process)."""
         if self.step == 0:
             self.log("stopped before the first step: nothing to save")
             return
-        self.phase("saving", "final LoRA")
-        paths = self._save_lora()
-        self.log("LoRA: " + ", ".join(str(x) for x in paths))
+        if self.is_main:
+            self.phase("saving", "final LoRA")
+            paths = self._save_lora()
+            self.log("LoRA: " + ", ".join(str(x) for x in paths))
         self._checkpoint(then=None)
         p = self.preset
         if (p.validation_steps and self.last_validated_step != self.step and not self.control.stop_requested
                 and p.all_validation_prompts):
             self._validate_sample(None, then=None)
 
-    def _save_on_failure(self) -> None:
-        """Training stopped for a repeated failure: the last good state is still worth keeping."""
+    def _save_on_failure(self, agreed: bool = True) -> None:
+        """Training stopped for a repeated failure: the last good state is still worth keeping. `agreed`:
+        every process stops here together (else only this one failed: no collective, rank 0 saves the LoRA)."""
         if self.step > 0 and self.step != self.last_saved_step:
+            distributed = self.coll is not None and self.coll.distributed
             try:
-                self._save_lora()
-                self._checkpoint(then=None)
+                if self.is_main:
+                    self._save_lora()
+                if agreed or not distributed:
+                    self._checkpoint(then=None)
             except Exception as e:   # the error being reported matters more
                 self.log(f"could not save after the failure: {e}", "warning")
 

@@ -91,10 +91,16 @@ def _dispatch(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
         plain = (attn_mask is None and not dropout_p and not is_causal and scale is None and parallel_config is None
                  and not kwargs and attention_cache.supported(query, key, value))
         store = handle.store
-        if plain and phase == "recompute" and i in store.entries:
-            return attention_cache.attention(query, key, value, store, i, "reuse", handle.cache_kernel)
-        if plain and phase == "forward" and handle.caches_block(i):
-            return attention_cache.attention(query, key, value, store, i, "store", handle.cache_kernel)
+        if plain and phase != "inference" and handle.own_kernels:
+            # every training call of the kernel goes through one function and one memory layout (see
+            # attention_cache._backward for why mixing it with SDPA's own cuDNN path is unsafe)
+            if phase == "recompute" and i in store.entries:
+                mode = "reuse"
+            elif phase == "forward" and handle.caches_block(i):
+                mode = "store"
+            else:
+                mode = "compute"
+            return attention_cache.attention(query, key, value, store, i, mode, handle.cache_kernel)
         backend = handle.backend_for(attn_mask)
     return attention_dispatch.dispatch_attention_fn(
         query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale,
@@ -152,6 +158,7 @@ class SpeedHandle:
         self.store = attention_cache.AttentionStore()
         # the cache calls the chosen kernel's own forward/backward (cuDNN's backward is 2x flash's on H200)
         self.cache_kernel = "cudnn" if backend == "_native_cudnn" else "flash"
+        self.own_kernels = False   # set by prepare_transformer after the kernels' self-check
         self.context: tuple[int, str] | None = None
         self.blocks = list(model.transformer_blocks)
         self.n = len(self.blocks)
@@ -212,7 +219,8 @@ class SpeedHandle:
         self._n_cache = self._cache_blocks.get(shape, 0)
 
     def set_cache_share(self, share: float) -> None:
-        """Change the share of blocks that keep attention (re-measured per shape from the next step)."""
+        """Change the share of blocks that keep attention (re-measured per shape from the next step).
+        With 0 the kernels stay hvtui's own if they were (same kernels, nothing kept)."""
         self.cache_share = float(share)
         self._cache_blocks.clear()
         self._measuring = None
@@ -338,9 +346,13 @@ def prepare_transformer(transformer, preset, device, *, publish=None, compile_bl
 
     if attention_cache_share is None:
         attention_cache_share = DEFAULT_CACHE_SHARE if (cuda and not offload) else 0.0
-    if attention_cache_share > 0:
+    own_kernels = False
+    if backend not in ("native", "_native_flash", "_native_cudnn"):
+        attention_cache_share = 0.0   # the cache calls flash or cuDNN; another explicit choice is respected
+    elif cuda or attention_cache_share > 0:
         ok, detail = attention_cache.self_check(device, "cudnn" if backend == "_native_cudnn" else "flash")
         log(f"attention cache self-check: {detail}", "info" if ok else "warning")
+        own_kernels = ok
         if not ok:
             attention_cache_share = 0.0
     if compile_blocks is None:
@@ -362,4 +374,5 @@ def prepare_transformer(transformer, preset, device, *, publish=None, compile_bl
                          cache_share=attention_cache_share, offloader=offloader,
                          gpu_memory_bytes=gpu_memory_bytes, log=log, compile_options=compile_options)
     handle.backend_timings = timings
+    handle.own_kernels = own_kernels
     return handle
