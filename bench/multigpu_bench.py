@@ -2,6 +2,7 @@
 
     python bench/multigpu_bench.py                 # 848x480x61, batch 1 per GPU, 1 / 2 / 4 GPUs (those present)
     GPUS="1 2 4 8" STEPS=8 python bench/multigpu_bench.py
+    COMPILE=0 python bench/multigpu_bench.py       # without regional compilation (shorter warm-up)
     TINY=1 python bench/multigpu_bench.py          # CPU check of the script: tiny model, 1 and 2 gloo processes
 
 Each N runs `python -m torch.distributed.run --standalone --nproc_per_node N bench/multigpu_bench.py --worker`.
@@ -33,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 TINY = os.environ.get("TINY") == "1"
 OUT = Path(os.environ.get("OUT") or "/tmp/hvtui-bench")
-STEPS = int(os.environ.get("STEPS", "3" if TINY else "6"))       # timed steps per N
+STEPS = int(os.environ.get("STEPS", "3" if TINY else "5"))       # timed steps per N
 WARMUP = int(os.environ.get("WARMUP", "1" if TINY else "2"))
 W, H, F = (64, 48, 5) if TINY else (int(os.environ.get("W", "848")), int(os.environ.get("H", "480")),
                                     int(os.environ.get("F", "61")))
@@ -141,7 +142,8 @@ def worker() -> None:
         prepare_transformer = None
     speed = None
     if prepare_transformer is not None:
-        speed = prepare_transformer(tr, preset, dev, gpu_memory_bytes=cap,
+        compile_blocks = None if os.environ.get("COMPILE", "1") != "0" else False   # None: the preset's
+        speed = prepare_transformer(tr, preset, dev, gpu_memory_bytes=cap, compile_blocks=compile_blocks,
                                     publish=lambda e: log(e.data.get("message", e.data)))
     opt = optim.build_optimizer(preset.optimizer, params, preset.learning_rate, dev.type)
     sch = optim.build_scheduler("constant", opt, 0, 10**6)

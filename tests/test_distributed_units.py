@@ -126,3 +126,23 @@ def test_launched_run_command_log_and_gpu_choices(tmp_path):
     assert run.command()[1:] == ["-m", "hvtui", "--run", str(p), "--gpus", "4", "--resume", "auto"]
     assert run.log_path == tmp_path / "out" / "hvtui-run.log" and not run.active
     assert gpu_choices(2) == [1, 2] and gpu_choices(8) == [1, 2, 4, 8] and gpu_choices(6) == [1, 2, 4, 6]
+
+
+def test_launched_run_that_dies_before_its_first_event_reports_why(tmp_path):
+    import time
+
+    from hvtui.core.preset import load_preset
+    from hvtui.tui.runs import LaunchedRun
+
+    p = tmp_path / "p.toml"
+    p.write_text('output_dir = "out"\nlearning_rate = -1.0\n')   # the launcher refuses it (exit 2)
+    run = LaunchedRun(load_preset(p), 2)
+    run.start()
+    events, end = [], time.monotonic() + 60
+    while run.active and time.monotonic() < end:
+        events += run.poll()
+        time.sleep(0.1)
+    events += run.poll()
+    assert not run.active and run.exit_code == 2
+    assert events[-1].kind == "finished" and "exit 2" in events[-2].get("message")
+    assert "learning_rate" in run.log_path.read_text()

@@ -110,7 +110,7 @@ class BucketBatchSampler:
             self.index = -(-position // self.world_size)  # round up: no batch is trained twice
             warnings.append(f"the checkpoint was trained by {saved_world} process(es), this run has "
                             f"{self.world_size}: epoch {self.epoch} continues after batch {position} of its plan, "
-                            f"split {self.world_size} ways (a different sample order from here on)")
+                            f"shared among {self.world_size} process(es) (a different sample order from here on)")
         if state.get("fingerprint") != self.fingerprint:
             warnings.append("the dataset changed since this checkpoint (samples added, removed or re-bucketed): "
                             "the data order continues from the same epoch, not the same sample")

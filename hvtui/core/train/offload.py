@@ -308,7 +308,7 @@ class BlockOffloader:
         return {"blocks": self.n, "slots": sum(len(p) for p in self._pools.values()),
                 "gpu_bytes": self.gpu_bytes(), "host_bytes": self.host_bytes,
                 "h2d_bytes": s.h2d_bytes, "copies": s.copies,
-                "h2d_gbps": round(s.h2d_bytes / s.copy_s / 1e9, 2) if s.copy_s else None,
+                "h2d_bytes_per_s": round(s.h2d_bytes / s.copy_s) if s.copy_s else None,
                 "copy_s": round(s.copy_s, 4), "wait_s": round(s.wait_s, 4), "sync_loads": s.sync_loads,
                 "resident": self.resident()}
 

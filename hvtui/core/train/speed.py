@@ -3,14 +3,15 @@
 `prepare_transformer(transformer, preset, device) -> SpeedHandle` sets up, per the preset:
 - masks: the packed attention processors (packed_attention.py) so batch-1 steps run without an S x S mask;
 - attention backend: `attention_backend = "auto"` times the flash and cuDNN SDPA kernels (forward + backward,
-  video-sized sequence) on this GPU once per process and takes the faster; batches with a mask use the
-  memory-efficient kernel (flash takes no mask);
-- attention cache (attention_cache.py): the attention output of a share of the blocks is kept from forward
-  to backward so the checkpoint recompute skips attention; the share is capped by measured memory headroom
-  (the first step of each new shape runs without it and tells how much memory is left);
-- regional compilation: the dual-stream block's forward is compiled once and shared by all 54 blocks
-  (CUDA only; automatic dynamic shapes, so a second bucket shape compiles once more and later shapes reuse
-  that); warm-up happens on the first step;
+  video-sized sequence) on this GPU once per process and takes the faster (cuDNN, 2x flash on an H200);
+  batches with a mask use SDPA's memory-efficient kernel (flash and cuDNN here take no mask);
+- attention kernels: unmasked training attention runs through attention_cache.py (the chosen kernel's own
+  forward/backward ops, checked against SDPA at start-up; falls back to SDPA if the check fails);
+- attention cache: the attention output of a share of the blocks (75 %) is kept from forward to backward so
+  the checkpoint recompute skips attention; the share is capped by measured memory headroom (the first
+  step of each new shape runs without it and tells how much memory is left);
+- regional compilation: the dual-stream block's forward is compiled once with dynamic sequence lengths
+  and shared by all 54 blocks and every bucket shape (CUDA only); warm-up happens on the first step;
 - offload (`enable_group_offload`): frozen block weights stream from pinned host memory (offload.py);
   gradient checkpointing is forced on because it is what lets a block's weights leave after its forward.
 
@@ -262,13 +263,23 @@ class SpeedHandle:
                 self.offloader.after_block(i, phase)
 
     # -------------------------------------------------------------- reporting, undo
+    def cache_blocks(self) -> dict[str, int]:
+        """"batch x tokens" -> blocks keeping attention output, per shape seen."""
+        return {f"{b}x{s}": n for (b, s), n in self._cache_blocks.items()}
+
     def stats(self) -> dict:
-        out = {"attention_backend": self.backend, "compiled": self.compiled,
-               "attention_cache": {"share": self.cache_share, "blocks": dict(
-                   (f"{b}x{s}", n) for (b, s), n in self._cache_blocks.items()),
-                   "hits": self.store.hits, "stores": self.store.stores,
-                   "peak_bytes": self.store.peak_bytes},
-               "offload": self.offloader.stats() if self.offloader is not None else None}
+        """Flat, JSON-friendly counters for the telemetry `gpu` event's `offload` table (the offload panel
+        lists them): the offloader's (bytes on GPU vs host, H2D volume and rate, time waited) when offloading,
+        plus what the fast path is doing."""
+        out: dict = {}
+        if self.offloader is not None:
+            out.update(self.offloader.stats())
+        n = self._cache_blocks.get(self._shape) if self._shape else None
+        out.update({"attention_backend": self.backend if self.own_kernels else f"{self.backend} (SDPA)",
+                    "compiled_blocks": self.compiled,
+                    "attention_cache": f"{n}/{self.n} blocks" if n else "off",
+                    "attention_cache_hits": self.store.hits,
+                    "attention_cache_peak_bytes": self.store.peak_bytes})
         if self.compiled:
             try:
                 from torch._dynamo.utils import counters
