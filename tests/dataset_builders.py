@@ -92,6 +92,11 @@ def build_mixed(root: Path) -> None:
     (root / "cutfast.mp4").write_bytes(fs.read_bytes()[: fs.stat().st_size - 400])   # index kept, data cut
     fs.unlink()
     caption(root, "cutfast.mp4", "cut fast")
+    for name in ("_full.webm", "_full.avi"):                     # cut in half: frames missing / index lost
+        full = write_clip(root / name, 64, 64, 12, 30)
+        (root / f"cut{full.suffix}").write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+        full.unlink()
+        caption(root, f"cut{full.suffix}", "cut")
     write_audio_only(root / "voice.mp4")
     caption(root, "voice.mp4", "voice")
     clip(root, "nocap.mp4", fps=12, frames=9, text=None)

@@ -44,7 +44,7 @@ def test_mixed_dataset_buckets(mixed_report):
                     "vp9.webm", "ünï cödé name.mp4"],
         "64x112@9": ["phone.mp4", "portrait.mp4"],
     }
-    assert r.samples_per_epoch == 16 and r.clips_kept == 16 and r.clips_found == 29
+    assert r.samples_per_epoch == 16 and r.clips_kept == 16 and r.clips_found == 31
     s = by_relpath(r)
     assert s["ok24.mp4"].frame_indices == [0, 2, 4, 6, 8, 10, 12, 14, 16]      # 24 -> 12 fps
     assert s["ok30.mp4"].frame_indices == [0, 2, 5, 7, 10, 12, 15, 17, 20]     # floor(k * 2.5)
@@ -76,10 +76,13 @@ def test_mixed_dataset_every_discard_reason(mixed_report):
         "not_video": ["fifo.mp4: not a regular file (a FIFO, socket or device)",
                       "text.mp4: a text file with a video name, not a video",
                       "voice.mp4: no video stream (1 other stream)"],
-        "truncated": ["cut.mp4: MP4/MOV whose header (moov) is missing or damaged: truncated or incomplete "
+        "truncated": ["cut.avi: AVI that FFmpeg cannot read: truncated or damaged?",
+                      "cut.mp4: MP4/MOV whose header (moov) is missing or damaged: truncated or incomplete "
                       "download?",
+                      f"cut.webm: truncated: the header says 2.50 s (30 frames at 12 fps) but the file holds "
+                      f"{mixed_report.discarded['truncated'][2].message.rsplit(' holds ', 1)[1]}",
                       f"cutfast.mp4: truncated: 17 of 20 frames lie past the end of the file "
-                      f"({mixed_report.discarded['truncated'][1].path.stat().st_size:,} bytes)"],
+                      f"({mixed_report.discarded['truncated'][3].path.stat().st_size:,} bytes)"],
         "duplicate": ["link.mp4: a symlink to ok24.mp4, which is already included"],
         "broken_link": ["broken.mp4: broken symlink to missing.mp4"],
     }

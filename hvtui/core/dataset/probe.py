@@ -171,6 +171,10 @@ def probe_video(path: str) -> dict:
         if is_bmff:
             return _fail("truncated", "MP4/MOV whose header (moov) is missing or damaged: truncated or "
                                       "incomplete download?")
+        if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+            return _fail("truncated", "AVI that FFmpeg cannot read: truncated or damaged?")
+        if head[:4] == b"\x1a\x45\xdf\xa3":
+            return _fail("truncated", "Matroska/WebM that FFmpeg cannot read: truncated or damaged?")
         detail = getattr(e, "strerror", None) or str(e)
         return _fail("not_video", f"not a video FFmpeg can read ({detail})")
     except (OSError, ValueError) as e:
@@ -232,6 +236,10 @@ def _probe_container(container, size: int, rotation: int) -> dict:
         for packet in container.demux(s):
             if packet.size:
                 packets += 1
+        expected = duration * float(fps) if duration and fps else None
+        if expected and packets < 0.9 * expected - 2:
+            return _fail("truncated", f"truncated: the header says {duration:.2f} s ({expected:.0f} frames at "
+                                      f"{float(fps):g} fps) but the file holds {packets} frames")
         if nb <= 0:
             note = f"the header has no frame count; counted {packets} video packets"
         else:

@@ -4,11 +4,16 @@ Walk: each dataset's `instance_data_dir`, recursively, in sorted order. Videos: 
 images (image datasets): .png .jpg .jpeg .webp .bmp; suffixes are case-insensitive. Names starting with "."
 are skipped (macOS `._clip.mp4` resource forks, our own cache files). Symlinks are followed once: a symlinked
 folder already visited (a loop, or the same folder twice) is skipped with a warning, and the same file reached
-twice is kept once and the second path is discarded as a duplicate. A folder that cannot be listed is a
+twice is kept once (the real file over a symlink to it) and the other path is discarded as a duplicate.
+FIFOs, sockets and devices with a video name are discarded unopened. A folder that cannot be listed is a
 warning; bad files are discards with a reason (see probe.py); nothing a file contains stops the scan.
+A dataset whose folder is missing or unreadable, or whose settings can't work (num_frames not 4n+1), is an
+error in `report.errors`; the other datasets are still scanned.
 
-Probing runs in a process pool (one process per core, fork) when more than POOL_MIN files need it; results
-are cached (cache.py). Captions and rules run in this process on every scan.
+Probing runs in a process pool (one worker per core) when POOL_MIN or more files need it: fork when this
+process has no other threads, else a forkserver (the TUI scans from a thread); if the pool can't start or
+breaks, the rest is probed in this process. Results are cached (cache.py). Captions and rules run in this
+process on every scan. Bucket keys are `WxH@F` for both strategies; buckets are shared across datasets.
 
 Samples per epoch = clips x (1 + repeats): `repeats` counts extra passes (SimpleTuner's meaning; 0 = once).
 """
