@@ -137,13 +137,21 @@ def mp4_rotation(f, file_size: int) -> int:
 
 # --- probes ---------------------------------------------------------------------------------------------------
 
-def probe_video(path: str) -> dict:
+def _size_or_failure(path: str) -> tuple[int, dict | None]:
+    """The file's size, or the probe result for a file that can't be stat'ed or is empty."""
     try:
         size = os.stat(path).st_size
     except OSError as e:
-        return _fail("unreadable", f"cannot stat: {e.strerror}", nocache=True)
+        return 0, _fail("unreadable", f"cannot stat: {e.strerror}", nocache=True)
     if size == 0:
-        return _fail("empty_file", "empty file (0 bytes)")
+        return 0, _fail("empty_file", "empty file (0 bytes)")
+    return size, None
+
+
+def probe_video(path: str) -> dict:
+    size, failed = _size_or_failure(path)
+    if failed:
+        return failed
     try:
         f = open(path, "rb")
     except PermissionError:
@@ -263,12 +271,9 @@ _EXIF_ROTATION = {3: 180, 4: 180, 5: 270, 6: 270, 7: 90, 8: 90}
 
 
 def probe_image(path: str) -> dict:
-    try:
-        size = os.stat(path).st_size
-    except OSError as e:
-        return _fail("unreadable", f"cannot stat: {e.strerror}", nocache=True)
-    if size == 0:
-        return _fail("empty_file", "empty file (0 bytes)")
+    size, failed = _size_or_failure(path)
+    if failed:
+        return failed
     from PIL import Image, UnidentifiedImageError
 
     try:
