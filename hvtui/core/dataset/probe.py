@@ -271,7 +271,7 @@ _EXIF_ROTATION = {3: 180, 4: 180, 5: 270, 6: 270, 7: 90, 8: 90}
 
 
 def probe_image(path: str) -> dict:
-    size, failed = _size_or_failure(path)
+    _, failed = _size_or_failure(path)
     if failed:
         return failed
     from PIL import Image, UnidentifiedImageError
