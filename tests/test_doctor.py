@@ -311,3 +311,22 @@ def test_odd_preset_values_give_checks_not_tracebacks(tmp_path):
                             output_dir=5, lora_rank="a"), gpu=NO_GPU, env={}, scan=False)
     assert status(r, "components")[0] == "fail" and "unknown model_flavour 't2v-1080p'" in status(r, "components")[1]
     assert status(r, "disk")[0] == "warn" and status(r, "fit")[0] == "warn"
+
+
+@pytest.mark.parametrize("preset_text, extra", [
+    ("datasets = 5\n", None),                                               # not a list of tables
+    ('dataset_backend_config = "db.json"\n', ("db.json", "[1, 2")),         # the dataset file is bad JSON
+    ('dataset_backend_config = "db.json"\n', ("db.json", "5")),             # JSON that is not a list
+    ("dataset_backend_config = 5\n", None),                                 # not a path
+])
+def test_broken_dataset_keys_are_not_a_traceback(tmp_path, preset_text, extra):
+    """load_preset is lenient (validate.py reports these with lines): the doctor still runs its checks."""
+    from hvtui.core.preset import load_preset
+
+    (tmp_path / "p.toml").write_text(preset_text)
+    if extra:
+        (tmp_path / extra[0]).write_text(extra[1])
+    assert load_preset(tmp_path / "p.toml").datasets == []
+    r = subprocess.run([sys.executable, "-m", "hvtui", "doctor", str(tmp_path / "p.toml")], capture_output=True,
+                       text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert "Traceback" not in r.stderr and r.returncode in (0, 3), r.stderr

@@ -14,27 +14,17 @@ from hvtui.core import exitcodes
 
 def _load(path: str, as_json: bool):
     """-> (preset, None) or (None, exit code) after printing why."""
-    try:
-        from hvtui.core.validate import validate_file
-    except ImportError:
-        validate_file = None
-    if validate_file is not None:
-        v = validate_file(path)
-        if not v.ok or v.preset is None:
-            if as_json:
-                print(json.dumps({"ok": False, "validation": v.to_json()}, indent=2))
-            else:
-                from hvtui.commands.check import report
-                report(v, out=sys.stderr)
-            return None, exitcodes.INVALID
-        return v.preset, None
-    from hvtui.core.preset import PresetError, load_preset
+    from hvtui.core.validate import validate_file
 
-    try:
-        return load_preset(path), None
-    except PresetError as e:
-        print(f"error: {e}", file=sys.stderr)
+    v = validate_file(path)
+    if not v.ok or v.preset is None:
+        if as_json:
+            print(json.dumps({"ok": False, "validation": v.to_json()}, indent=2))
+        else:
+            from hvtui.commands.check import report
+            report(v, out=sys.stderr)
         return None, exitcodes.INVALID
+    return v.preset, None
 
 
 def _progress_line():

@@ -211,13 +211,26 @@ def read_dataset_file(path: Path) -> list[dict]:
     return tomllib.loads(text).get("datasets", [])
 
 
+def _lenient_dataset_file(preset: Preset) -> list:
+    """The dataset file's tables, or none when it is unusable (validate.py says why, with the file's lines)."""
+    if not isinstance(preset.dataset_backend_config, str):
+        return []
+    path = preset.resolve_path(preset.dataset_backend_config)
+    try:
+        tables = read_dataset_file(path) if path and path.is_file() else []
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):  # ValueError: bad JSON / TOML
+        return []
+    return tables if isinstance(tables, list) else []
+
+
 def preset_from_dict(data: dict[str, Any], source: Path | None = None) -> Preset:
     tables = data.get("datasets", [])
+    if not isinstance(tables, list):   # `datasets = 5`: validate.py reports it with its line
+        tables = []
     preset = _build(Preset, {k: v for k, v in data.items() if k != "datasets"})
     preset.source = source
     if preset.dataset_backend_config and not tables:
-        path = preset.resolve_path(preset.dataset_backend_config)
-        tables = read_dataset_file(path) if path and path.is_file() else []
+        tables = _lenient_dataset_file(preset)
     preset.datasets = [_build(DatasetSpec, t) for t in tables if isinstance(t, dict)]
     return preset
 

@@ -237,10 +237,14 @@ def render(values: dict, datasets: list[dict], header: list[str]) -> str:
     return text if text.endswith("\n") else text + "\n"
 
 
+def _root_candidates(config_path: Path, cwd: Path) -> list[Path]:
+    """Where a relative dataset_backend_config may start, in order (no folder twice)."""
+    return list(dict.fromkeys(p.resolve() for p in (cwd, config_path.parent.parent, config_path.parent)))
+
+
 def find_root(config_path: Path, backend: str | None, cwd: Path) -> Path:
-    candidates = [cwd, config_path.parent.parent, config_path.parent]
     if backend:
-        for base in candidates:
+        for base in _root_candidates(config_path, cwd):
             if (base / backend).is_file():
                 return base.resolve()
     return cwd.resolve()
@@ -268,8 +272,8 @@ def convert(config_path: str | Path, backend_path: str | Path | None, output_pat
         candidate = Path(backend_key).expanduser()
         backend_path = candidate if candidate.is_absolute() else root / candidate
         if not Path(backend_path).is_file():
-            raise SimpleTunerInputError(f"{config_path}: dataset_backend_config {backend_key} not found (looked in {cwd}, "
-                               f"{config_path.parent.parent}, {config_path.parent}); pass the multidatabackend "
+            raise SimpleTunerInputError(f"{config_path}: dataset_backend_config {backend_key} not found (looked in "
+                               f"{', '.join(map(str, _root_candidates(config_path, cwd)))}); pass the multidatabackend "
                                "JSON as the second argument")
     tables: list = []
     if backend_path is not None:

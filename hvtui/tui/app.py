@@ -375,7 +375,7 @@ class HvtuiApp(App):
         config = self.query_one(ConfigPane)
         validation = self.services.validate_file(config.path)
         if validation.preset is None or not validation.ok:
-            errors = [p for p in validation.problems if p.severity == "error"]
+            errors = validation.errors
             self.say(f"{len(errors)} error(s) in {config.path.name}: " + (str(errors[0]) if errors else ""),
                         title="cannot start", severity="error", timeout=10)
             self.action_show_pane("config")

@@ -3,12 +3,12 @@ hvtui.core.preset, grouped by `section`), their current values as text, and text
 No widgets here, so it is testable on its own."""
 from __future__ import annotations
 
-import types
 import typing
 from dataclasses import dataclass
 from typing import Any
 
 from hvtui.core.preset import DatasetSpec, Preset, VideoSpec, field_specs
+from hvtui.core.validate import display_key, field_hints, field_type
 
 SECTION_ORDER = ("model", "lora", "training", "memory", "validation", "data")
 LIST_SEPARATOR = " | "
@@ -34,30 +34,20 @@ class FormField:
     @property
     def display_key(self) -> str:
         """As the validator names it: "datasets[0].video.num_frames"."""
-        out = ""
-        for part in self.path:
-            out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-        return out
+        return display_key(self.path)
 
     @property
     def widget_id(self) -> str:
         return "f-" + "-".join(str(p) for p in self.path).replace("_", "-")
 
 
-def _base(hint) -> tuple[Any, bool]:
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        args = typing.get_args(hint)
-        return [a for a in args if a is not type(None)][0], type(None) in args
-    return hint, False
-
-
 def _fields(cls, prefix: tuple, section: str | None) -> list[FormField]:
-    hints = typing.get_type_hints(cls)
+    hints = field_hints(cls)
     out = []
     for name, f in field_specs(cls).items():
         if name in ("datasets", "video"):
             continue
-        base, optional = _base(hints[name])
+        base, optional = field_type(hints[name])
         md = f.metadata
         out.append(FormField(prefix + (name,), name, section or md.get("section") or "other", base, optional,
                              md.get("choices"), md.get("help", ""), md.get("min"), md.get("max")))

@@ -164,7 +164,8 @@ def gpu_choices(count: int) -> list[int]:
 def attach_problem(output_dir: Path) -> str | None:
     """Why `--attach OUTPUT_DIR` cannot work, or None."""
     if not output_dir.is_dir():
-        return f"{output_dir}: no such folder; pass the output_dir of a run started with `hvtui --run PRESET`"
+        what = "a file, not a folder" if output_dir.exists() else "no such folder"
+        return f"{output_dir}: {what}; pass the output_dir of a run started with `hvtui --run PRESET`"
     if not (output_dir / FILENAME).is_file():
         return (f"{output_dir}: no {FILENAME} here; is this the output_dir of a `hvtui --run` run "
                 f"(the preset's output_dir)?")

@@ -20,6 +20,17 @@ class Unavailable(RuntimeError):
     """A core module this build lacks; the pane shows the message instead of crashing."""
 
 
+def guarded(call: Callable[[], Any], what: str) -> tuple[Any, str]:
+    """(result, "") or (None, why) for a pane's worker thread: a missing module or a core bug becomes a
+    message in the pane instead of taking the UI down."""
+    try:
+        return call(), ""
+    except Unavailable as e:
+        return None, str(e)
+    except Exception as e:
+        return None, f"{what} failed: {type(e).__name__}: {e}"
+
+
 def _need(module: str, what: str):
     import importlib
 

@@ -59,12 +59,6 @@ class CacheIndex:
     prompts: dict[str, Path] = field(default_factory=dict)   # validation prompts, negative prompt and ""
     stats: dict = field(default_factory=dict)                # encoded/reused counts of this build
 
-    def by_id(self, sample_id: str) -> CacheEntry:
-        for e in self.entries:
-            if e.sample_id == sample_id:
-                return e
-        raise KeyError(sample_id)
-
     def load(self, entry: CacheEntry, generator: torch.Generator | None = None,
              caption_index: int | None = None, caption_dropout: float = 0.0) -> dict:
         """CPU tensors for `step.collate`: latents [32,T,H,W], cond [33,T,H,W] (i2v only), text [L,D],

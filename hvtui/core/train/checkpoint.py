@@ -41,7 +41,8 @@ SLEEP_HOOK = "HVTUI_TEST_CHECKPOINT_SLEEP"
 # Settings that change what a resumed run means. Changing the first group needs --allow-changed; the second
 # group cannot be resumed at all (the saved LoRA/optimizer state does not fit the new run).
 MEANING_KEYS = ("train_batch_size", "gradient_accumulation_steps", "learning_rate", "lr_scheduler",
-                "lr_warmup_steps", "optimizer", "seed", "buckets", "num_processes")
+                "lr_warmup_steps", "optimizer", "seed", "buckets", "num_processes",
+                "lora_alpha", "timestep_sampling", "shift")   # alpha: the same tensors, another LoRA scale
 INCOMPATIBLE_KEYS = ("model_flavour", "pretrained_model_name_or_path", "lora_rank", "lora_targets")
 
 
@@ -74,9 +75,10 @@ def read_checkpoint(path: Path) -> CheckpointInfo:
                               "use --resume auto to pick the newest complete one")
     try:
         state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{path / STATE_FILE}: unreadable checkpoint state: {e}") from None
-    return CheckpointInfo(path, int(state["step"]), state)
+        step = int(state["step"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{path / STATE_FILE}: unreadable checkpoint state: {type(e).__name__}: {e}") from None
+    return CheckpointInfo(path, step, state)
 
 
 def list_complete(output_dir: Path) -> list[CheckpointInfo]:
@@ -158,11 +160,18 @@ def _fsync(path: Path) -> None:
 
 
 def clean_temporaries(output_dir: Path) -> list[Path]:
-    """Remove the remains of interrupted writes (call before a run writes checkpoints)."""
+    """Remove the remains of interrupted writes (call before a run writes checkpoints). A complete
+    checkpoint that `commit` had moved aside (.old-NAME-PID) when the write crashed before its
+    replacement took its place is moved back instead."""
     d = root(output_dir)
     removed = []
     if d.is_dir():
         for p in d.iterdir():
+            if p.name.startswith(".old-"):
+                final = d / p.name[len(".old-"):].rpartition("-")[0]
+                if _NAME.match(final.name) and not final.exists() and (p / MARKER).is_file():
+                    os.replace(p, final)
+                    continue
             if p.name.startswith(".tmp-") or p.name.startswith(".old-"):
                 shutil.rmtree(p, ignore_errors=True)
                 removed.append(p)

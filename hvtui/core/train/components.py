@@ -388,10 +388,15 @@ def configure_tiny(pipe) -> None:
         pipe.vision_num_semantic_tokens = tiny.IMAGE_TOKENS
 
 
+def release_memory() -> None:
+    """Collect garbage and give cached GPU memory back to the driver (after an OOM, a sample, a run)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def free(components: dict, *names: str) -> None:
     """Drop components and give their memory back (encoders after caching)."""
     for n in names:
         components.pop(n, None)
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    release_memory()

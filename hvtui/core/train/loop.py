@@ -40,6 +40,7 @@ from hvtui.core import events, exitcodes
 from hvtui.core.events import Event
 from hvtui.core.preset import BUILTIN_TINY
 from hvtui.core.train import checkpoint as ckpt
+from hvtui.core.train.components import release_memory
 from hvtui.core.train.launch import dist_env
 
 STOP_EXIT = exitcodes.SIGNAL_EXIT
@@ -211,13 +212,9 @@ class Trainer:
         try:
             self._run()
             if self.control.stop_requested:
-                reason = self.control.stop_reason
-                code = STOP_EXIT.get(reason, exitcodes.OK)
-                status = "interrupted" if reason in STOP_EXIT else "stopped"
+                code, status = self._stop_outcome()
         except _Stopped:
-            reason = self.control.stop_reason
-            code = STOP_EXIT.get(reason, exitcodes.OK)
-            status = "interrupted" if reason in STOP_EXIT else "stopped"
+            code, status = self._stop_outcome()
         except Abort as a:
             code, status, clean = a.code, a.status, a.everywhere
             self.publish(Event("error", {"message": a.message, "hint": a.hint}), local=not a.everywhere)
@@ -234,6 +231,11 @@ class Trainer:
         self.publish(Event("finished", {"status": status, "exit_code": code, "step": self.step}))
         self._release(clean=clean)
         return code
+
+    def _stop_outcome(self) -> tuple[int, str]:
+        """(exit code, status) of a run ended by a stop request: a signal's code, else 0."""
+        reason = self.control.stop_reason
+        return STOP_EXIT.get(reason, exitcodes.OK), ("interrupted" if reason in STOP_EXIT else "stopped")
 
     def _release(self, clean: bool = True) -> None:
         if clean and self.coll is not None and self.coll.distributed:
@@ -252,9 +254,7 @@ class Trainer:
             self.writer.close()
             self.writer = None
         self.components.clear()
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        release_memory()
 
     # ------------------------------------------------------------------ phases
     def _run(self) -> None:
@@ -560,9 +560,7 @@ class Trainer:
                 result["ids"] = [i for ids in self.coll.gather_objects(result["ids"]) for i in ids]
             if result["status"] == "oom":
                 # the step's tensors died with its frame: now the allocator can give their memory back
-                gc.collect()
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
+                release_memory()
                 oom_run += 1
                 attempt += 1
                 self.log(f"step {self.step + 1}: out of memory on {', '.join(result['ids'])} "
@@ -748,7 +746,8 @@ class Trainer:
         self.ema = EMA_BETA * (self.ema or 0.0) + (1 - EMA_BETA) * loss   # bias-corrected below
         self.ema_n += 1
         smooth = self.ema / (1 - EMA_BETA ** self.ema_n)
-        recent = times[1:][-20:] or times   # the first step warms up (compile, allocator): not in the ETA
+        # the first step warms up (compile, allocator): not in the ETA; no copy of the whole history per step
+        recent = times[-20:] if len(times) > 20 else (times[1:] or times)
         per_step = sum(recent) / len(recent)
         samples = len(result["ids"]) * acc.num_processes
         data = {"step": self.step, "max_steps": p.max_train_steps, "epoch": result["epoch"], "loss": loss,
@@ -851,9 +850,7 @@ class Trainer:
         except ValidationError as e:
             self.log(f"{e.message}; training goes on" + (f" ({e.hint})" if e.hint else ""), "warning")
         finally:
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+            release_memory()
             self._unwrapped().train()
         if then:
             self.phase(then, "")

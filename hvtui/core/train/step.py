@@ -11,8 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from hvtui.core.train import packed_attention
-
-LATENT_CHANNELS = 32
+from hvtui.core.train.conditioning import LATENT_CHANNELS
 
 
 class BatchError(ValueError):

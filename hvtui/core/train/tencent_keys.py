@@ -63,8 +63,6 @@ REFINER_MODULES = {
 }
 
 _BLOCK = re.compile(r"^transformer_blocks\.(\d+)\.(.+)$")
-_DOUBLE = re.compile(r"^double_blocks\.(\d+)\.(.+)$")
-_TENCENT_BLOCK = {v: k for k, v in BLOCK_MODULES.items()}
 
 
 def diffusers_module_to_tencent(name: str) -> str | None:
@@ -75,38 +73,38 @@ def diffusers_module_to_tencent(name: str) -> str | None:
     return None
 
 
-def tencent_module_to_diffusers(name: str) -> str | None:
-    m = _DOUBLE.match(name)
-    if m and m.group(2) in _TENCENT_BLOCK:
-        return f"transformer_blocks.{m.group(1)}.{_TENCENT_BLOCK[m.group(2)]}"
-    return None
-
-
 def is_tencent_state_dict(keys) -> bool:
     keys = set(keys)
     return any(k.startswith("double_blocks.") for k in keys) and "img_in.proj.weight" in keys
 
 
+def _move(src: dict, out: dict, old: str, new: str, fn=None) -> None:
+    """Module `old`'s weight and bias in `src` -> module `new` in `out` (through `fn`)."""
+    for suffix in (".weight", ".bias"):
+        if old + suffix in src:
+            t = src.pop(old + suffix)
+            out[new + suffix] = fn(t) if fn else t
+
+
+def _swap_halves(t):
+    """Tencent stores (shift, scale); diffusers' AdaLayerNormContinuous wants (scale, shift). Its own inverse."""
+    import torch
+
+    first, second = t.chunk(2, dim=0)
+    return torch.cat([second, first], dim=0)
+
+
 def tencent_to_diffusers(sd: dict) -> dict:
     """Convert a Tencent transformer state dict (all shards merged) to diffusers names. Raises KeyError
     naming the first key it cannot place, so a wrong file fails loudly instead of loading half a model."""
-    import torch
-
     src = dict(sd)
     out = {}
 
     def take(tencent: str, diffusers: str, fn=None):
-        for suffix in (".weight", ".bias"):
-            if tencent + suffix in src:
-                t = src.pop(tencent + suffix)
-                out[diffusers + suffix] = fn(t) if fn else t
-
-    def swap_halves(t):   # Tencent stores (shift, scale); diffusers' AdaLayerNormContinuous wants (scale, shift)
-        shift, scale = t.chunk(2, dim=0)
-        return torch.cat([scale, shift], dim=0)
+        _move(src, out, tencent, diffusers, fn)
 
     for d, t in TOP_MODULES.items():
-        take(t, d, swap_halves if d == "norm_out.linear" else None)
+        take(t, d, _swap_halves if d == "norm_out.linear" else None)
     refiners = sorted({int(k.split(".")[3]) for k in src if k.startswith("txt_in.individual_token_refiner.blocks.")})
     for i in refiners:
         pre_t, pre_d = f"txt_in.individual_token_refiner.blocks.{i}.", f"context_embedder.token_refiner.refiner_blocks.{i}."
@@ -134,17 +132,10 @@ def diffusers_to_tencent(sd: dict) -> dict:
     out = {}
 
     def put(diffusers: str, tencent: str, fn=None):
-        for suffix in (".weight", ".bias"):
-            if diffusers + suffix in src:
-                t = src.pop(diffusers + suffix)
-                out[tencent + suffix] = fn(t) if fn else t
-
-    def swap_halves(t):
-        scale, shift = t.chunk(2, dim=0)
-        return torch.cat([shift, scale], dim=0)
+        _move(src, out, diffusers, tencent, fn)
 
     for d, t in TOP_MODULES.items():
-        put(d, t, swap_halves if d == "norm_out.linear" else None)
+        put(d, t, _swap_halves if d == "norm_out.linear" else None)
     refiners = sorted({int(k.split(".")[3]) for k in src if k.startswith("context_embedder.token_refiner.refiner_blocks.")})
     for i in refiners:
         pre_t, pre_d = f"txt_in.individual_token_refiner.blocks.{i}.", f"context_embedder.token_refiner.refiner_blocks.{i}."

@@ -12,14 +12,13 @@ A failure or OOM raises `ValidationError` (memory is freed first); the loop repo
 from __future__ import annotations
 
 import copy
-import gc
 from pathlib import Path
 
 import torch
 
 from hvtui.core import events
 from hvtui.core.train import conditioning, packed_attention
-from hvtui.core.train.components import make_pipeline
+from hvtui.core.train.components import make_pipeline, release_memory
 from hvtui.core.train.video_io import write_mp4
 
 
@@ -110,9 +109,7 @@ class Validator:
         try:
             return self._run(model, step)
         except torch.OutOfMemoryError as e:
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+            release_memory()
             raise ValidationError(f"validation sample at step {step} ran out of GPU memory ({e})",
                                   "lower validation_resolution / validation_num_video_frames", oom=True) from None
         except ValidationError:

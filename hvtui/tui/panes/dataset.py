@@ -12,7 +12,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Static
 
 from hvtui.tui import keymap
-from hvtui.tui.services import Unavailable
+from hvtui.tui.services import guarded
 from hvtui.tui.panes.train import bar
 
 
@@ -92,15 +92,9 @@ class DatasetPane(Vertical):
 
         def progress(done: int, total: int, what: str = "") -> None:
             self.post_message(self.Progress(done, total, what))   # thread-safe, never waits on the UI
-        try:
-            report = self.app.services.scan_preset(preset, progress=progress, use_cache=use_cache)
-        except Unavailable as e:
-            self.post_message(self.Done(error=str(e)))
-            return
-        except Exception as e:  # a scanner bug must not take the UI down
-            self.post_message(self.Done(error=f"scan failed: {type(e).__name__}: {e}"))
-            return
-        self.post_message(self.Done(report, elapsed=time.perf_counter() - t0))
+        report, error = guarded(lambda: self.app.services.scan_preset(preset, progress=progress,
+                                                                      use_cache=use_cache), "scan")
+        self.post_message(self.Done(report, error, time.perf_counter() - t0))
 
     @on(Progress)
     def _progress(self, m: Progress) -> None:
@@ -164,8 +158,6 @@ def plain(*values) -> list[Text]:
 
 
 def _category_title(category: str) -> str:
-    try:
-        from hvtui.core.dataset.model import CATEGORIES
-    except ImportError:
-        return category
+    from hvtui.core.dataset.model import CATEGORIES   # here: the dataset package loads the scanner
+
     return CATEGORIES.get(category, category)

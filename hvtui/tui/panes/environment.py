@@ -11,7 +11,7 @@ from textual.widgets import DataTable, Static
 
 from hvtui.tui import keymap
 from hvtui.tui.panes.dataset import plain
-from hvtui.tui.services import Unavailable
+from hvtui.tui.services import guarded
 
 STATUS_MARK = {"ok": "✓ ok", "warn": "! warn", "fail": "✗ FAIL"}
 
@@ -82,15 +82,8 @@ class EnvironmentPane(Vertical):
 
     @work(thread=True, exclusive=True, group="doctor")
     def _run(self, preset) -> None:
-        try:
-            report = self.app.services.run_doctor(preset)
-        except Unavailable as e:
-            self.post_message(self.Done(error=str(e)))
-            return
-        except Exception as e:  # a doctor bug must not take the UI down
-            self.post_message(self.Done(error=f"doctor failed: {type(e).__name__}: {e}"))
-            return
-        self.post_message(self.Done(report))
+        report, error = guarded(lambda: self.app.services.run_doctor(preset), "doctor")
+        self.post_message(self.Done(report, error))
 
     @on(Done)
     def _done(self, m: Done) -> None:
@@ -164,8 +157,6 @@ def format_fit(fit) -> Text:
 
 
 def source_text(comp) -> str:
-    try:
-        from hvtui.core.doctor import source_words
-    except ImportError:
-        return str(comp.source)
+    from hvtui.core.doctor import source_words   # here: not needed for the first paint
+
     return source_words(str(comp.source))
