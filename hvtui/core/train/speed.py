@@ -344,8 +344,15 @@ def prepare_transformer(transformer, preset, device, *, publish=None, compile_bl
 
     requested = preset.attention_backend
     timings: dict = {}
+    # flash and cuDNN attention take bf16/fp16 only: fp32 compute (no autocast over fp32 weights, e.g. the demo's
+    # tiny model) must use SDPA's own choice of kernel
+    fp32_compute = (preset.mixed_precision == "no"
+                    and next(model.transformer_blocks.parameters()).dtype == torch.float32)
     if requested == "auto":
-        if cuda:
+        if cuda and fp32_compute:
+            backend = "native"
+            log("attention backend: native SDPA (fp32 compute: flash and cuDNN need bf16 or fp16)")
+        elif cuda:
             backend, timings = measure_attention_backends(device)
             log(f"attention backend: {backend} (measured: " +
                 ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in timings.items() if isinstance(v, float)) + ")")
@@ -356,7 +363,7 @@ def prepare_transformer(transformer, preset, device, *, publish=None, compile_bl
     mask_backend = "native" if backend in ("_native_flash", "_native_cudnn") else backend
 
     if attention_cache_share is None:
-        attention_cache_share = DEFAULT_CACHE_SHARE if (cuda and not offload) else 0.0
+        attention_cache_share = DEFAULT_CACHE_SHARE if (cuda and not offload and not fp32_compute) else 0.0
     own_kernels = False
     if backend not in ("native", "_native_flash", "_native_cudnn"):
         attention_cache_share = 0.0   # the cache calls flash or cuDNN; another explicit choice is respected
