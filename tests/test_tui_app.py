@@ -16,7 +16,7 @@ from hvtui.tui.app import HvtuiApp, ssh_without_multiplexer  # noqa: E402
 from hvtui.tui.dialogs import ChoiceScreen, DiffScreen  # noqa: E402
 from hvtui.tui.panes.config import ChoicePicker, ConfigPane  # noqa: E402
 from hvtui.tui.services import Services  # noqa: E402
-from hvtui.tui.settings import Settings  # noqa: E402
+from hvtui.tui.settings import Settings, load_settings  # noqa: E402
 
 SIZE = (100, 32)
 
@@ -372,6 +372,24 @@ def test_themes_cycle_and_palette_lists_presets(tmp_path):
             await pilot.press("enter")
             assert await wait_for(pilot, lambda: app.query_one(ConfigPane).path.stem == "gamma")
     run(go())
+
+
+def test_theme_chosen_by_key_is_remembered_with_the_users_comments(tmp_path):
+    cfg = tmp_path / "cfg"
+    cfg.mkdir()
+    (cfg / "settings.toml").write_text("# my settings\ntheme = \"hvtui-dark\"\n")
+
+    async def go():
+        app = make_app(tmp_path, settings=load_settings(cfg))
+        async with app.run_test(size=SIZE) as pilot:
+            await ready(pilot)
+            await pilot.press("t")
+            return app.theme
+    chosen = run(go())
+    assert chosen != "hvtui-dark"
+    text = (cfg / "settings.toml").read_text()
+    assert text.startswith("# my settings\n") and f'theme = "{chosen}"' in text
+    assert load_settings(cfg).theme == chosen
 
 
 def test_ssh_banner_rule():

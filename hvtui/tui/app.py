@@ -26,7 +26,7 @@ from hvtui.tui.dialogs import ChoiceScreen
 from hvtui.tui.panes.config import ConfigPane, PresetList
 from hvtui.tui.runs import AttachedRun, LaunchedRun, LocalRun, gpu_choices
 from hvtui.tui.services import Services
-from hvtui.tui.settings import DEFAULT_THEME, Settings
+from hvtui.tui.settings import DEFAULT_THEME, Settings, save_theme
 from hvtui.tui.themes import REPO_THEMES, load_themes, variable_defaults
 from hvtui.tui.train_state import TrainState, format_duration
 from hvtui.tui.widgets.status_bar import StatusBar
@@ -56,7 +56,7 @@ class HvtuiCommands(Provider):
         for i, path in enumerate(app.presets):
             yield f"Preset: {path.stem}", lambda i=i: app.switch_preset(i), str(path)
         for name in app.theme_names:
-            yield f"Theme: {name}", lambda name=name: setattr(app, "theme", name), "switch the colour theme"
+            yield f"Theme: {name}", lambda name=name: app.switch_theme(name), "switch the colour theme"
         for pane, title, _ in PANES:
             yield f"Show {title} pane", lambda pane=pane: app.action_show_pane(pane), ""
         yield "Start training", app.action_start_run, "train the active preset"
@@ -324,8 +324,13 @@ class HvtuiApp(App):
     def action_next_theme(self) -> None:
         names = self.theme_names or list(self.available_themes)
         i = names.index(self.theme) if self.theme in names else -1
-        self.theme = names[(i + 1) % len(names)]
-        self.say(f"theme: {self.theme}", timeout=2)
+        self.switch_theme(names[(i + 1) % len(names)])
+
+    def switch_theme(self, name: str) -> None:
+        """Switch and remember the theme for the next start."""
+        self.theme = name
+        problem = save_theme(self.settings, name)
+        self.say(problem or f"theme: {name}", timeout=4 if problem else 2)
 
     # ------------------------------------------------------------------ the run
 

@@ -40,6 +40,24 @@ class Settings:
     problems: list[str] = field(default_factory=list)
 
 
+def save_theme(settings: Settings, name: str) -> str | None:
+    """Remember the chosen theme in settings.toml (tomlkit keeps the user's comments); a problem message or None."""
+    settings.theme = name
+    if settings.directory is None:
+        return None
+    import tomlkit
+
+    path = settings.directory / "settings.toml"
+    try:
+        doc = tomlkit.parse(path.read_text(encoding="utf-8")) if path.is_file() else tomlkit.document()
+        doc["theme"] = name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(tomlkit.dumps(doc), encoding="utf-8")
+    except (OSError, UnicodeDecodeError, tomlkit.exceptions.TOMLKitError) as e:
+        return f"{path}: theme not saved: {e}"
+    return None
+
+
 def load_settings(directory: Path | None = None) -> Settings:
     from hvtui.tui.keymap import read_keymap
 
