@@ -18,7 +18,6 @@ Results: one JSON line per case in $OUT/bench_<part>.jsonl, a table printed last
 """
 from __future__ import annotations
 
-import copy
 import json
 import os
 import statistics
@@ -143,6 +142,27 @@ def make_batches(w, h, f, n, seed=0):
     return out
 
 
+def timed_step(tr, params, opt, preset, batch, seed) -> tuple[float, float, float]:
+    """One trainer step (sigmas + noise from `seed`, flow-matching loss under bf16 autocast, clipping, optimizer),
+    timed between CUDA syncs: (seconds, loss, grad norm)."""
+    gen = torch.Generator().manual_seed(seed)
+    sig = step.sample_sigmas(preset, 1, gen)
+    noise = torch.randn(batch["latents"].shape, generator=gen)
+    if CUDA:
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    with torch.autocast(DEV.type, dtype=torch.bfloat16, enabled=CUDA):
+        loss = step.flow_matching_loss(tr, batch, sig, noise)
+    loss.backward()
+    gnorm = torch.nn.utils.clip_grad_norm_(params, preset.max_grad_norm)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    loss_v, gnorm_v = loss.item(), float(gnorm)
+    if CUDA:
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0, loss_v, gnorm_v
+
+
 def hvtui_steps(tr, params, preset, batches, label, extra=None):
     """The trainer's step (see module doc) over `batches`; step 1 is warm-up (compile, cache measuring)."""
     opt = optim.build_optimizer(preset.optimizer, params, preset.learning_rate, DEV.type)
@@ -155,22 +175,9 @@ def hvtui_steps(tr, params, preset, batches, label, extra=None):
             if i == 1 and CUDA:
                 warm_mem = mem()
                 torch.cuda.reset_peak_memory_stats()
-            gen = torch.Generator().manual_seed(seed)
-            sig = step.sample_sigmas(preset, 1, gen)
-            noise = torch.randn(batch["latents"].shape, generator=gen)
-            if CUDA:
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            with torch.autocast(DEV.type, dtype=torch.bfloat16, enabled=CUDA):
-                loss = step.flow_matching_loss(tr, batch, sig, noise)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, preset.max_grad_norm)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-            if CUDA:
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
+            seconds, loss, _ = timed_step(tr, params, opt, preset, batch, seed)
+            times.append(seconds)
+            losses.append(loss)
             log(f"  {label} step {i}: {times[-1]:.2f}s loss {losses[-1]:.4f}")
     timed = times[1:] if len(times) > 1 else times
     row = dict(case=label, times=[round(x, 3) for x in times], s_per_step=round(statistics.median(timed), 3),
@@ -409,7 +416,7 @@ def part_b():
     handle = speed.prepare_transformer(tr, preset, DEV, gpu_memory_bytes=cap, publish=lambda e: log("  event:", e.data))
     for w, h, f, n in shapes:
         try:
-            row = hvtui_steps(tr, params, preset, make_batches(w, h, f, n), f"hvtui default")
+            row = hvtui_steps(tr, params, preset, make_batches(w, h, f, n), "hvtui default")
             row["speed"] = handle.stats()
             record(with_mfu(row, w, h, f))
         except torch.OutOfMemoryError as e:

@@ -245,8 +245,8 @@ def main() -> int:
               flush=True)
     rows = [json.loads(x) for x in results.read_text().splitlines()] if results.exists() else []
     one = next((r for r in rows if r["gpus"] == 1), None)
-    print(f"\n| GPUs | device | shape | s/step | samples/s | scaling vs 1 GPU | efficiency | peak alloc GiB/GPU "
-          f"| NVML peak GiB/GPU | vs 1-GPU peak | loss finite |")
+    print("\n| GPUs | device | shape | s/step | samples/s | scaling vs 1 GPU | efficiency | peak alloc GiB/GPU "
+          "| NVML peak GiB/GPU | vs 1-GPU peak | loss finite |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in sorted(rows, key=lambda r: r["gpus"]):
         scale = r["samples_per_s"] / one["samples_per_s"] if one else None

@@ -44,7 +44,7 @@ import gpu_bench as gb  # noqa: E402
 from hvtui.core import exitcodes  # noqa: E402
 from hvtui.core.events import Event, phase, state  # noqa: E402
 from hvtui.core.telemetry import TelemetrySampler  # noqa: E402
-from hvtui.core.train import lora, optim, speed, step  # noqa: E402
+from hvtui.core.train import lora, optim, speed  # noqa: E402
 
 TINY, CUDA, DEV, OUT = gb.TINY, gb.CUDA, gb.DEV, gb.OUT
 STEPS = int(os.environ.get("STEPS") or (3 if TINY else 6))
@@ -112,25 +112,11 @@ class Trainer:
         self.losses: list[float] = []
 
     def one_step(self) -> tuple[float, float, float]:
-        """gpu_bench.hvtui_steps' step body, on its own: (seconds, loss, grad norm)."""
+        """gpu_bench's timed trainer step: (seconds, loss, grad norm)."""
         batch, seed = self.batches[self.n % len(self.batches)]
-        gen = torch.Generator().manual_seed(seed + self.n)
-        sig = step.sample_sigmas(self.preset, 1, gen)
-        noise = torch.randn(batch["latents"].shape, generator=gen)
-        if CUDA:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        with torch.autocast(DEV.type, dtype=torch.bfloat16, enabled=CUDA):
-            loss = step.flow_matching_loss(self.tr, batch, sig, noise)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(self.params, self.preset.max_grad_norm)
-        self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
-        loss_v, gnorm_v = loss.item(), float(gnorm)
-        if CUDA:
-            torch.cuda.synchronize()
+        result = gb.timed_step(self.tr, self.params, self.opt, self.preset, batch, seed + self.n)
         self.n += 1
-        return time.perf_counter() - t0, loss_v, gnorm_v
+        return result
 
     def backend(self, preset, bus, control, options) -> int:
         """Session backend: STEPS steps, publishing what the real loop publishes per step."""

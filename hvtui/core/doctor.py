@@ -447,7 +447,7 @@ def component_checks(comp: Component, preset: Preset) -> list[Check]:
         if missing:
             where = comp.path if comp.path.is_dir() else f"{comp.path} (missing folder)"
             checks.append(Check(f"{comp.name} files", FAIL, f"{where}: no {', '.join(missing)}",
-                                f"copy the tokenizer files next to the model or download them again", "model"))
+                                "copy the tokenizer files next to the model or download them again", "model"))
         else:
             cls = (read_json(comp.path / "tokenizer_config.json") or {}).get("tokenizer_class")
             if cls and cls not in comp.expected:

@@ -10,6 +10,14 @@ from hvtui.core.dataset.frames import fmt_fps
 from hvtui.core.dataset.model import CATEGORIES, DatasetReport
 
 
+
+def _listed(add, items, limit: int, indent: str, hint: str = "", more_indent: str | None = None) -> None:
+    """The first `limit` items, one a line, then how many were left out."""
+    for item in items[:limit]:
+        add(f"{indent}{item}")
+    if len(items) > limit:
+        add(f"{indent if more_indent is None else more_indent}... and {len(items) - limit:,} more{hint}")
+
 def _plural(n: int, word: str, plural: str | None = None) -> str:
     return f"{n:,} {word if n == 1 else (plural or word + 's')}"
 
@@ -68,25 +76,16 @@ def format_report(report: DatasetReport, limit: int = 20, examples: int = 3) -> 
         add(f"Discarded ({report.clips_discarded:,})")
         for cat, items in report.discarded.items():
             add(f"  {CATEGORIES.get(cat, cat)} ({len(items):,})")
-            for d in items[:limit]:
-                add(f"    {d}")
-            if len(items) > limit:
-                add(f"    ... and {len(items) - limit:,} more (hvtui buckets --json lists all)")
+            _listed(add, items, limit, "    ", " (hvtui buckets --json lists all)")
         add("")
     counted = [n for n in report.notes if n.topic == "frame_count"]
     if counted:
         add(f"Frame counts from packets, not the header ({len(counted):,})")
-        for n in counted[:limit]:
-            add(f"  {n}")
-        if len(counted) > limit:
-            add(f"  ... and {len(counted) - limit:,} more")
+        _listed(add, counted, limit, "  ")
         add("")
     if report.warnings:
         add(f"Warnings ({len(report.warnings):,})")
-        for w in report.warnings[:limit]:
-            add(f"  ! {w}")
-        if len(report.warnings) > limit:
-            add(f"  ... and {len(report.warnings) - limit:,} more (hvtui buckets --json lists all)")
+        _listed(add, report.warnings, limit, "  ! ", " (hvtui buckets --json lists all)", more_indent="  ")
         add("")
     if report.errors:
         add("Errors")

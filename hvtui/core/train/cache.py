@@ -216,7 +216,8 @@ def _stopped(control) -> bool:
 
 
 def build_cache(preset, report, components: dict, device, publish=None, control=None, read_frames=None,
-                free_encoders: bool = True, shard: tuple[int, int] = (0, 1)) -> CacheIndex:
+                free_encoders: bool = True, shard: tuple[int, int] = (0, 1),
+                plan: CachePlan | None = None) -> CacheIndex:
     """Encode what is not cached yet; return the index of every sample in `report`.
 
     `shard` = (rank, world): encode only this process's share of what is missing (`CachePlan.shard`); the
@@ -225,14 +226,16 @@ def build_cache(preset, report, components: dict, device, publish=None, control=
     `components` (from `load_components`) needs the parts `plan_cache(...).parts_needed` names: text for new
     captions, vae (+ image for i2v) for new clips. The text and image encoders are removed from it and their
     memory freed afterwards (`free_encoders`); the VAE stays (the validator decodes with it).
-    `read_frames(sample)` defaults to the dataset module's reader (uint8 [F, H, W, 3])."""
+    `read_frames(sample)` defaults to the dataset module's reader (uint8 [F, H, W, 3]). `plan`: the caller's
+    `plan_cache` result, when it already made one to decide which encoders to load (saves a second pass of
+    file checks)."""
     if read_frames is None:
         from hvtui.core.dataset import read_sample_frames as read_frames
     publish = publish or (lambda ev: None)
     info = components["info"]
     dtype = info.dtype
     i2v = bool(preset.is_i2v)
-    full = plan_cache(preset, report, info)
+    full = plan if plan is not None else plan_cache(preset, report, info)
     plan = full.shard(*shard)
     done = len(full.text_paths) + len(full.samples) - len(full.todo_text) - len(full.todo_latents)
     total = done + len(plan.todo_text) + len(plan.todo_latents)

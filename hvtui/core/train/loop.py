@@ -471,7 +471,7 @@ class Trainer:
         share = f" (this process: {len(mine.todo_latents)} and {len(mine.todo_text)})" if shard[1] > 1 else ""
         self.phase("caching", f"{len(plan.todo_latents)} clips and {len(plan.todo_text)} captions to encode{share}")
         try:
-            return build_cache(p, report, comps, device, self.publish, self.control, shard=shard)
+            return build_cache(p, report, comps, device, self.publish, self.control, shard=shard, plan=plan)
         except CacheInterrupted:
             raise _Stopped()
 
@@ -538,7 +538,7 @@ class Trainer:
         for w in self.sampler.load_state_dict(st.get("data", {})):
             self.log(w, "warning")
         self.log(f"resumed at step {self.step} (epoch {self.sampler.epoch}, batch {self.sampler.index}"
-                 + (f" of each process's share)" if self.coll.distributed else ")"))
+                 + (" of each process's share)" if self.coll.distributed else ")"))
 
     # ------------------------------------------------------------------ training
     def _train_loop(self, cache) -> None:
