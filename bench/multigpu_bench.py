@@ -1,4 +1,4 @@
-"""Data-parallel scaling: hvtui's own training step under DDP (torchrun), on 1, 2 and 4 GPUs in one command.
+"""Data-parallel scaling: hvtui's own data-parallel training step (torchrun), on 1, 2 and 4 GPUs in one command.
 
     python bench/multigpu_bench.py                 # 848x480x61, batch 1 per GPU, 1 / 2 / 4 GPUs (those present)
     GPUS="1 2 4 8" STEPS=8 python bench/multigpu_bench.py
@@ -8,9 +8,10 @@
 Each N runs `python -m torch.distributed.run --standalone --nproc_per_node N bench/multigpu_bench.py --worker`.
 A worker is the trainer minus the dataset: the full-size HunyuanVideo 1.5 transformer with random bf16 weights
 built directly on its GPU (the same seed on every rank), `lora.add_lora`, `speed.prepare_transformer`, the
-trainer's Accelerator (loop._fresh_accelerator: DDP kwargs, process-group timeout), DDP on the LoRA only
-(loop.ddp_ignore_frozen), and the optimizer step is the trainer's own `Trainer._one_step` (collate, sigmas,
-flow-matching loss, the agreed skip checks, loss all-reduce, clipping, optimizer), fed by a synthetic cache
+trainer's Accelerator and preparation (loop._fresh_accelerator, loop.prepare_for_training: autocast, no DDP
+wrapper, rank 0's LoRA broadcast), and the optimizer step is the trainer's own `Trainer._one_step` (collate,
+sigmas, flow-matching loss, backward, the one agreement collective, in-place gradient averaging, clipping,
+optimizer), fed by a synthetic cache
 of cached-latent-shaped items (120 text tokens, t2v) and hvtui's bucket sampler (rank r takes batches
 r, r+N, ...). The first WARMUP steps (compile, attention-cache measuring) are not timed.
 samples/s = N x batch / s per step; scaling = samples/s over the 1-GPU row; peak memory per GPU = the
@@ -95,7 +96,7 @@ def build_transformer(device):
     import torch
     from diffusers import HunyuanVideo15Transformer3DModel
 
-    torch.manual_seed(0)   # every rank builds the same weights (DDP does not broadcast the frozen base)
+    torch.manual_seed(0)   # every rank builds the same frozen weights (only the LoRA is broadcast)
     kw = dict(num_layers=3, num_attention_heads=2, attention_head_dim=64, text_embed_dim=64, text_embed_2_dim=32,
               image_embed_dim=32, rope_axes_dim=(16, 24, 24)) if TINY else {}
     with torch.device(device):
@@ -147,9 +148,7 @@ def worker() -> None:
                                     publish=lambda e: log(e.data.get("message", e.data)))
     opt = optim.build_optimizer(preset.optimizer, params, preset.learning_rate, dev.type)
     sch = optim.build_scheduler("constant", opt, 0, 10**6)
-    if acc.num_processes > 1:
-        loop.ddp_ignore_frozen(tr)
-    model, opt = acc.prepare(tr, opt, device_placement=[False, False])
+    model, opt = loop.prepare_for_training(acc, tr, opt, params, coll)
 
     # the trainer, minus dataset scanning and caching: its own step function runs below
     trainer = loop.Trainer(preset, Bus(), Control(), RunOptions(write_events=False, file_control=False))
@@ -190,6 +189,7 @@ def worker() -> None:
             "warmup_peak_alloc_gib": round(warm_peak / 2**30, 2) if warm_peak is not None else None,
             "nvml_peak_gib": round(nv.peak / 2**30, 2) if cuda else None,
             "finite": all(x == x and abs(x) != float("inf") for x in losses),
+            "lora_grad_mib": round(sum(q.numel() * 4 for q in params) / 2**20, 1),
             "speed": speed.stats() if speed is not None and hasattr(speed, "stats") else None}
     rows = coll.gather_objects(mine)
     if acc.is_main_process:

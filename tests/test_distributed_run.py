@@ -4,7 +4,7 @@
 The equivalent single-process run: 2 processes x train_batch_size 1 compute the same step as 1 process x
 train_batch_size 1 x gradient_accumulation_steps 2. Rank r takes batches r, r+2, ... of the epoch plan and
 the single process takes them in pairs, micro-batch m of the step being global slot m*W+r, from which
-every random draw (posterior sample, sigma, noise) is seeded; DDP averages the two ranks' gradients where
+every random draw (posterior sample, sigma, noise) is seeded; the processes average the two ranks' gradients where
 accumulation averages the two micro-batches (accelerate divides each loss by 2; scaling by 1/2 is exact in
 floating point), and the optimizer then sees the same gradient. train_batch_size 2 would not be equal: it
 pads and masks the text of both samples in one forward.
@@ -126,7 +126,7 @@ def test_sigterm_to_the_launcher_leaves_one_checkpoint_and_resume_auto_continues
 
 def test_direct_torchrun_and_a_nan_on_one_rank_is_skipped_by_both(root, single):
     """Started by torchrun itself; rank 1 alone sees a NaN loss at step 2: both ranks skip the step (agreed
-    before backward, so nobody waits in DDP's all-reduce) and training goes on."""
+    after backward, before any gradient is averaged) and training goes on."""
     import os
     import subprocess
     import sys
@@ -143,3 +143,62 @@ def test_direct_torchrun_and_a_nan_on_one_rank_is_skipped_by_both(root, single):
     warnings = [e.get("message") for e in events if e.kind == "log" and e.get("level") == "warning"]
     assert sum("step 2: non-finite loss" in w for w in warnings) == 1
     assert L.losses(events)[1] == pytest.approx(single[0][1], abs=TOL)
+
+
+def test_an_oom_in_one_ranks_backward_pass_is_skipped_by_both_and_the_step_retried(root, single):
+    """Rank 1 alone runs out of memory after step 2's backward pass (its gradients half made): no process is
+    in an all-reduce then, so both agree to drop the step's gradients, retry it, and train on; the retried
+    step is the uninterrupted run's step 2 only in its data (a retry draws new noise)."""
+    p = _preset(root, "oom", max_train_steps=3)
+    run = L.hvtui("--run", p, "--gpus", "2", env={"HVTUI_INJECT_OOM_AT_STEP": "2", "HVTUI_INJECT_OOM_TIMES": "1",
+                                                   "HVTUI_INJECT_OOM_WHERE": "backward", "HVTUI_INJECT_RANK": "1"})
+    out, err = run.communicate(timeout=600)
+    assert run.returncode == 0, err
+    events = L.read_events(root / "oom")
+    assert sorted(L.losses(events)) == [1, 2, 3]
+    warnings = [e.get("message") for e in events if e.kind == "log" and e.get("level") == "warning"]
+    assert sum("out of memory" in w and "step 2" in w for w in warnings) == 1, warnings
+    assert L.losses(events)[1] == pytest.approx(single[0][1], abs=TOL)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("launcher", ["accelerate launch", "two hosts"])
+def test_other_launchers_train_the_same_steps(root, single, tmp_path, launcher):
+    """`accelerate launch` (2 processes), and torchrun as two hosts of one process each (two launchers meeting
+    at a rendezvous address, as on two machines; each worker is local rank 0 of its host): the same losses
+    as the single-process run, and rank 0 alone writes the events."""
+    import os
+    import subprocess
+    import sys
+
+    name = launcher.replace(" ", "-")
+    p = _preset(root, name, max_train_steps=3)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HOME": str(tmp_path)}   # no user accelerate config
+    hvtui = ["-m", "hvtui", "--run", str(p)]
+    if launcher == "accelerate launch":
+        cmds = [[sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *hvtui]]
+    else:
+        port = _free_port()
+        cmds = [[sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node_rank={r}",
+                 "--nproc_per_node=1", "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "hvtui", "--",
+                 "--run", str(p)] for r in (0, 1)]
+    procs = [subprocess.Popen(c, cwd=L.REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for c in cmds]
+    for proc in procs:
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-3000:]
+    events = L.read_events(root / name)
+    assert [e.get("num_processes") for e in events if e.kind == "run_started"] == [2]
+    assert (root / name / "events.jsonl").read_text().count('"hvtui_events"') == 1
+    got = L.losses(events)
+    assert sorted(got) == [1, 2, 3]
+    for step, loss in got.items():
+        assert loss == pytest.approx(single[0][step], abs=TOL), step

@@ -146,3 +146,13 @@ def test_launched_run_that_dies_before_its_first_event_reports_why(tmp_path):
     assert not run.active and run.exit_code == 2
     assert events[-1].kind == "finished" and "exit 2" in events[-2].get("message")
     assert "learning_rate" in run.log_path.read_text()
+
+
+def test_lean_nccl_defaults_keep_what_the_user_set():
+    from hvtui.core.train.collectives import LEAN_NCCL, lean_nccl_defaults
+
+    env = {"NCCL_PROTO": "LL128", "PATH": "/bin"}
+    added = lean_nccl_defaults(env)
+    assert env["NCCL_PROTO"] == "LL128" and "NCCL_PROTO" not in added
+    assert added == {k: v for k, v in LEAN_NCCL.items() if k != "NCCL_PROTO"}
+    assert all(env[k] == v for k, v in added.items())

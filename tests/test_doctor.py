@@ -330,3 +330,15 @@ def test_broken_dataset_keys_are_not_a_traceback(tmp_path, preset_text, extra):
     r = subprocess.run([sys.executable, "-m", "hvtui", "doctor", str(tmp_path / "p.toml")], capture_output=True,
                        text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert "Traceback" not in r.stderr and r.returncode in (0, 3), r.stderr
+
+
+def test_doctor_gpus_counts_this_machines_gpus_and_adds_nccl_to_the_fit(tmp_path, trees):
+    two = NvmlInfo(True, "", "570.86", "12.8", gpu(80).gpus * 2)
+    ok = D.check_gpu_count(2, two)
+    assert ok.status == D.OK and "2 GPU(s)" in ok.detail
+    bad = D.check_gpu_count(4, two)
+    assert bad.status == D.FAIL and "this machine has 2 usable GPU(s)" in bad.detail and "--gpus 2" in bad.detail
+    assert D.check_gpu_count(2, NO_GPU).status == D.OK      # CPU processes (gloo) need no GPU
+    one = doctor(tmp_path, trees["diffusers"])
+    dp = D.run_doctor(one.preset, env={"HF_HUB_CACHE": str(tmp_path / "hub")}, gpu=gpu(80), scan=False, processes=2)
+    assert dp.fit.training_gib > one.fit.training_gib and "NCCL" in status(dp, "fit")[1]

@@ -84,3 +84,11 @@ def test_largest_bucket_from_the_dataset_scan():
     shape = F.largest_bucket(load_preset(ROOT / "presets" / "demo.toml"))
     assert shape.source in ("dataset scan", "preset maths")
     assert shape.frames == 9 and shape.width * shape.height <= 128 * 128
+
+
+def test_a_data_parallel_run_adds_nccls_buffers_to_each_gpu():
+    one = F.estimate_memory(REF, (848, 480, 61))
+    four = F.estimate_memory(REF, (848, 480, 61), processes=4)
+    assert one.comm_gib == 0 and "NCCL" not in one.breakdown()
+    assert four.training_gib == pytest.approx(one.training_gib + F.DATA_PARALLEL_GIB)
+    assert "NCCL 0.6" in four.breakdown()

@@ -7,7 +7,7 @@ import sys
 import textwrap
 
 from hvtui.core import exitcodes
-from hvtui.core.doctor import FAIL, OK, WARN, DoctorReport, run_doctor
+from hvtui.core.doctor import FAIL, OK, WARN, DoctorReport, check_gpu_count, run_doctor
 from hvtui.core.preset import PresetError, load_preset
 
 COLORS = {OK: "\033[32m", WARN: "\033[33m", FAIL: "\033[31;1m"}
@@ -57,7 +57,10 @@ def main(args) -> int:
     except PresetError as e:
         print(f"hvtui doctor: {e}", file=sys.stderr)
         return exitcodes.INVALID
-    report = run_doctor(preset)
+    gpus = getattr(args, "gpus", 1)
+    report = run_doctor(preset, processes=gpus)
+    if gpus != 1:
+        report.checks.append(check_gpu_count(gpus, report.gpu))
     if getattr(args, "json", False):
         print(report.to_json())
     else:

@@ -527,6 +527,15 @@ def check_fit(est: FitEstimate, preset: Preset, info: NvmlInfo | None) -> Check:
     return Check("fit", OK, detail, group="fit")
 
 
+def check_gpu_count(processes: int, info: NvmlInfo | None) -> Check:
+    """`hvtui doctor --gpus N`: does this machine have N usable GPUs (one process each)?"""
+    from hvtui.core.train.launch import gpus_problem
+
+    problem = gpus_problem(processes, len(info.visible_gpus) if info is not None and info.available else 0)
+    return Check("gpus", FAIL if problem else OK, problem or f"data-parallel over {processes} GPU(s)",
+                 "pick a GPU count this machine has" if problem else "", "fit")
+
+
 def _fit_hint(est: FitEstimate, preset: Preset, budget: float) -> str:
     hints = []
     if est.caching_gib * GiB > budget:
@@ -555,9 +564,10 @@ def _shape(est: FitEstimate):
 # ------------------------------------------------------------------------------------------- entry point
 
 def run_doctor(preset: Preset, system: bool = True, *, env: Mapping[str, str] | None = None,
-               gpu: NvmlInfo | None = None, scan: bool = True) -> DoctorReport:
+               gpu: NvmlInfo | None = None, scan: bool = True, processes: int = 1) -> DoctorReport:
     """All checks for a preset. `gpu` replaces the NVML query (tests); `scan` lets the fit estimate use the
-    dataset scan for the largest bucket (else the preset's resolution / num_frames)."""
+    dataset scan for the largest bucket (else the preset's resolution / num_frames); `processes`: a
+    data-parallel run's process count (the fit adds NCCL's buffers)."""
     env = os.environ if env is None else env
     report = DoctorReport(preset)
 
@@ -591,7 +601,7 @@ def run_doctor(preset: Preset, system: bool = True, *, env: Mapping[str, str] | 
     for comp in report.components:
         report.checks += run(comp.name, "model", component_checks, comp, preset)
     try:
-        report.fit = estimate_memory(preset, largest_bucket(preset, scan=scan))
+        report.fit = estimate_memory(preset, largest_bucket(preset, scan=scan), processes=processes)
     except Exception as e:   # a preset too broken to estimate: validate.py reports why
         report.checks.append(Check("fit", WARN, f"no estimate: {type(e).__name__}: {e}",
                                    "run `hvtui check PRESET` first", "fit"))

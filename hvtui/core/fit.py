@@ -57,6 +57,9 @@ SIGLIP_PARAMS = 430_000_000
 
 WEIGHT_BYTES = {"bf16": 2, "no_change": 2, "int8-torchao": 1, "fp8-torchao": 1, "int8-quanto": 1,
                 "fp8-quanto": 1}
+# data-parallel: NCCL's own buffers on each GPU with hvtui's NCCL settings (0.57 GiB measured on 2x H200 by
+# bench/nccl_memory.py; collectives.LEAN_NCCL); the LoRA gradients themselves cost what they cost on one GPU
+DATA_PARALLEL_GIB = 0.6
 # LoRA: fp32 param + fp32 grad + optimizer state per trainable parameter
 OPTIMIZER_STATE_BYTES = {"adamw": 8, "adamw_bf16": 4, "adamw8bit": 2, "adafactor": 1, "prodigy": 16}
 
@@ -101,6 +104,7 @@ class FitEstimate:
     bucket_source: str = ""
     builtin: bool = False
     notes: list[str] = field(default_factory=list)
+    comm_gib: float = 0.0         # NCCL buffers of a data-parallel run (included in training_gib)
 
     @property
     def peak_gib(self) -> float:
@@ -113,6 +117,8 @@ class FitEstimate:
                  f"activations {self.activations_gib:.1f}"]
         if self.mask_gib:
             parts.append(f"masks {self.mask_gib:.1f}")
+        if self.comm_gib:
+            parts.append(f"NCCL {self.comm_gib:.1f}")
         return (f"training {self.training_gib:.1f} GiB at {self.bucket} x{self.batch_size} "
                 f"({self.tokens:,} tokens: " + ", ".join(parts) + f"); caching {self.caching_gib:.1f} GiB")
 
@@ -183,12 +189,13 @@ def _caching_gib(shape: BucketShape, tiling: bool, i2v: bool) -> float:
 def estimate_memory(preset: Preset, bucket: BucketShape | tuple[int, int, int] | None = None, *,
                     batch_size: int | None = None, text_tokens: int | None = None, offload: bool | None = None,
                     stock_attention: bool = False, padded: bool | None = None,
-                    gradient_checkpointing: bool | None = None) -> FitEstimate:
+                    gradient_checkpointing: bool | None = None, processes: int = 1) -> FitEstimate:
     """GiB estimate for a preset at `bucket` (default: its largest bucket).
 
     `stock_attention` models diffusers' own attention processor (it builds the S x S mask even when unused:
     what the reference measurements ran); `padded` models pipeline-shaped padded conditioning whose mask
-    reaches SDPA (default: when the batch size is above 1).
+    reaches SDPA (default: when the batch size is above 1). `processes`: data-parallel processes (one per
+    GPU); each GPU holds what one process needs plus NCCL's buffers.
     """
     if bucket is None:
         bucket = largest_bucket(preset)
@@ -232,7 +239,9 @@ def estimate_memory(preset: Preset, bucket: BucketShape | tuple[int, int, int] |
     if stock_attention or padded:
         mask = batch * s * s * (MASK_COPIES + (SDPA_BIAS_BYTES if padded else 0))
 
-    training = (resident + lora + act + mask) / GiB
+    comm = DATA_PARALLEL_GIB if processes > 1 else 0.0
+    training = (resident + lora + act + mask) / GiB + comm
     caching = _caching_gib(bucket, preset.vae_enable_tiling, i2v)
     return FitEstimate(bucket.key, bucket.video_tokens, txt, s, batch, resident / GiB, lora / GiB, act / GiB,
-                       mask / GiB, training, caching, offload, ckpt, n_lora, bucket.source, notes=notes)
+                       mask / GiB, training, caching, offload, ckpt, n_lora, bucket.source, notes=notes,
+                       comm_gib=comm)

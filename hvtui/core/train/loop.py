@@ -4,23 +4,29 @@ Order: validate the preset (exit 2) -> the doctor's failing checks (exit 3) -> s
 checkpoint to resume (exit 5 if it would change the run) -> load the models -> cache latents and text ->
 LoRA, optimizer, schedule -> train `max_train_steps` optimizer steps -> final LoRA + checkpoint.
 
-Built on `accelerate.Accelerator` (device placement, mixed precision, gradient accumulation, seed, DDP).
+Built on `accelerate.Accelerator` (process group, device placement, mixed precision, gradient accumulation,
+seed).
 Everything random in a step (data order, sigmas, noise, dropout) is a function of (seed, step, slot,
 attempt), and the rest of the state is in the checkpoint, so a resumed run repeats an uninterrupted one.
 
 Data-parallel (several processes from torchrun / accelerate launch, see launch.py): the slot of a micro-batch
 is its place in the global batch, `micro * world + rank`, and rank r takes batches r, r+W, ... of the epoch
-plan, so W processes x batch 1 compute what one process with gradient_accumulation_steps x W computes (DDP
-averages the ranks' gradients as accumulation averages the micro-batches). Rank 0 alone publishes events
-and reads the control files; whatever decides what every process does next (control requests at step
-boundaries, skipping a step for a non-finite loss or an OOM, aborting, caching done) is agreed through a
-collective (collectives.py), so no process waits in a collective the others never reach. The learning rate
+plan, so W processes x batch 1 compute what one process with gradient_accumulation_steps x W computes (the
+ranks' LoRA gradients are averaged as accumulation averages the micro-batches). The model is not wrapped in
+DDP: after the last micro-batch's backward the processes agree on the step's outcome and then average the
+LoRA gradients in place (Collectives.average_gradients_), so the gradients exist only from backward to the
+optimizer step, as on one GPU (DDP's buckets would hold them through the forward pass too), and an OOM in
+a backward pass is skipped like any other (no process is inside an all-reduce by then). Rank 0 alone
+publishes events and reads the control files; whatever decides what every process does next (control
+requests at step boundaries, skipping a step for a non-finite loss or an OOM, aborting, caching done) is
+agreed through a collective (collectives.py), so no process waits in a collective the others never reach. The learning rate
 is the preset's, never scaled with the number of processes.
 
 Control requests are honoured between steps. Test hooks (environment variables, for tests only):
   HVTUI_INJECT_NAN_AT_STEP=N     the loss of step N is NaN (every attempt, or HVTUI_INJECT_NAN_TIMES times)
   HVTUI_INJECT_OOM_AT_STEP=N     step N raises torch.OutOfMemoryError (every attempt, or ..._OOM_TIMES times)
-  HVTUI_INJECT_RANK=R            the two hooks above fire on process R only (data-parallel tests)
+  HVTUI_INJECT_OOM_WHERE=backward  ... raised after that step's backward pass instead of before its forward
+  HVTUI_INJECT_RANK=R            the hooks above fire on process R only (data-parallel tests)
   HVTUI_TEST_STEP_SLEEP=S        sleep S seconds after each step (lets a test signal a run mid-training)
   HVTUI_TEST_CHECKPOINT_SLEEP    see checkpoint.py
 """
@@ -89,6 +95,7 @@ class _Injector:
         self.nan_at = _env_int("HVTUI_INJECT_NAN_AT_STEP") if here else None
         self.oom_at = _env_int("HVTUI_INJECT_OOM_AT_STEP") if here else None
         self.nan_left, self.oom_left = _env_int("HVTUI_INJECT_NAN_TIMES"), _env_int("HVTUI_INJECT_OOM_TIMES")
+        self.oom_where = os.environ.get("HVTUI_INJECT_OOM_WHERE", "").strip() or "forward"
         s = os.environ.get("HVTUI_TEST_STEP_SLEEP", "").strip()
         self.step_sleep = float(s) if s else 0.0
 
@@ -99,12 +106,12 @@ class _Injector:
             self.nan_left -= 1
         return True
 
-    def oom(self, step: int) -> None:
-        if self.oom_at != step or self.oom_left == 0:
+    def oom(self, step: int, where: str = "forward") -> None:
+        if self.oom_at != step or self.oom_left == 0 or where != self.oom_where:
             return
         if self.oom_left is not None:
             self.oom_left -= 1
-        raise torch.OutOfMemoryError(f"CUDA out of memory (injected by HVTUI_INJECT_OOM_AT_STEP={step})")
+        raise torch.OutOfMemoryError(f"CUDA out of memory (injected by HVTUI_INJECT_OOM_AT_STEP={step}, {where})")
 
 
 def run_summary(preset, bucket_keys: list[str], num_processes: int) -> dict:
@@ -138,27 +145,29 @@ def _fresh_accelerator(mixed_precision: str, grad_accum: int, cpu: bool):
 
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState, PartialState
-    from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
+    from accelerate.utils import InitProcessGroupKwargs
 
     if not PartialState._shared_state or PartialState().num_processes == 1:
         AcceleratorState._reset_state()
         GradientState._reset_state()
     timeout = float(os.environ.get("HVTUI_DIST_TIMEOUT_S", "") or DIST_TIMEOUT_S)
-    # LoRA gradients live in DDP's all-reduce buckets (no second copy: peak memory as on one GPU); some LoRA
-    # tensors never get a gradient (the last block's text-stream output is discarded), so DDP must look
-    ddp = DistributedDataParallelKwargs(gradient_as_bucket_view=True, find_unused_parameters=True)
+    if dist_env().distributed and not cpu:
+        from hvtui.core.train.collectives import lean_nccl_defaults
+
+        lean_nccl_defaults()   # read when NCCL starts its communicator, after this
     return Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum, cpu=cpu,
-                       kwargs_handlers=[ddp, InitProcessGroupKwargs(timeout=timedelta(seconds=timeout))])
+                       kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=timeout))])
 
 
-def ddp_ignore_frozen(model) -> None:
-    """DDP syncs only the LoRA: frozen base weights and buffers are identical on every rank (same files,
-    same seed), and broadcasting 8B parameters at start-up (or offloaded CPU ones) would be waste or an error."""
-    import torch.nn.parallel as par
-
-    names = [n for n, q in model.named_parameters() if not q.requires_grad]
-    names += [n for n, _ in model.named_buffers()]
-    par.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, names)
+def prepare_for_training(acc, transformer, optimizer, params, coll):
+    """accelerate's autocast around the transformer and its optimizer wrapper, without a DDP wrapper
+    (`evaluation_mode` is accelerate's switch for that): gradients are averaged by `_one_step` (module doc).
+    Every process starts from rank 0's LoRA: the frozen base is the same everywhere (same files, seeded
+    tiny model), but the LoRA's random init ran after each rank's own share of caching."""
+    model = acc.prepare_model(transformer, device_placement=False, evaluation_mode=True)
+    optimizer = acc.prepare_optimizer(optimizer, device_placement=False)
+    coll.broadcast_(params)
+    return model, optimizer
 
 
 def describe_global_batch(preset, num_processes: int) -> str:
@@ -299,8 +308,14 @@ class Trainer:
         if acc.num_processes > 1:
             self.log(f"data-parallel: {acc.num_processes} processes ({acc.distributed_type.value.lower()}, "
                      f"{'NCCL' if cuda else 'gloo'}); rank 0 writes events and checkpoints, every rank its RNG state")
+            if cuda:
+                from hvtui.core.train.collectives import LEAN_NCCL
+
+                self.log("NCCL: " + " ".join(f"{k}={os.environ.get(k)}" for k in LEAN_NCCL) + " (hvtui's defaults "
+                         "save ~0.4 GiB of GPU memory per process; variables you set yourself are kept)")
         if self.is_main:
             ckpt.clean_temporaries(self.out)
+        self._check_shared_folders()
 
         if cuda and self.is_main:
             from hvtui.core.telemetry import TelemetrySampler
@@ -315,9 +330,7 @@ class Trainer:
         except OptimizerError as e:
             raise Abort(exitcodes.INVALID, str(e), "change optimizer in the preset or install the package")
         scheduler = build_scheduler(p.lr_scheduler, optimizer, p.lr_warmup_steps, p.max_train_steps)
-        if acc.num_processes > 1:
-            ddp_ignore_frozen(transformer)
-        model, optimizer = acc.prepare(transformer, optimizer, device_placement=[False, False])
+        model, optimizer = prepare_for_training(acc, transformer, optimizer, params, self.coll)
         self.model, self.optimizer, self.scheduler, self.params = model, optimizer, scheduler, params
         self.sampler = self._sampler(cache)
         if resume is not None:
@@ -344,7 +357,7 @@ class Trainer:
             from hvtui.core.doctor import run_doctor
         except ImportError:
             return
-        report = run_doctor(self.preset, system=True)
+        report = run_doctor(self.preset, system=True, processes=self.dist.world_size)
         failed = [c for c in report.checks if c.status == "fail"]
         for c in report.checks:
             # system warnings (no GPU on the CPU demo, not in tmux) are for `hvtui doctor`, not every run
@@ -408,6 +421,18 @@ class Trainer:
         for line in changed:
             self.log(f"resume with a changed setting (--allow-changed): {line}", "warning")
         return info
+
+    def _check_shared_folders(self) -> None:
+        from hvtui.core.train.cache import cache_dirs
+        from hvtui.core.train.shared_disk import unseen_folders
+
+        latent, text = cache_dirs(self.preset)
+        problems = unseen_folders(self.coll, [self.out, *latent.values(), text])
+        if problems:
+            raise Abort(exitcodes.INVALID, "the run's folders are not shared by all processes:\n  "
+                        + "\n  ".join(problems),
+                        "with several hosts, put output_dir and every cache_dir on a disk all hosts mount "
+                        "(NFS or similar), at the same path")
 
     def _load_and_cache(self, report):
         """Load the models and cache what is missing. Data-parallel: each rank encodes its share of the
@@ -652,21 +677,21 @@ class Trainer:
         return False
 
     def _one_step(self, cache, step: int, attempt: int) -> dict:
-        """One optimizer step over `gradient_accumulation_steps` micro-batches. Never raises OOM, except an
-        OOM in the backward pass of a data-parallel run (DDP may have all-reduced part of the gradients)."""
+        """One optimizer step over `gradient_accumulation_steps` micro-batches. Never raises OOM. Data-parallel:
+        each process runs its micro-batches without talking to the others, then one collective agrees on the
+        outcome and which LoRA tensors have gradients, and only then are the gradients averaged."""
         from hvtui.core.train.step import collate, flow_matching_loss, sample_sigmas
 
         p, acc, coll = self.preset, self.accelerator, self.coll
         rank, world = acc.process_index, acc.num_processes
         batches = [self.sampler.next() for _ in range(p.gradient_accumulation_steps)]
         ids = [i for b in batches for i in b.ids]
-        loss_sum, status, what = 0.0, "ok", ""
+        loss_sum, outcome = 0.0, OK
         for micro, b in enumerate(batches):
             with acc.accumulate(self.model):
-                if status != "ok":
+                if outcome != OK:
                     continue   # keep accelerate's micro-batch counter aligned with the step
                 slot = micro * world + rank   # this micro-batch's place in the global batch (module doc)
-                outcome, loss, value = OK, None, float("nan")
                 try:
                     self.inject.oom(step)
                     # dropout & co., then the posterior sample, caption choice and caption dropout, then sigmas
@@ -680,39 +705,26 @@ class Trainer:
                     sigmas = sample_sigmas(p, len(b.ids), g)
                     noise = torch.randn(batch["latents"].shape, generator=g, dtype=torch.float32)
                     loss = flow_matching_loss(self.model, batch, sigmas, noise)
+                    del batch, items
                     if self.inject.nan(step):
                         loss = loss * float("nan")
                     value = float(loss.detach())
                     if not math.isfinite(value):
                         outcome = NONFINITE
-                    del batch, items
+                        continue
+                    acc.backward(loss)
+                    self.inject.oom(step, "backward")
                 except torch.OutOfMemoryError:
                     outcome = OOM
-                if coll.distributed:
-                    # before backward: a rank that skipped it would leave the others in DDP's all-reduce
-                    outcome = int(coll.max([outcome])[0])
-                if outcome != OK:
-                    status, what = ("oom", "") if outcome == OOM else ("nonfinite", "loss")
+                    continue
+                finally:
                     loss = None
-                    continue
-                oom = False
-                try:
-                    acc.backward(loss)
-                except torch.OutOfMemoryError:
-                    oom = True
-                loss = None
-                if oom and coll.distributed:
-                    raise Abort(exitcodes.TRAINING_FAILED,
-                                f"out of memory in the backward pass (process {rank}, samples {', '.join(b.ids)}); "
-                                "with several processes a step cannot be skipped there", OOM_ADVICE,
-                                everywhere=False)
-                if oom:
-                    status = "oom"
-                    continue
                 loss_sum += value / len(batches)
+        if coll.distributed:
+            outcome, loss_sum = self._agree_and_average(outcome, loss_sum)
+        status, what = {OK: ("ok", ""), NONFINITE: ("nonfinite", "loss"), OOM: ("oom", "")}[outcome]
+        grad_norm = float("nan")
         if status == "ok":
-            if coll.distributed:   # the step's loss over the global batch, as one process would report it
-                loss_sum = coll.mean(loss_sum)
             grad_norm = acc.clip_grad_norm_(self.params, self.preset.max_grad_norm or float("inf"))
             grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
             if not math.isfinite(grad_norm) and acc.scaler is not None:
@@ -724,21 +736,27 @@ class Trainer:
             else:
                 self.optimizer.step()
                 self.scheduler.step()
-        else:
-            grad_norm = float("nan")
-        self._clear_grads()
+        for q in self.params:
+            q.grad = None
         return {"status": status, "what": what, "ids": ids, "loss": loss_sum, "grad_norm": grad_norm,
                 "epoch": batches[-1].epoch}
 
-    def _clear_grads(self) -> None:
-        if self.coll.distributed:
-            # DDP's gradients are views of its all-reduce buckets: zero them in place (no second copy)
-            for q in self.params:
-                if q.grad is not None:
-                    q.grad.zero_()
-        else:
-            for q in self.params:
-                q.grad = None
+    def _agree_and_average(self, outcome: int, loss_sum: float) -> tuple[int, float]:
+        """One collective: the step's outcome (an OOM anywhere beats a non-finite loss anywhere), the loss
+        over the global batch, and which LoRA tensors got a gradient on some process (the others keep none,
+        as on one process: the optimizer skips them). Then, if every process succeeded, the mean gradient."""
+        counts = self.coll.sum([outcome == OOM, outcome == NONFINITE, loss_sum]
+                               + [q.grad is not None for q in self.params])
+        if counts[0]:
+            return OOM, loss_sum
+        if counts[1]:
+            return NONFINITE, loss_sum
+        synced = [q for q, n in zip(self.params, counts[3:]) if n]
+        for q in synced:
+            if q.grad is None:
+                q.grad = torch.zeros_like(q)
+        self.coll.average_gradients_(synced)
+        return OK, counts[2] / self.coll.world
 
     def _publish_step(self, result: dict, dt: float, times: list[float]) -> None:
         p, acc = self.preset, self.accelerator
