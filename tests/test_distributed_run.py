@@ -169,11 +169,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("launcher", ["accelerate launch", "two hosts"])
+@pytest.mark.parametrize("launcher", ["accelerate launch", "torchrun two hosts", "accelerate two hosts"])
 def test_other_launchers_train_the_same_steps(root, single, tmp_path, launcher):
-    """`accelerate launch` (2 processes), and torchrun as two hosts of one process each (two launchers meeting
-    at a rendezvous address, as on two machines; each worker is local rank 0 of its host): the same losses
-    as the single-process run, and rank 0 alone writes the events."""
+    """`accelerate launch` (2 processes), and torchrun / accelerate launch as two hosts of one process each (two
+    launchers meeting at a rendezvous address, as on two machines; each worker is local rank 0 of its host):
+    the same losses as the single-process run, and rank 0 alone writes the events."""
     import os
     import subprocess
     import sys
@@ -182,11 +182,15 @@ def test_other_launchers_train_the_same_steps(root, single, tmp_path, launcher):
     p = _preset(root, name, max_train_steps=3)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HOME": str(tmp_path)}   # no user accelerate config
     hvtui = ["-m", "hvtui", "--run", str(p)]
+    accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                  "--mixed_precision", "no", "--dynamo_backend", "no"]
+    port = _free_port()
     if launcher == "accelerate launch":
-        cmds = [[sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *hvtui]]
+        cmds = [[*accelerate, "--num_machines", "1", *hvtui]]
+    elif launcher == "accelerate two hosts":
+        cmds = [[*accelerate, "--num_machines", "2", "--machine_rank", str(r), "--main_process_ip", "127.0.0.1",
+                 "--main_process_port", str(port), *hvtui] for r in (0, 1)]
     else:
-        port = _free_port()
         cmds = [[sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node_rank={r}",
                  "--nproc_per_node=1", "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "hvtui", "--",
                  "--run", str(p)] for r in (0, 1)]
