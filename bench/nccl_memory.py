@@ -5,7 +5,9 @@ the time of hvtui's gradient all-reduce, under a few NCCL settings. 2 processes,
 
 A worker creates its CUDA context, reads NVML's used memory of its GPU, joins the NCCL process group and
 runs what the trainer runs (an agreement all-reduce, a broadcast_object, Collectives.average_gradients_ over
-LORA_MIB of fp32 gradients in hvtui's pieces, 20 times), then reads NVML again: the difference is NCCL's.
+LORA_MIB of fp32 gradients in hvtui's pieces, 20 times), then reads NVML again. The difference is NCCL's
+memory plus the allocator's cached 64 MiB flattening pieces (about 0.1 GiB; not freed, as in training): what
+a data-parallel process holds beyond a single-GPU one. One host only: between hosts NCCL's figures differ.
 """
 from __future__ import annotations
 

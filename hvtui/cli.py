@@ -43,7 +43,7 @@ def build_subparsers() -> argparse.ArgumentParser:
     d = sub.add_parser("doctor", help="check environment, model assets and memory fit; exit 3 on failure")
     d.add_argument("preset")
     d.add_argument("--json", action="store_true")
-    d.add_argument("--gpus", type=int, default=1, metavar="N", help="the fit of a data-parallel run over N GPUs")
+    d.add_argument("--gpus", type=int, default=1, metavar="N", help="the fit of a data-parallel run over N GPUs of this machine")
     i = sub.add_parser("import-simpletuner", help="convert a SimpleTuner config.json into a preset")
     i.add_argument("config")
     i.add_argument("databackend", nargs="?")

@@ -156,3 +156,29 @@ def test_lean_nccl_defaults_keep_what_the_user_set():
     assert env["NCCL_PROTO"] == "LL128" and "NCCL_PROTO" not in added
     assert added == {k: v for k, v in LEAN_NCCL.items() if k != "NCCL_PROTO"}
     assert all(env[k] == v for k, v in added.items())
+
+
+def test_a_sharded_accelerate_config_is_refused_before_the_model_loads(tmp_path, monkeypatch):
+    """accelerate set up for FSDP (its plugin needs GPUs, so the Accelerator is replaced here): hvtui averages
+    LoRA gradients itself and never shards the model; the run stops with exit 2 and says how to launch."""
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    import loop_presets as L
+    from hvtui.core import exitcodes
+    from hvtui.core.preset import load_preset
+    from hvtui.core.session import RunOptions, Session
+    from hvtui.core.train import loop
+
+    L.write_clips(tmp_path / "data", 1)
+    p = L.write_preset(tmp_path / "p.toml", tmp_path / "data", tmp_path / "cache", tmp_path / "out", max_train_steps=1)
+    monkeypatch.setattr(loop, "_fresh_accelerator",
+                        lambda *a, **k: SimpleNamespace(distributed_type=DistributedType.FSDP))
+    s = Session(load_preset(p), options=RunOptions())
+    s.start()
+    s.join()
+    assert s.exit_code == exitcodes.INVALID
+    errors = [e for e in L.read_events(tmp_path / "out") if e.kind == "error"]
+    assert any("configured for FSDP" in e.get("message") and "--multi_gpu" in e.get("hint") for e in errors)
+    assert not list((tmp_path / "cache").rglob("*.safetensors"))    # stopped before caching anything

@@ -104,7 +104,7 @@ class FitEstimate:
     bucket_source: str = ""
     builtin: bool = False
     notes: list[str] = field(default_factory=list)
-    comm_gib: float = 0.0         # NCCL buffers of a data-parallel run (included in training_gib)
+    comm_gib: float = 0.0         # NCCL buffers of a data-parallel run (included in training and caching)
 
     @property
     def peak_gib(self) -> float:
@@ -239,9 +239,9 @@ def estimate_memory(preset: Preset, bucket: BucketShape | tuple[int, int, int] |
     if stock_attention or padded:
         mask = batch * s * s * (MASK_COPIES + (SDPA_BIAS_BYTES if padded else 0))
 
-    comm = DATA_PARALLEL_GIB if processes > 1 else 0.0
+    comm = DATA_PARALLEL_GIB if processes > 1 else 0.0   # NCCL starts before caching: both phases hold it
     training = (resident + lora + act + mask) / GiB + comm
-    caching = _caching_gib(bucket, preset.vae_enable_tiling, i2v)
+    caching = _caching_gib(bucket, preset.vae_enable_tiling, i2v) + comm
     return FitEstimate(bucket.key, bucket.video_tokens, txt, s, batch, resident / GiB, lora / GiB, act / GiB,
                        mask / GiB, training, caching, offload, ckpt, n_lora, bucket.source, notes=notes,
                        comm_gib=comm)

@@ -57,7 +57,8 @@ OOM_ADVICE = ("set enable_group_offload = true, lower the bucket size (resolutio
               "gradient_checkpointing = true")
 DIST_TIMEOUT_S = 7200    # a collective may wait this long: rank 0 validating, the slowest rank caching
 PAUSE_POLL_S = 0.25      # data-parallel pause: how often the processes agree whether to go on
-OK, NONFINITE, OOM = 0, 1, 2   # a micro-batch's local outcome, agreed (max) across processes
+SUPPORTED_DISTRIBUTED = ("NO", "MULTI_GPU", "MULTI_CPU")   # accelerate's DistributedType values hvtui runs under
+OK, NONFINITE, OOM = 0, 1, 2   # a step's local outcome; across processes an OOM anywhere beats a NaN anywhere
 
 
 class Abort(Exception):
@@ -286,6 +287,11 @@ class Trainer:
             self.log("mixed_precision fp16 needs a GPU; training in fp32 on the CPU", "warning")
             mp = "no"
         self.accelerator = acc = _fresh_accelerator(mp, p.gradient_accumulation_steps, cpu=not cuda)
+        if acc.distributed_type.value not in SUPPORTED_DISTRIBUTED:
+            raise Abort(exitcodes.INVALID, f"accelerate is configured for {acc.distributed_type.value}; hvtui trains "
+                        "a LoRA data-parallel only (its gradients are averaged by hvtui, the model is not sharded)",
+                        "use `accelerate launch --multi_gpu ...`, `hvtui --run PRESET --gpus N`, or torchrun, "
+                        "or set distributed_type: MULTI_GPU in your accelerate config")
         if not cuda and p.pretrained_model_name_or_path == BUILTIN_TINY:
             # the tiny model's tensors are too small to split: on a small CPU, intra-op threads only add
             # synchronisation (measured on 2 cores: ~40 ms/step with 1 thread, ~350 ms with 2 under load)
@@ -311,8 +317,10 @@ class Trainer:
             if cuda:
                 from hvtui.core.train.collectives import LEAN_NCCL
 
-                self.log("NCCL: " + " ".join(f"{k}={os.environ.get(k)}" for k in LEAN_NCCL) + " (hvtui's defaults "
-                         "save ~0.4 GiB of GPU memory per process; variables you set yourself are kept)")
+                ours = any(os.environ.get(k) == v for k, v in LEAN_NCCL.items())
+                self.log("NCCL: " + " ".join(f"{k}={os.environ.get(k)}" for k in LEAN_NCCL)
+                         + (" (hvtui's defaults where you set none: ~0.4 GiB less GPU memory per process)"
+                            if ours else ""))
         if self.is_main:
             ckpt.clean_temporaries(self.out)
         self._check_shared_folders()
@@ -677,9 +685,12 @@ class Trainer:
         return False
 
     def _one_step(self, cache, step: int, attempt: int) -> dict:
-        """One optimizer step over `gradient_accumulation_steps` micro-batches. Never raises OOM. Data-parallel:
-        each process runs its micro-batches without talking to the others, then one collective agrees on the
-        outcome and which LoRA tensors have gradients, and only then are the gradients averaged."""
+        """One optimizer step over `gradient_accumulation_steps` micro-batches. An OOM in a forward or backward
+        pass becomes an "oom" result. Data-parallel: each process runs its micro-batches without talking to the
+        others, then one collective agrees on the outcome and which LoRA tensors have gradients, and only then
+        are the gradients averaged. An OOM after that (averaging, clipping, the optimizer's first allocation of
+        its state: small next to the freed activations) is not caught: it ends the run, and the launcher stops
+        the other processes."""
         from hvtui.core.train.step import collate, flow_matching_loss, sample_sigmas
 
         p, acc, coll = self.preset, self.accelerator, self.coll

@@ -13,29 +13,38 @@ MARK = ".hvtui-shared-check-"
 
 def unseen_folders(coll, folders: list[Path]) -> list[str]:
     """Rank 0 writes a marker into each folder; every process looks for them. Returns one line per process
-    and folder it does not see rank 0's marker in (or rank 0 could not write); [] with one process. Every
-    process must call this."""
+    and folder it does not see rank 0's marker in, or cannot look into; [] with one process. A folder rank 0
+    cannot write (a read-only, already filled cache) is not checked: nothing will be written there. Every
+    process must call this; no error on one process stops the others from reaching the collectives."""
     if not coll.distributed:
         return []
-    token = coll.broadcast_object(secrets.token_hex(8) if coll.rank == 0 else None)
-    marks = [Path(f) / f"{MARK}{token}" for f in dict.fromkeys(folders)]
-    problems = []
+    folders = [Path(f) for f in dict.fromkeys(folders)]
+    shared = None
     if coll.rank == 0:
-        for m in marks:
+        token, written = secrets.token_hex(8), []
+        for i, folder in enumerate(folders):
             try:
-                m.parent.mkdir(parents=True, exist_ok=True)
-                m.write_text(socket.gethostname())
-            except OSError as e:   # reported like the rest, after the barrier the others wait in
-                problems.append(f"cannot write to {m.parent} ({e.strerror or e})")
-    coll.barrier()
-    if not problems:
-        problems = [f"does not see {m.parent}" for m in marks if not m.is_file()]
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / f"{MARK}{token}").write_text(socket.gethostname())
+                written.append(i)
+            except OSError:
+                pass
+        shared = (token, written)
+    token, written = coll.broadcast_object(shared)
+    problems = []
+    for i in written:
+        folder = folders[i]
+        try:
+            if not (folder / f"{MARK}{token}").is_file():
+                problems.append(f"does not see {folder}")
+        except OSError as e:   # a stale NFS handle, EIO: reported, not raised past the gather below
+            problems.append(f"cannot look into {folder} ({e.strerror or e})")
     seen = coll.gather_objects((socket.gethostname(), problems))
     coll.barrier()   # everyone has looked: the markers can go
     if coll.rank == 0:
-        for m in marks:
+        for i in written:
             try:
-                os.unlink(m)
+                os.unlink(folders[i] / f"{MARK}{token}")
             except OSError:
                 pass
     return [f"process {rank} on {host} {what}" for rank, (host, lines) in enumerate(seen) for what in lines]
