@@ -94,7 +94,7 @@ class PackedRefinerAttnProcessor(AttnProcessor2_0):
 
 def install(transformer) -> MaskMode:
     """Install the processors once (idempotent); returns the transformer's shared MaskMode."""
-    transformer = getattr(transformer, "module", transformer)   # DDP / accelerate wrappers
+    transformer = getattr(transformer, "module", transformer)   # a wrapper with .module (DDP, if a caller adds one)
     mode = getattr(transformer, "_hvtui_mask_mode", None)
     if mode is not None:
         return mode

@@ -132,7 +132,7 @@ def flow_matching_loss(transformer, batch: dict, sigmas: torch.Tensor, noise: to
                        generator: torch.Generator | None = None, return_pred: bool = False):
     """x_t = s*noise + (1-s)*x0, target = noise - x0, model timestep = s*1000; MSE in fp32.
 
-    `transformer` may be wrapped (accelerate / DDP) and run under autocast; inputs go to its device and
+    `transformer` may be wrapped (accelerate's autocast forward); inputs go to its device and
     weight dtype. The noise is drawn from `generator` when not given.
     """
     x0 = batch["latents"]
