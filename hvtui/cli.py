@@ -10,8 +10,9 @@ import sys
 
 from hvtui import __version__
 
-EPILOG = """exit codes: 0 ok, 1 unexpected error (a bug), 2 invalid preset or dataset, 3 doctor check failed,
-4 training failed (repeated OOM / non-finite loss), 5 resume would change the run (use --allow-changed),
+EPILOG = """exit codes: 0 ok, 1 unexpected error (a bug), 2 invalid preset, dataset or folder, an earlier run in
+output_dir (--resume auto or --fresh) or a damaged checkpoint, 3 doctor check failed, 4 training failed
+(repeated OOM / non-finite loss), 5 resume would change the run (--allow-changed) or cannot fit it,
 129/130/143 stopped by SIGHUP/SIGINT/SIGTERM after saving."""
 
 
@@ -23,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="auto|PATH", help="with --run: continue from a checkpoint")
     p.add_argument("--allow-changed", action="store_true",
                    help="with --resume: accept changed batch size / buckets / LR")
+    p.add_argument("--fresh", action="store_true",
+                   help="with --run: start over where output_dir holds an earlier run (moved to output_dir/previous-TIME/)")
     p.add_argument("--gpus", type=int, default=None, metavar="N", help="with --run: data-parallel over N GPUs")
     p.add_argument("--attach", metavar="OUTPUT_DIR", help="open the Train pane on a headless run's output dir")
     p.add_argument("--presets", metavar="DIR", default=None, help="TUI: folder of presets (default: ./presets)")

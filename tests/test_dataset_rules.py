@@ -4,7 +4,7 @@ from fractions import Fraction
 import pytest
 
 from hvtui.core.dataset.buckets import aspect_problem, bucket_size
-from hvtui.core.dataset.captions import clean_captions, decode_text
+from hvtui.core.dataset.captions import MAX_CAPTION_BYTES, clean_captions, decode_text, read_caption_file
 from hvtui.core.dataset.frames import floor_4n1, fmt_fps, plan_frames, plan_rate
 from hvtui.core.dataset.probe import _rotation_from_matrix, header_count_reliable
 from hvtui.core.dataset.read import crop_box
@@ -121,3 +121,45 @@ def test_caption_text_cleaning():
     assert decode_text("\ufeffhello".encode("utf-8")) == ("hello", [])
     caps, warnings = clean_captions(["  a  ", "", "x" * 5000])
     assert caps == ["a", "x" * 4000] and "5,000 characters was truncated to 4,000" in warnings[0]
+
+
+@pytest.mark.parametrize("encoding,bom", [
+    ("utf-8", b"\xef\xbb\xbf"), ("utf-16-le", b"\xff\xfe"), ("utf-16-be", b"\xfe\xff"),
+    ("utf-32-le", b"\xff\xfe\x00\x00"), ("utf-32-be", b"\x00\x00\xfe\xff"),
+])
+def test_caption_file_with_a_bom(tmp_path, encoding, bom):
+    # Notepad's "Unicode" is UTF-16 LE with a BOM: it must not read as UTF-8 with U+FFFD everywhere
+    path = tmp_path / "clip.txt"
+    path.write_bytes(bom + "café au lait 🎬\r\nsecond line\r\n".encode(encoding))
+    r = read_caption_file(path)
+    assert (r.captions, r.warnings, r.problem) == (["café au lait 🎬", "second line"], [], None)
+
+
+def test_caption_file_utf16_written_by_python(tmp_path):
+    path = tmp_path / "clip.txt"
+    path.write_text("ünïcödé\n", encoding="utf-16")        # the platform's byte order, with its BOM
+    assert read_caption_file(path).captions == ["ünïcödé"]
+
+
+def test_caption_file_bad_bytes_after_a_bom_still_warn(tmp_path):
+    path = tmp_path / "clip.txt"
+    path.write_bytes(b"\xff\xfe" + "ab".encode("utf-16-le") + b"\x00\xdc" + "cd".encode("utf-16-le"))  # lone surrogate
+    r = read_caption_file(path)
+    assert r.captions == ["ab\ufffdcd"]
+    assert r.warnings == ["not UTF-16 (byte 0x00 at offset 6); undecodable bytes were replaced with U+FFFD: "
+                          "save it as UTF-8"]
+    path.write_bytes(b"\xef\xbb\xbfcaf\xe9")                   # a UTF-8 BOM, then latin-1
+    r = read_caption_file(path)
+    assert r.captions == ["caf\ufffd"] and "not UTF-8 (byte 0xe9 at offset 6)" in r.warnings[0]
+
+
+def test_truncated_caption_file_does_not_cut_a_character(tmp_path):
+    path = tmp_path / "clip.txt"
+    # 4 bytes a character (a UTF-16 surrogate pair): after the 2-byte BOM the byte limit cuts a pair in half
+    path.write_bytes(b"\xff\xfe" + ("🎬" * MAX_CAPTION_BYTES).encode("utf-16-le"))
+    r = read_caption_file(path)
+    assert len(r.warnings) == 2 and "only the first 64 KiB were read" in r.warnings[0]
+    assert "truncated to 4,000" in r.warnings[1] and r.captions == ["🎬" * 4000]
+    path.write_bytes(b"x" + ("é" * MAX_CAPTION_BYTES).encode("utf-8"))   # UTF-8 cut inside a character
+    r = read_caption_file(path)
+    assert len(r.warnings) == 2 and r.captions == ["x" + "é" * 3999]

@@ -189,6 +189,22 @@ def test_caption_strategies(tmp_path):
     assert {s.relpath: s.captions for s in r.samples} == {"c.mp4": ["see"], "sub/b.mp4": ["bee"]}  # by name too
 
 
+
+def test_captions_with_a_byte_order_mark(tmp_path):
+    # caption files and metadata tables saved by Windows tools: UTF-16 with a BOM, or UTF-8 with one
+    data = tmp_path / "d"
+    clip(data, "le.mp4", fps=12, frames=9, text=b"\xff\xfe" + "crème brûlée\r\n".encode("utf-16-le"))
+    clip(data, "be.mp4", fps=12, frames=9, text=b"\xfe\xff" + "naïve café".encode("utf-16-be"))
+    clip(data, "sig.mp4", fps=12, frames=9, text="\ufeffsmörgåsbord\n".encode("utf-8"))
+    r = scan_preset(preset_for(data, num_frames=9))
+    assert {s.relpath: s.captions for s in r.samples} == {
+        "le.mp4": ["crème brûlée"], "be.mp4": ["naïve café"], "sig.mp4": ["smörgåsbord"]}
+    assert not [w for w in r.warnings if "U+FFFD" in w]
+    (data / "caps.csv").write_bytes(b"\xff\xfe" + "file,caption\nle.mp4,über\nbe.mp4,à la\nsig.mp4,ça\n"
+                                    .encode("utf-16-le"))
+    r = scan_preset(preset_for(data, num_frames=9, caption_strategy="metadata", metadata_file="caps.csv"))
+    assert {s.relpath: s.captions for s in r.samples} == {"le.mp4": ["über"], "be.mp4": ["à la"], "sig.mp4": ["ça"]}
+
 def test_metadata_cache_rescan(tmp_path):
     data, cache = tmp_path / "d", tmp_path / "cache"
     for i in range(4):

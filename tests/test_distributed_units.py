@@ -22,7 +22,11 @@ def test_dist_env_reads_the_launchers_variables():
 
 
 def test_torchrun_command_keeps_hvtui_options_away_from_torchruns_parser():
-    cmd = launch.torchrun_command(2, "p.toml", resume="auto", allow_changed=True)
+    from hvtui.core.session import RunOptions
+
+    cmd = launch.torchrun_command(2, "p.toml", RunOptions(resume="auto", allow_changed=True))
+    fresh = launch.torchrun_command(2, "p.toml", RunOptions(fresh=True))
+    assert fresh[fresh.index("hvtui"):] == ["hvtui", "--", "--run", "p.toml", "--fresh"]
     assert cmd[:3] == [sys.executable, "-m", "hvtui.core.train.torchrun"]
     assert "--standalone" in cmd and "--nproc_per_node=2" in cmd
     # torchrun's argparse would read --run as its --run-path without the "--"
@@ -53,7 +57,7 @@ def test_finished_code_reads_only_this_launchs_events(tmp_path):
 def test_run_command_rejects_impossible_gpu_counts(capsys):
     from hvtui.commands.run import main
 
-    args = SimpleNamespace(run="presets/demo.toml", resume=None, allow_changed=False, gpus=0)
+    args = SimpleNamespace(run="presets/demo.toml", resume=None, allow_changed=False, fresh=False, gpus=0)
     assert main(args) == 2 and "--gpus 0" in capsys.readouterr().err
 
 
@@ -182,3 +186,10 @@ def test_a_sharded_accelerate_config_is_refused_before_the_model_loads(tmp_path,
     errors = [e for e in L.read_events(tmp_path / "out") if e.kind == "error"]
     assert any("configured for FSDP" in e.get("message") and "--multi_gpu" in e.get("hint") for e in errors)
     assert not list((tmp_path / "cache").rglob("*.safetensors"))    # stopped before caching anything
+
+
+def test_fresh_and_resume_together_are_refused(capsys):
+    from hvtui.commands.run import main
+
+    args = SimpleNamespace(run="presets/demo.toml", resume="auto", allow_changed=False, fresh=True, gpus=None)
+    assert main(args) == 2 and "--fresh" in capsys.readouterr().err

@@ -12,7 +12,7 @@ from doctor_trees import build_trees, copy_tree
 from hvtui.core import doctor as D
 from hvtui.core.assets import ENV_TEXT
 from hvtui.core.nvml import GpuSample, NvmlInfo
-from hvtui.core.preset import Preset
+from hvtui.core.preset import DatasetSpec, Preset
 
 ROOT = Path(__file__).resolve().parent.parent
 NO_GPU = NvmlInfo(False, "no GPU: the NVIDIA driver library (libnvidia-ml) was not found")
@@ -31,6 +31,8 @@ def trees(tmp_path_factory):
 
 
 def doctor(tmp_path, root, flavour="t2v-480p", env=None, info=None, **kw):
+    (tmp_path / "clips").mkdir(exist_ok=True)
+    kw.setdefault("datasets", [DatasetSpec(id="clips", instance_data_dir=str(tmp_path / "clips"))])
     preset = Preset(pretrained_model_name_or_path=str(root), model_flavour=flavour,
                     output_dir=str(tmp_path / "out"), **kw)
     env = {"HF_HUB_CACHE": str(tmp_path / "hub"), **(env or {})}
@@ -61,8 +63,10 @@ def test_diffusers_tree_passes(trees, tmp_path):
     assert status(r, "feature_extractor config") == ("ok", "SiglipImageProcessor")
     assert status(r, "transformer flavour")[0] == "warn"                      # tiny target_size 64, not 640
     assert status(r, "fit")[0] == "ok"
-    # a fake 80 GB GPU on this machine's CPU-only torch is itself a failure; nothing else fails
-    assert [c.name for c in r.checks if c.status == "fail"] in ([], ["torch build"])
+    # a fake 80 GB GPU on this machine's CPU-only torch is itself a failure; `check`'s rule that i2v names its
+    # vision encoder (vision_encoder_path or the environment variable) is the other; nothing else fails
+    assert sorted(c.name for c in r.checks if c.status == "fail") in (["preset"], ["preset", "torch build"])
+    assert "vision_encoder_path" in status(r, "preset")[1]
 
 
 @pytest.mark.slow
@@ -338,7 +342,21 @@ def test_doctor_gpus_counts_this_machines_gpus_and_adds_nccl_to_the_fit(tmp_path
     assert ok.status == D.OK and "2 GPU(s)" in ok.detail
     bad = D.check_gpu_count(4, two)
     assert bad.status == D.FAIL and "this machine has 2 usable GPU(s)" in bad.detail and "--gpus 2" in bad.detail
-    assert D.check_gpu_count(2, NO_GPU).status == D.OK      # CPU processes (gloo) need no GPU
+    cpu = D.check_gpu_count(2, NO_GPU)                        # CPU processes (gloo): possible, but say so
+    assert cpu.status == D.WARN and "2 CPU processes (gloo)" in cpu.detail
     one = doctor(tmp_path, trees["diffusers"])
     dp = D.run_doctor(one.preset, env={"HF_HUB_CACHE": str(tmp_path / "hub")}, gpu=gpu(80), scan=False, processes=2)
     assert dp.fit.training_gib > one.fit.training_gib and "NCCL" in status(dp, "fit")[1]
+
+
+def test_the_preset_check_fails_the_doctor_like_check_does(tmp_path, trees):
+    """A preset `hvtui check` rejects is never "ready": the doctor names its first error."""
+    typo = tmp_path / "typo.toml"
+    typo.write_text((ROOT / "presets" / "demo.toml").read_text().replace("lora_rank =", "lora_rnak ="))
+    from hvtui.core.preset import load_preset
+
+    r = D.run_doctor(load_preset(typo), gpu=NO_GPU, env={})
+    st, detail = status(r, "preset")
+    assert st == "fail" and "lora_rnak: unknown key" in detail and "did you mean lora_rank" in detail
+    assert r.exit_code == 3
+    assert status(D.run_doctor(load_preset(ROOT / "presets" / "demo.toml"), gpu=NO_GPU, env={}), "preset")[0] == "ok"

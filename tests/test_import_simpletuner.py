@@ -166,3 +166,37 @@ def test_top_level_resolution_is_the_datasets_default(tmp_path):
     data = tomllib.loads(result.text)
     assert [d.get("resolution") for d in data["datasets"]] == [720, 480, None]
     assert result.dropped == []
+
+
+def test_cache_dir_vae_is_the_datasets_latent_cache(simpletuner, tmp_path, capsys, monkeypatch):
+    # SimpleTuner's video (and image) datasets keep their latents in cache_dir_vae: hvtui's dataset cache_dir
+    backend = [dict(BACKEND[0], cache_dir_vae="cache/vae/hunyuan/videos"),
+               {"id": "both", "dataset_type": "video", "instance_data_dir": "datasets/videos",
+                "cache_dir": "cache/other", "cache_dir_vae": "/abs/vae"},
+               {"id": "img", "dataset_type": "image", "instance_data_dir": "datasets/videos",
+                "cache_dir_vae": "cache/vae/img", "cache_dir": "cache/vae/img"},
+               {"id": "null", "dataset_type": "video", "instance_data_dir": "datasets/videos",
+                "cache_dir": "cache/kept", "cache_dir_vae": None},
+               dict(BACKEND[1], cache_dir_vae="cache/vae/text")]
+    (simpletuner / "config" / "multidatabackend.json").write_text(json.dumps(backend))
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "presets" / "imported.toml"
+    assert main(["import-simpletuner", str(simpletuner / "config" / "config.json"), "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "cache_dir_vae: not an hvtui setting" not in err
+    preset = load_preset(out)
+    # relative paths are rewritten like the other dataset paths: still where SimpleTuner put them
+    assert preset.datasets[0].cache_dir == "../SimpleTuner/cache/vae/hunyuan/videos"
+    assert preset.resolve_path(preset.datasets[0].cache_dir) == (simpletuner / "cache/vae/hunyuan/videos").resolve()
+    assert preset.datasets[1].cache_dir == "/abs/vae"                      # both given: cache_dir_vae wins
+    assert preset.datasets[2].cache_dir == "../SimpleTuner/cache/vae/img"  # both the same: no note
+    assert preset.datasets[3].cache_dir == "../SimpleTuner/cache/kept"     # a null cache_dir_vae is no choice
+    assert preset.datasets[4].cache_dir == "../SimpleTuner/cache/text/hunyuan"   # text embeds: no latents
+    result = convert(simpletuner / "config" / "config.json", None, out, cwd=tmp_path)
+    assert [n for n in result.notes if "cache_dir" in n] == [
+        'datasets[1].cache_dir: "cache/other" replaced by cache_dir_vae "/abs/vae" (SimpleTuner\'s latent cache; '
+        "hvtui's cache_dir)"]
+    assert [d for d in result.dropped if "cache_dir" in d] == [
+        "datasets[3].cache_dir_vae: empty (null); cache_dir is used",
+        "datasets[4].cache_dir_vae: the latent cache of a video or image dataset; this dataset has no latents"]
+    assert validate_file(out).ok

@@ -51,6 +51,20 @@ def test_two_edits_change_exactly_two_lines(preset_copy):
     assert not doc.dirty and doc.diff() == ""
 
 
+
+def test_diff_headers_name_the_file_once(preset_copy, monkeypatch):
+    # an absolute path used to come out as `--- a//tmp/.../mine.toml`
+    doc = PresetDocument.open(preset_copy)
+    doc.set("learning_rate", 5e-5)
+    head = doc.diff().splitlines()[:2]
+    assert preset_copy.is_absolute()
+    assert head == [f"--- {preset_copy} (saved)", f"+++ {preset_copy} (edited)"]
+    assert "//" not in "".join(head)
+    monkeypatch.chdir(preset_copy.parent)                     # a relative path is shown as given
+    doc = PresetDocument.open(Path("mine.toml"))
+    doc.set("learning_rate", 5e-5)
+    assert doc.diff().splitlines()[:2] == ["--- mine.toml (saved)", "+++ mine.toml (edited)"]
+
 def test_get_accepts_both_path_styles(preset_copy):
     doc = PresetDocument.open(preset_copy)
     assert doc.get("datasets.1.id") == doc.get("datasets[1].id") == "text-embeds"

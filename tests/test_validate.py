@@ -383,3 +383,24 @@ def test_known_key_in_the_wrong_table_says_where_it_belongs(tmp_path):
         (5, "num_frames", "num_frames belongs in [datasets.video]"),
         (9, "datasets[0].learning_rate", "learning_rate belongs at the top of the preset (above the first table)"),
     ]
+
+
+def test_folders_the_run_writes_must_be_usable(tmp_path):
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "clips").mkdir()
+    p = tmp_path / "p.toml"
+    p.write_text(textwrap.dedent(f"""\
+        pretrained_model_name_or_path = "builtin:tiny"
+        output_dir = "a-file"
+
+        [[datasets]]
+        id = "clips"
+        instance_data_dir = "clips"
+        cache_dir = "a-file/cache"
+        [datasets.video]
+        num_frames = 9
+        """))
+    errors = {(e.line, e.message) for e in validate_file(p).errors}
+    assert (2, f"{tmp_path / 'a-file'} is a file, not a folder") in errors
+    assert (7, f"{tmp_path / 'a-file' / 'cache'} cannot be created: {tmp_path / 'a-file'} is a file") in errors
+    assert V.folder_problem(tmp_path / "new" / "deeper") is None          # creatable: fine

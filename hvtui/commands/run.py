@@ -1,4 +1,4 @@
-"""`hvtui --run PRESET [--resume auto|PATH] [--allow-changed] [--gpus N]`: headless training
+"""`hvtui --run PRESET [--resume auto|PATH] [--allow-changed] [--fresh] [--gpus N]`: headless training
 (see hvtui.core.headless). `--gpus N` (N > 1) relaunches through torchrun (hvtui.core.train.launch); a
 process that torchrun / `accelerate launch` started is one worker of such a run."""
 from __future__ import annotations
@@ -11,13 +11,19 @@ from hvtui.core import exitcodes
 def main(args) -> int:
     from hvtui.core.train.launch import dist_env, gpus_problem   # no torch here
 
+    from hvtui.core.session import RunOptions
+
     gpus = getattr(args, "gpus", None)
     env = dist_env()
+    if args.fresh and args.resume:
+        print("error: --fresh starts over and --resume continues: give one of them", file=sys.stderr)
+        return exitcodes.INVALID
+    options = RunOptions(resume=args.resume, allow_changed=args.allow_changed, fresh=args.fresh)
     if gpus is not None and not env.distributed:
         if gpus > 1:
             from hvtui.core.train.launch import launch
 
-            return launch(args.run, gpus, resume=args.resume, allow_changed=args.allow_changed)
+            return launch(args.run, gpus, options)
         problem = gpus_problem(gpus, 0)
         if problem:
             print(f"error: {problem}", file=sys.stderr)
@@ -27,4 +33,4 @@ def main(args) -> int:
               "(torchrun / accelerate launch decides the count)", file=sys.stderr)
     from hvtui.core.headless import run_headless
 
-    return run_headless(args.run, resume=args.resume, allow_changed=args.allow_changed, dist=env)
+    return run_headless(args.run, options, dist=env)

@@ -527,11 +527,30 @@ def check_fit(est: FitEstimate, preset: Preset, info: NvmlInfo | None) -> Check:
     return Check("fit", OK, detail, group="fit")
 
 
+def check_preset(preset: Preset, env) -> Check:
+    """The preset's own errors (what `hvtui check` says): the doctor is never "ready" for a preset --run refuses."""
+    from hvtui.core.validate import validate_for_run
+
+    problems = validate_for_run(preset, dict(env))
+    errors = [q for q in problems if q.is_error]
+    if errors:
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        return Check("preset", FAIL, f"{len(errors)} error(s): {errors[0]}{more}",
+                     "hvtui check PRESET lists them with their lines", "preset")
+    warned = len(problems)
+    return Check("preset", OK, "valid" + (f", {warned} warning(s) (hvtui check PRESET)" if warned else ""),
+                 group="preset")
+
+
 def check_gpu_count(processes: int, info: NvmlInfo | None) -> Check:
     """`hvtui doctor --gpus N`: does this machine have N usable GPUs (one process each)?"""
     from hvtui.core.train.launch import gpus_problem
 
-    problem = gpus_problem(processes, len(info.visible_gpus) if info is not None and info.available else 0)
+    available = len(info.visible_gpus) if info is not None and info.available else 0
+    problem = gpus_problem(processes, available)
+    if not problem and not available:
+        return Check("gpus", WARN, f"no GPU here: --gpus {processes} would run {processes} CPU processes (gloo), "
+                     "for trying the launch only", "run on a machine with that many NVIDIA GPUs", "fit")
     return Check("gpus", FAIL if problem else OK, problem or f"data-parallel over {processes} GPU(s)",
                  "pick a GPU count this machine has" if problem else "", "fit")
 
@@ -591,6 +610,7 @@ def run_doctor(preset: Preset, system: bool = True, *, env: Mapping[str, str] | 
         report.checks += run("host memory", "system", check_host_memory, preset)
         report.checks += run("disk", "system", check_disk, preset)
         report.checks.append(check_session(env))
+    report.checks += run("preset", "preset", check_preset, preset, env)
     report.checks += run("model", "model", check_model_root, preset, env)
     try:
         report.components = resolve_components(preset, env)

@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import replace
 
 from hvtui.core import exitcodes
 from hvtui.core.events import Event
@@ -189,8 +190,7 @@ def quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
-def run_headless(preset_path: str, resume: str | None = None, allow_changed: bool = False,
-                 backend=None, dist=None) -> int:
+def run_headless(preset_path: str, options: RunOptions | None = None, backend=None, dist=None) -> int:
     """`dist` (launch.DistEnv): this process is one worker of a data-parallel run. Only rank 0 reads the
     control files, writes events.jsonl and prints progress; the other ranks print only their own errors."""
     quiet_libraries()
@@ -201,8 +201,8 @@ def run_headless(preset_path: str, resume: str | None = None, allow_changed: boo
             print(f"error: {e}", file=sys.stderr)
         return exitcodes.INVALID
     main = dist is None or dist.is_main
-    session = Session(preset, backend=backend, options=RunOptions(resume=resume, allow_changed=allow_changed,
-                                                                  file_control=main, write_events=main))
+    options = replace(options or RunOptions(), file_control=main, write_events=main)
+    session = Session(preset, backend=backend, options=options)
     view = ConsoleView()
     console = Console(view)
     session.bus.add_sink(view)

@@ -128,11 +128,13 @@ class PresetDocument:
 
     # --- results
     def diff(self) -> str:
-        """Unified diff of the edited text against the file as it was read (empty when unchanged)."""
+        """Unified diff of the edited text against the file as it was read (empty when unchanged). Both headers
+        name the file as given (no git-style a/ b/ prefix, which doubled the slash of an absolute path):
+        `--- PATH (saved)` and `+++ PATH (edited)`."""
         name = str(self.path)
         return "".join(difflib.unified_diff(self.original.splitlines(keepends=True),
                                             self.text.splitlines(keepends=True),
-                                            fromfile=f"a/{name}", tofile=f"b/{name}"))
+                                            fromfile=f"{name} (saved)", tofile=f"{name} (edited)"))
 
     def to_preset(self) -> Preset:
         return preset_from_dict(self.doc.unwrap(), source=self.path.resolve())

@@ -23,8 +23,14 @@ from hvtui.core.preset import Preset
 class RunOptions:
     resume: str | None = None         # None | "auto" | a checkpoint path
     allow_changed: bool = False       # resume even if batch size / buckets / LR differ
+    fresh: bool = False               # start over where OUTPUT_DIR holds an earlier run (it is moved aside)
     file_control: bool = True         # read OUTPUT_DIR/control/ between steps (for `--attach`)
     write_events: bool = True         # append OUTPUT_DIR/events.jsonl
+
+    def cli_flags(self) -> list[str]:
+        """The `hvtui --run` flags that ask for this (a launched run's command line)."""
+        flags = ["--resume", str(self.resume)] if self.resume else []
+        return flags + ["--allow-changed"] * self.allow_changed + ["--fresh"] * self.fresh
 
 
 Backend = Callable[[Preset, Bus, Control, RunOptions], int]

@@ -3,7 +3,8 @@
 SimpleTuner's config.json is flat: keys may carry the CLI's leading `--`, and values are often strings
 ("true", "1e-4"). Every key that names a preset field is kept (its value coerced to the field's type);
 every other key is dropped and listed, so nothing disappears silently. Datasets are inlined as
-[[datasets]] tables.
+[[datasets]] tables. A video or image dataset's cache_dir_vae (where SimpleTuner caches its latents) becomes
+hvtui's cache_dir, and wins over a cache_dir given too (a note says so).
 
 Paths: SimpleTuner resolves relative paths against the folder it runs in (its checkout, where config/
 lives). The converter finds that folder as the first of: the current directory, the config's
@@ -30,6 +31,8 @@ from hvtui.core.validate import (
 
 # SimpleTuner names that mean an hvtui key.
 ALIASES = {"data_backend_config": "dataset_backend_config"}
+# ... and in a video or image dataset: SimpleTuner keeps their latents in cache_dir_vae (hvtui: cache_dir).
+LATENT_ALIASES = {**ALIASES, "cache_dir_vae": "cache_dir"}
 # Why some common SimpleTuner keys are dropped (the rest get a generic reason).
 DROP_REASONS = {
     "num_train_epochs": "hvtui counts max_train_steps only",
@@ -38,6 +41,7 @@ DROP_REASONS = {
     "push_to_hub": "hvtui does not upload", "hub_model_id": "hvtui does not upload",
     "lora_type": "hvtui trains standard LoRA",
     "aspect_bucket_rounding": "hvtui buckets to multiples of 16",
+    "cache_dir_vae": "the latent cache of a video or image dataset; this dataset has no latents",
 }
 TOP_PATHS = ("output_dir", "text_encoder_path", "vision_encoder_path")
 DATASET_PATHS = ("instance_data_dir", "cache_dir", "metadata_file")
@@ -101,11 +105,11 @@ class _Converter:
             return value
         return os.path.relpath((self.root / p).resolve(), self.out_dir.resolve())
 
-    def table(self, cls, raw: dict, prefix: str, skip=()) -> dict:
+    def table(self, cls, raw: dict, prefix: str, skip=(), aliases=ALIASES) -> dict:
         specs = field_specs(cls)
         out: dict = {}
         for key, value in raw.items():
-            name = ALIASES.get(key.lstrip("-"), key.lstrip("-"))
+            name = aliases.get(key.lstrip("-"), key.lstrip("-"))
             shown = f"{prefix}{key}"
             if name in skip:
                 continue
@@ -181,7 +185,21 @@ class _Converter:
             else:
                 self.notes.append(f"{prefix}resolution_type: hvtui reads resolution {raw.get('resolution')} as the "
                                   "short side of a 16:9 bucket (480 -> 848x480); check `hvtui buckets`")
-        out = self.table(DatasetSpec, raw, prefix, skip=skip + ["video"])
+        aliases = ALIASES
+        if dtype in ("video", "image"):
+            aliases = LATENT_ALIASES
+            vae, plain = raw.get("cache_dir_vae"), raw.get("cache_dir")
+            if "cache_dir_vae" in raw and "cache_dir" in raw:
+                if isinstance(vae, str) and vae.strip():
+                    # both set: cache_dir_vae is the one that holds this dataset's latents
+                    raw = {k: v for k, v in raw.items() if k != "cache_dir"}
+                    if plain != vae:
+                        self.notes.append(f"{prefix}cache_dir: {json.dumps(plain)} replaced by cache_dir_vae "
+                                          f"{json.dumps(vae)} (SimpleTuner's latent cache; hvtui's cache_dir)")
+                else:
+                    raw = {k: v for k, v in raw.items() if k != "cache_dir_vae"}
+                    self.dropped.append(f"{prefix}cache_dir_vae: empty ({json.dumps(vae)}); cache_dir is used")
+        out = self.table(DatasetSpec, raw, prefix, skip=skip + ["video"], aliases=aliases)
         out.setdefault("dataset_type", dtype)  # SimpleTuner's default is image; hvtui's is video
         for key in DATASET_PATHS:
             if key in out:

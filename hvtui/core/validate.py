@@ -464,6 +464,34 @@ def _check_frames(c: _Checker, path: tuple, n: int) -> bool:
     return False
 
 
+def folder_problem(folder: Path) -> str | None:
+    """Why a folder the run writes into cannot be used (it, or the nearest part of it that exists, is a file or
+    not writable), or None. Nothing is created."""
+    if folder.exists():
+        if not folder.is_dir():
+            return f"{folder} is a file, not a folder"
+        return None if os.access(folder, os.W_OK) else f"{folder} is not writable"
+    parent = next((a for a in folder.parents if a.exists()), None)
+    if parent is None:
+        return None
+    if not parent.is_dir():
+        return f"{folder} cannot be created: {parent} is a file"
+    return None if os.access(parent, os.W_OK) else f"{folder} cannot be created: {parent} is not writable"
+
+
+def _check_writable_folders(c: _Checker, p: Preset) -> None:
+    """output_dir and the cache folders: found unusable here, not after the model has loaded."""
+    places = [(("output_dir",), p.output_dir)]
+    places += [(("datasets", k, "cache_dir"), d.cache_dir) for k, d in enumerate(p.datasets)
+               if isinstance(d.cache_dir, str) and d.cache_dir.strip()]
+    for path, value in places:
+        if not c.good(path) or not isinstance(value, str) or not value.strip():
+            continue
+        problem = folder_problem(p.resolve_path(value))
+        if problem:
+            c.error(path, problem, f"set {path[-1]} to a folder you can write to")
+
+
 def _check_datasets(c: _Checker, p: Preset) -> None:
     tiny = p.pretrained_model_name_or_path == BUILTIN_TINY
     seen: dict[str, int] = {}
@@ -674,6 +702,7 @@ def _run_checks(c: _Checker, p: Preset, env) -> None:
     _check_memory(c, p)
     _check_validation(c, p)
     _check_datasets(c, p)
+    _check_writable_folders(c, p)
 
 
 def validate_file(path: str | Path, env: dict | None = None) -> Validation:
@@ -747,6 +776,17 @@ def validate_preset(preset: Preset, env: dict | None = None) -> list[Problem]:
         c.bad.add(("dataset_backend_config",))
     _run_checks(c, preset, env)
     return _in_file_order(c.problems, shown)
+
+
+def validate_for_run(preset: Preset, env: dict | None = None) -> list[Problem]:
+    """What `--run` and the doctor check. A preset loaded from a file is checked as that file (unknown keys,
+    which loading drops, are errors there), unless it was changed since (the TUI's form): then as it is."""
+    source = preset.source
+    if source is not None and Path(source).is_file():
+        on_disk = validate_file(source, env)
+        if on_disk.preset == preset:
+            return on_disk.problems
+    return validate_preset(preset, env)
 
 
 def _in_file_order(problems: list[Problem], main_file: str) -> list[Problem]:

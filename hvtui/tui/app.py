@@ -392,11 +392,12 @@ class HvtuiApp(App):
             return
 
         def answered(choice) -> None:
-            if choice is not None:
-                self._launch(preset, RunOptions(resume=choice))
+            if choice is not None:   # "": start over (the earlier run is moved aside, not deleted)
+                self._launch(preset, RunOptions(resume=choice or None, fresh=not choice))
         self.push_screen(ChoiceScreen(
             "Resume?", f"{newest} holds a complete checkpoint of this preset's output_dir.",
-            [("r", "Resume from it", str(newest)), ("f", "Start fresh", ""), ("n", "Cancel", None)]), answered)
+            [("r", "Resume from it", str(newest)), ("f", "Start fresh (move the earlier run to previous-TIME/)", ""),
+             ("n", "Cancel", None)]), answered)
 
     def _launch(self, preset, options: RunOptions) -> None:
         options.resume = options.resume or None

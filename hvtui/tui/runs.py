@@ -106,12 +106,8 @@ class LaunchedRun(AttachedRun):
     def command(self) -> list[str]:
         import sys
 
-        cmd = [sys.executable, "-m", "hvtui", "--run", str(self.preset.source), "--gpus", str(self.gpus)]
-        if self.options.resume:
-            cmd += ["--resume", str(self.options.resume)]
-        if self.options.allow_changed:
-            cmd.append("--allow-changed")
-        return cmd
+        return [sys.executable, "-m", "hvtui", "--run", str(self.preset.source), "--gpus", str(self.gpus),
+                *self.options.cli_flags()]
 
     def start(self) -> None:
         import subprocess

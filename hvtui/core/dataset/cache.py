@@ -18,7 +18,7 @@ import os
 import tempfile
 from pathlib import Path
 
-CACHE_VERSION = 2          # bump when probe.py starts answering differently (old results are then reread)
+CACHE_VERSION = 3          # bump when probe.py or caption reading starts answering differently (old results are reread)
 
 
 def cache_path(root: Path, cache_dir: Path | None, kind: str = "video") -> Path:

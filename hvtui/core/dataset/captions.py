@@ -10,12 +10,14 @@
   absolute) and a caption column (caption | captions | text | prompt; a JSON list gives several captions).
   Clips not listed are discarded with that reason; rows naming missing files are warned about.
 
-Text is read as UTF-8 (a BOM is dropped). Bytes that are not UTF-8 are replaced with U+FFFD and the file gets
+Text is read as UTF-8, unless a byte order mark says otherwise: a UTF-8, UTF-16 (LE/BE) or UTF-32 (LE/BE) BOM
+picks that encoding and is dropped. Bytes that do not decode are replaced with U+FFFD and the file gets
 a warning; a caption longer than MAX_CAPTION_CHARS is truncated with a warning (the text encoder reads at most
 about 1,000 tokens), and only the first MAX_CAPTION_BYTES of a caption file are read.
 """
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -40,13 +42,33 @@ def _at(what: str | None) -> str:
     return f"{what}: " if what else ""
 
 
-def decode_text(raw: bytes, what: str | None = None) -> tuple[str, list[str]]:
+# Byte order marks, longest first (a UTF-32 LE BOM starts with the UTF-16 LE one).
+BOMS = ((codecs.BOM_UTF32_LE, "utf-32-le", "UTF-32"), (codecs.BOM_UTF32_BE, "utf-32-be", "UTF-32"),
+        (codecs.BOM_UTF8, "utf-8", "UTF-8"),
+        (codecs.BOM_UTF16_LE, "utf-16-le", "UTF-16"), (codecs.BOM_UTF16_BE, "utf-16-be", "UTF-16"))
+
+
+def _decode(raw: bytes, encoding: str, errors: str, final: bool) -> str:
+    # final=False: an incomplete sequence at the end (the file was cut at a byte limit) is dropped, not an error.
+    return codecs.getincrementaldecoder(encoding)(errors).decode(raw, final=final)
+
+
+def decode_text(raw: bytes, what: str | None = None, truncated: bool = False) -> tuple[str, list[str]]:
+    """Text of a caption/metadata file: UTF-8 unless a BOM names UTF-16 or UTF-32 (the BOM is dropped).
+    `truncated`: `raw` is the start of a longer file, so a character cut at its end is dropped silently."""
+    encoding, label, skip = "utf-8", "UTF-8", 0
+    for bom, enc, name in BOMS:
+        if raw.startswith(bom):
+            encoding, label, skip = enc, name, len(bom)
+            break
+    body = raw[skip:]
     warnings = []
     try:
-        text = raw.decode("utf-8-sig")
+        text = _decode(body, encoding, "strict", final=not truncated)
     except UnicodeDecodeError as e:
-        text = raw.decode("utf-8-sig", errors="replace")
-        warnings.append(f"{_at(what)}not UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}); undecodable "
+        text = _decode(body, encoding, "replace", final=not truncated)
+        offset = skip + e.start
+        warnings.append(f"{_at(what)}not {label} (byte 0x{raw[offset]:02x} at offset {offset}); undecodable "
                         f"bytes were replaced with U+FFFD: save it as UTF-8")
     return text, warnings
 
@@ -75,11 +97,12 @@ def read_caption_file(path: Path, size: int | None = None) -> CaptionResult:
     except OSError as e:
         return CaptionResult(problem=f"caption file {path.name} cannot be read: {e.strerror}")
     warnings = []
-    if len(raw) > MAX_CAPTION_BYTES:
+    truncated = len(raw) > MAX_CAPTION_BYTES
+    if truncated:
         total = size if size is not None else path.stat().st_size
         warnings.append(f"{total:,} bytes; only the first {MAX_CAPTION_BYTES // 1024} KiB were read")
         raw = raw[:MAX_CAPTION_BYTES]
-    text, w = decode_text(raw)
+    text, w = decode_text(raw, truncated=truncated)
     warnings += w
     caps, w = clean_captions(text.splitlines())
     warnings += w

@@ -95,6 +95,24 @@ def list_complete(output_dir: Path) -> list[CheckpointInfo]:
     return sorted(out, key=lambda c: c.step)
 
 
+def set_aside(output_dir: Path, names: tuple[str, ...]) -> Path:
+    """Move an earlier run's checkpoints and `names` (its LoRA files, samples) out of the way of a new run in
+    the same output_dir, into OUTPUT_DIR/previous-TIME/ (nothing is deleted); returns that folder."""
+    import time
+
+    output_dir = Path(output_dir)
+    dest = output_dir / time.strftime("previous-%Y%m%d-%H%M%S")
+    n = 1
+    while dest.exists():
+        dest = output_dir / f"{dest.name.split('.')[0]}.{n}"
+        n += 1
+    dest.mkdir()
+    for name in (DIRNAME, *names):
+        if (output_dir / name).exists():
+            os.replace(output_dir / name, dest / name)
+    return dest
+
+
 def find_newest(output_dir: Path) -> CheckpointInfo | None:
     done = list_complete(output_dir)
     return done[-1] if done else None
@@ -282,18 +300,40 @@ def save(output_dir: Path, step: int, *, write_lora: Callable[[Path], object], o
 
 def load_states(info: CheckpointInfo, optimizer, scheduler, rank: int = 0) -> None:
     """Optimizer, scheduler and this rank's RNG from a checkpoint (the LoRA is loaded by the caller)."""
+    rng = info.path / rng_file(rank)
+    if not rng.is_file():
+        rng = info.path / rng_file(0)
+    opt, sch, rng_state = (read_torch_file(f) for f in (info.path / "optimizer.pt", info.path / "scheduler.pt", rng))
+    try:
+        optimizer.load_state_dict(opt)
+        scheduler.load_state_dict(sch)
+        restore_rng(rng_state)
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{info.path}: its training state does not fit this run ({type(e).__name__}: "
+                              f"{_first_line(e)}); the checkpoint may come from another run or version") from None
+
+
+def read_torch_file(path: Path):
+    """A checkpoint's torch file, or a CheckpointError naming it (missing, or damaged: truncated, overwritten)."""
+    import pickle
+
     import torch
 
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: the checkpoint is damaged")
     try:
-        optimizer.load_state_dict(torch.load(info.path / "optimizer.pt", map_location="cpu", weights_only=True))
-        scheduler.load_state_dict(torch.load(info.path / "scheduler.pt", weights_only=True))
-        rng = info.path / rng_file(rank)
-        if not rng.is_file():
-            rng = info.path / rng_file(0)
-        restore_rng(torch.load(rng, weights_only=True))
-    except (OSError, RuntimeError, ValueError, KeyError) as e:
-        raise CheckpointError(f"{info.path}: cannot load the training state ({type(e).__name__}: {e}); "
-                              "the checkpoint may come from another run or version") from None
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:   # torch's text here advises loading unsafely: not for a damaged file
+        raise CheckpointError(f"{path} cannot be read (not a torch checkpoint file): the checkpoint is damaged") from None
+    except (OSError, RuntimeError, ValueError, EOFError) as e:
+        raise CheckpointError(f"{path} cannot be read ({type(e).__name__}: {_first_line(e)}): the checkpoint is "
+                              "damaged") from None
+
+
+def _first_line(e: Exception) -> str:
+    """An exception's first line: torch.load's long advice (to load unsafely) is not for users here."""
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else type(e).__name__
 
 
 # --- what a run means ----------------------------------------------------------------------------------

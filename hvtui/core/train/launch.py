@@ -78,20 +78,16 @@ def gpus_problem(n: int, available: int) -> str | None:
     return None
 
 
-def worker_args(preset_path: str, resume: str | None, allow_changed: bool) -> list[str]:
+def worker_args(preset_path: str, options) -> list[str]:
+    """`options`: session.RunOptions (its resume / allow-changed / fresh flags go to every worker)."""
     # "--": torchrun's parser would read hvtui's --run as an abbreviation of its own --run-path
-    args = ["-m", "hvtui", "--", "--run", str(preset_path)]
-    if resume:
-        args += ["--resume", str(resume)]
-    if allow_changed:
-        args.append("--allow-changed")
-    return args
+    return ["-m", "hvtui", "--", "--run", str(preset_path), *options.cli_flags()]
 
 
-def torchrun_command(n: int, preset_path: str, resume: str | None = None, allow_changed: bool = False) -> list[str]:
+def torchrun_command(n: int, preset_path: str, options) -> list[str]:
     """torchrun (through hvtui.core.train.torchrun: the same, with a short error report)."""
     return [sys.executable, "-m", "hvtui.core.train.torchrun", "--standalone", f"--nproc_per_node={n}",
-            *worker_args(preset_path, resume, allow_changed)]
+            *worker_args(preset_path, options)]
 
 
 def launch_env(n: int, env=os.environ) -> dict[str, str]:
@@ -150,8 +146,7 @@ def finished_code(events_path: Path, offset: int) -> int | None:
     return code
 
 
-def launch(preset_path: str, n: int, resume: str | None = None, allow_changed: bool = False,
-           out=sys.stdout, err=sys.stderr) -> int:
+def launch(preset_path: str, n: int, options, out=sys.stdout, err=sys.stderr) -> int:
     """`hvtui --run PRESET --gpus N` with N > 1: checks, torchrun, signal forwarding; the run's exit code."""
     from hvtui.core.preset import PresetError, load_preset
     from hvtui.core.runlog import FILENAME
@@ -179,7 +174,7 @@ def launch(preset_path: str, n: int, resume: str | None = None, allow_changed: b
         print(f"error: {problem}", file=err)
         return exitcodes.INVALID
     where = f"{n} GPUs" if available else f"{n} CPU processes (no CUDA GPU: gloo backend)"
-    cmd = torchrun_command(n, preset_path, resume, allow_changed)
+    cmd = torchrun_command(n, preset_path, options)
     print(f"hvtui: data-parallel on {where} through torchrun: torchrun {' '.join(cmd[3:])}", file=out, flush=True)
 
     events_path = preset.resolve_path(preset.output_dir) / FILENAME

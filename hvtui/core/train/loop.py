@@ -55,6 +55,7 @@ MAX_OVERFLOW_IN_A_ROW = 30   # fp16 loss scaling starts high and halves on each 
 EMA_BETA = 0.9
 OOM_ADVICE = ("set enable_group_offload = true, lower the bucket size (resolution / num_frames), or keep "
               "gradient_checkpointing = true")
+DAMAGED_CHECKPOINT_HINT = "resume from another checkpoint with --resume PATH (ls OUTPUT_DIR/checkpoints), or delete this one"
 DIST_TIMEOUT_S = 7200    # a collective may wait this long: rank 0 validating, the slowest rank caching
 PAUSE_POLL_S = 0.25      # data-parallel pause: how often the processes agree whether to go on
 SUPPORTED_DISTRIBUTED = ("NO", "MULTI_GPU", "MULTI_CPU")   # accelerate's DistributedType values hvtui runs under
@@ -187,6 +188,7 @@ class Trainer:
         self.step = 0
         self.last_saved_step = -1
         self.last_validated_step = -1
+        self.resumed_step = -1
         self.ema = None
         self.ema_n = 0
         self.dist = dist_env()        # rank / world size from torchrun or accelerate launch (1 process else)
@@ -230,8 +232,10 @@ class Trainer:
             self.publish(Event("error", {"message": a.message, "hint": a.hint}), local=not a.everywhere)
         except Exception as e:   # a bug or an unexpected library error: report it, keep what was trained
             code, status, clean = exitcodes.UNEXPECTED, "failed", False
+            where = (f"traceback in {self.out / 'events.jsonl'}" if self.writer is not None
+                     else "please report it with the preset")   # no events.jsonl was opened yet
             self.publish(Event("error", {"message": f"{type(e).__name__}: {e}",
-                                         "hint": "unexpected error (likely a bug in hvtui); traceback in events.jsonl",
+                                         "hint": f"unexpected error (likely a bug in hvtui); {where}",
                                          "traceback": traceback.format_exc()}), local=True)
             if getattr(self, "optimizer", None) is not None:
                 self._save_on_failure(agreed=False)
@@ -347,9 +351,9 @@ class Trainer:
         self._final_save()
 
     def _validate(self) -> None:
-        from hvtui.core.validate import validate_preset
+        from hvtui.core.validate import validate_for_run
 
-        problems = validate_preset(self.preset)
+        problems = validate_for_run(self.preset)
         errors = [q for q in problems if q.is_error]
         for q in problems:
             if not q.is_error:
@@ -402,6 +406,8 @@ class Trainer:
             raise Abort(exitcodes.INVALID, str(e), "pass --resume auto or the path of a complete checkpoint")
         if spec == "auto" and info is None:
             self.log("--resume auto: no complete checkpoint in " + str(ckpt.root(self.out)) + "; starting fresh")
+        if info is None and not spec:
+            self._make_room_for_a_new_run()
         if info is None:
             return None
         num_processes = self.dist.world_size
@@ -429,6 +435,24 @@ class Trainer:
         for line in changed:
             self.log(f"resume with a changed setting (--allow-changed): {line}", "warning")
         return info
+
+    def _make_room_for_a_new_run(self) -> None:
+        """A new run in an output_dir that holds an earlier one would prune the earlier checkpoints by step
+        number (or its own), and a later --resume auto could pick the wrong run: refuse, or with --fresh move
+        the earlier run aside."""
+        earlier = ckpt.find_newest(self.out)
+        if earlier is None:
+            return
+        if not self.options.fresh:
+            raise Abort(exitcodes.INVALID, f"{self.out} holds an earlier run (checkpoints up to step {earlier.step}); "
+                        "a new run there would mix with it",
+                        "continue it with --resume auto; or start over with --fresh (its checkpoints, LoRA and "
+                        "samples move to OUTPUT_DIR/previous-TIME/, nothing is deleted); or set another output_dir")
+        if self.is_main:   # the other processes only read the folder after the first collective
+            from hvtui.core.train.lora import COMFY_FILE, LORA_FILE
+
+            moved = ckpt.set_aside(self.out, (LORA_FILE, COMFY_FILE, "samples"))
+            self.log(f"--fresh: the earlier run in {self.out} (step {earlier.step}) moved to {moved}")
 
     def _check_shared_folders(self) -> None:
         from hvtui.core.train.cache import cache_dirs
@@ -547,8 +571,11 @@ class Trainer:
         from hvtui.core.train.lora import LORA_FILE, load_lora_file
 
         self.phase("loading", f"resuming from {info.path.name}")
+        from safetensors import SafetensorError
+
+        exact = info.path / ckpt.LORA_STATE_FILE
+        lora_file = exact if exact.is_file() else info.path / LORA_FILE
         try:
-            exact = info.path / ckpt.LORA_STATE_FILE
             if exact.is_file():   # the PEFT tensors as trained: resuming repeats the run bit for bit
                 from safetensors.torch import load_file
 
@@ -556,16 +583,19 @@ class Trainer:
 
                 set_lora_state_dict(self.model, load_file(str(exact)))
             else:   # an older checkpoint: the user file has alpha/rank folded into lora_B; undo that
-                load_lora_file(self.model, info.path / LORA_FILE)
+                load_lora_file(self.model, lora_file)
+        except (SafetensorError, OSError) as e:
+            raise Abort(exitcodes.INVALID, f"{lora_file} cannot be read ({type(e).__name__}: {e}): the checkpoint "
+                        "is damaged", DAMAGED_CHECKPOINT_HINT)
         except (KeyError, RuntimeError) as e:
             raise Abort(exitcodes.RESUME_MISMATCH, f"{info.path}: the LoRA does not fit this run ({e})",
                         "resume with the LoRA settings the checkpoint was trained with")
         try:
             ckpt.load_states(info, self.optimizer, self.scheduler, rank=self.accelerator.process_index)
         except ckpt.CheckpointError as e:
-            raise Abort(exitcodes.TRAINING_FAILED, str(e), "pick another checkpoint with --resume PATH")
+            raise Abort(exitcodes.INVALID, str(e), DAMAGED_CHECKPOINT_HINT)
         st = info.state
-        self.step = int(st["step"])
+        self.step = self.resumed_step = int(st["step"])
         self.last_saved_step = self.step
         self.ema, self.ema_n = st.get("loss_ema"), int(st.get("loss_ema_n", 0))
         for w in self.sampler.load_state_dict(st.get("data", {})):
@@ -576,7 +606,7 @@ class Trainer:
     # ------------------------------------------------------------------ training
     def _train_loop(self, cache) -> None:
         p, acc = self.preset, self.accelerator
-        self.phase("training", f"{p.max_train_steps - self.step} steps to go")
+        self.phase("training", f"steps {self.step + 1} to {p.max_train_steps}")   # stays true as steps pass
         times: list[float] = []
         nonfinite_run: list[str] = []   # sample ids of consecutive non-finite steps
         nonfinite_streak = oom_run = overflow_run = 0
@@ -836,8 +866,15 @@ class Trainer:
 
     def _final_save(self) -> None:
         """LoRA first (the thing people want; rank 0), then the full state (every process)."""
+        from hvtui.core.train.lora import LORA_FILE
+
         if self.step == 0:
             self.log("stopped before the first step: nothing to save")
+            return
+        if self.step == self.resumed_step and (self.out / LORA_FILE).is_file():
+            self.log(f"nothing trained since the checkpoint of step {self.step}"
+                     + (f" (max_train_steps = {self.preset.max_train_steps}: raise it to train longer)"
+                        if self.step >= self.preset.max_train_steps else "") + "; its LoRA is in place")
             return
         if self.is_main:
             self.phase("saving", "final LoRA")
