@@ -149,7 +149,7 @@ def test_resume_question_when_a_checkpoint_exists(tmp_path):
     seen = []
 
     def backend(preset, bus, control, options):
-        seen.append(options.resume)
+        seen.append((options.resume, options.fresh))
         bus.publish(Event("finished", {"status": "completed", "exit_code": 0}))
         return 0
 
@@ -160,10 +160,10 @@ def test_resume_question_when_a_checkpoint_exists(tmp_path):
             await pilot.press("s")
             assert isinstance(app.screen, ChoiceScreen) and "checkpoint-000010" in app.screen.message
             await pilot.press("r")
-            assert await wait_for(pilot, lambda: seen == [str(ckpt)])
+            assert await wait_for(pilot, lambda: seen == [(str(ckpt), False)])
             assert await wait_for(pilot, lambda: app.train_state.state == "finished")
-            await pilot.press("s", "f")                      # start fresh this time
-            assert await wait_for(pilot, lambda: seen == [str(ckpt), None])
+            await pilot.press("s", "f")     # start fresh this time: the trainer moves the earlier run aside
+            assert await wait_for(pilot, lambda: seen == [(str(ckpt), False), (None, True)])
     asyncio.run(go())
 
 
