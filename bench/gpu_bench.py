@@ -68,9 +68,10 @@ def flop(w, h, f, text=120):
 
 
 class NvmlPeak:
-    """Samples NVML used memory every 20 ms (what nvidia-smi shows, allocator + context + fragmentation)."""
+    """Samples NVML used memory every 20 ms (what nvidia-smi shows, allocator + context + fragmentation) of GPU
+    `index` (default: torch's current device; multigpu_bench passes each worker's local rank)."""
 
-    def __init__(self):
+    def __init__(self, index: int | None = None):
         self.peak = 0
         self._stop = threading.Event()
         self.h = None
@@ -78,7 +79,9 @@ class NvmlPeak:
             import pynvml
             pynvml.nvmlInit()
             self.nv = pynvml
-            self.h = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device() if CUDA else 0)
+            if index is None:
+                index = torch.cuda.current_device() if CUDA else 0
+            self.h = pynvml.nvmlDeviceGetHandleByIndex(index)
         except Exception:
             pass
 

@@ -26,7 +26,6 @@ import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -44,38 +43,6 @@ CAP_GIB = 79.0
 
 
 # ------------------------------------------------------------------------------------------------ worker
-class NvmlPeak:
-    """Peak NVML 'used' memory of one GPU, sampled in a thread (what nvidia-smi shows)."""
-
-    def __init__(self, index: int):
-        self.peak, self.h = 0, None
-        self._stop = threading.Event()
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            self.nv, self.h = pynvml, pynvml.nvmlDeviceGetHandleByIndex(index)
-        except Exception:
-            pass
-
-    def _used(self) -> int:
-        return self.nv.nvmlDeviceGetMemoryInfo(self.h).used if self.h is not None else 0
-
-    def __enter__(self):
-        self.peak = self._used()
-        self.t = threading.Thread(target=self._run, daemon=True)
-        self.t.start()
-        return self
-
-    def _run(self):
-        while not self._stop.wait(0.02):
-            self.peak = max(self.peak, self._used())
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self.t.join()
-
-
 class SyntheticCache:
     """CacheIndex.load's interface: a fixed random item per sample id (latents [32,T,h,w], 120 text tokens)."""
 
@@ -117,6 +84,7 @@ def worker() -> None:
     from hvtui.core.train import loop, lora, optim
     from hvtui.core.train.collectives import Collectives
     from hvtui.core.train.data import BucketBatchSampler, group_key
+    from gpu_bench import NvmlPeak   # this script's folder is on sys.path (run as a script, also by torchrun)
 
     cuda = torch.cuda.is_available() and not TINY
     preset = Preset(lora_rank=16, gradient_checkpointing=True, train_batch_size=1, gradient_accumulation_steps=1,

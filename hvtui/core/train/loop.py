@@ -576,7 +576,7 @@ class Trainer:
         exact = info.path / ckpt.LORA_STATE_FILE
         lora_file = exact if exact.is_file() else info.path / LORA_FILE
         try:
-            if exact.is_file():   # the PEFT tensors as trained: resuming repeats the run bit for bit
+            if lora_file is exact:   # the PEFT tensors as trained: resuming repeats the run bit for bit
                 from safetensors.torch import load_file
 
                 from hvtui.core.train.lora import set_lora_state_dict
