@@ -68,8 +68,10 @@ def test_mixed_dataset_every_discard_reason(mixed_report):
     import re
 
     webm = next(str(d) for d in mixed_report.discarded["truncated"] if d.relpath == "cut.webm")
-    webm_frames = int(re.search(r"holds (\d+) frames$", webm).group(1))
+    m = re.search(r"cover (\d+\.\d\d) s \((\d+) frames\)$", webm)
+    webm_span, webm_frames = m.group(1), int(m.group(2))
     assert 0 < webm_frames < 20                 # half the file: about half of the 30 frames
+    assert float(webm_span) == pytest.approx(webm_frames / 12, abs=0.01)
     assert discard_lines(mixed_report) == {
         "too_short": ["short24.mp4: 8 frames after resampling 24->12 fps, needs >= 9 (num_frames)"],
         "single_frame": ["one.mp4: 1 frame: a still image, not a video (put stills in an image dataset)"],
@@ -84,8 +86,8 @@ def test_mixed_dataset_every_discard_reason(mixed_report):
         "truncated": ["cut.avi: AVI that FFmpeg cannot read: truncated or damaged?",
                       "cut.mp4: MP4/MOV whose header (moov) is missing or damaged: truncated or incomplete "
                       "download?",
-                      "cut.webm: truncated: the header says 2.50 s (30 frames at 12 fps) but the file holds "
-                      f"{webm_frames} frames",
+                      f"cut.webm: truncated: the header says 2.50 s but the frames in the file cover {webm_span} s "
+                      f"({webm_frames} frames)",
                       f"cutfast.mp4: truncated: 17 of 20 frames lie past the end of the file "
                       f"({mixed_report.discarded['truncated'][3].path.stat().st_size:,} bytes)"],
         "duplicate": ["link.mp4: a symlink to ok24.mp4, which is already included"],
