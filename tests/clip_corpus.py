@@ -220,11 +220,11 @@ def build_corpus(root: Path | str, small: bool = False) -> Corpus:
         add("utvideo.avi", "utvideo", pix_fmt="yuv420p")
     # --- display rotation (a phone's portrait video is landscape frames + a 90-degree display matrix)
     if hasattr(av.video.stream.VideoStream, "set_display_rotation"):
-        add("rot90.mp4", "libx264", coded=(96, 54), rotation=90)
-        add("rot180.mp4", "libx264", coded=(96, 54), rotation=180)
-        add("rot270.mov", "libx264", coded=(96, 54), rotation=270)
-        add("rot90.mkv", "libx264", coded=(96, 54), rotation=90)
-        add("rot90-hevc.mp4", "libx265", coded=(96, 54), rotation=90)
+        add("rot90.mp4", "libx264", coded=(128, 72), rotation=90)
+        add("rot180.mp4", "libx264", coded=(128, 72), rotation=180)
+        add("rot270.mov", "libx264", coded=(128, 72), rotation=270)
+        add("rot90.mkv", "libx264", coded=(128, 72), rotation=90)
+        add("rot90-hevc.mp4", "libx265", coded=(128, 72), rotation=90)
     else:
         corpus.skipped.append("rot*.mp4: this PyAV cannot write a display matrix (set_display_rotation)")
     # --- non-square pixels
@@ -261,10 +261,11 @@ def build_corpus(root: Path | str, small: bool = False) -> Corpus:
     corpus.clips.append(Clip("voice-memo.mp4", False, category="not_video", note="audio only"))
     (root / "zero-length.mp4").write_bytes(b"")
     corpus.clips.append(Clip("zero-length.mp4", False, category="empty_file"))
-    with av.open(str(root / "no-frames.mkv"), "w") as c:     # a video track with nothing in it
+    with av.open(str(root / "no-frames.mp4"), "w") as c:     # a video track with nothing in it
         s = c.add_stream("libx264", rate=24)
         s.width, s.height, s.pix_fmt = 96, 54, "yuv420p"
-    corpus.clips.append(Clip("no-frames.mkv", False, category="not_video", note="a video track with 0 frames"))
+        c.start_encoding()
+    corpus.clips.append(Clip("no-frames.mp4", False, category="not_video", note="a video track with 0 frames"))
     good = encode(root / "_cut.mp4", "libx264", (96, 54), n, options=_quiet("libx264"))
     (root / "truncated.mp4").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     good.unlink()

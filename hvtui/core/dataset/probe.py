@@ -285,6 +285,8 @@ def _probe_container(container, size: int, rotation: int | None) -> dict:
     s = pick_video_stream(container)
     if s is None:
         others = len(container.streams)
+        if not others:
+            return _fail("not_video", "no video stream (the file holds no streams with data)")
         return _fail("not_video", f"no video stream ({others} other stream{'s' if others != 1 else ''})")
     cc = s.codec_context
     if cc is None:
@@ -363,7 +365,8 @@ def _probe_container(container, size: int, rotation: int | None) -> dict:
         else:
             return _fail("bad_header", "the header has no frame rate")
     dw, dh = display_size(w, h, sar, rotation)
-    return {"ok": True, "width": dw, "height": dh, "coded": [w, h], "sar": str(sar), "rotation": rotation,
+    sar_text = "1" if sar == 1 else f"{sar.numerator}/{sar.denominator}"
+    return {"ok": True, "width": dw, "height": dh, "coded": [w, h], "sar": sar_text, "rotation": rotation,
             "frames": nb, "fps": f"{fps.numerator}/{fps.denominator}", "duration": duration, "count": count,
             "count_note": note, "codec": cc.name, "vfr": list(vfr) if vfr else None}
 
