@@ -115,7 +115,10 @@ def encode(path: Path, codec: str, coded: tuple[int, int], frames: int, fps: Fra
             s.codec_context.sample_aspect_ratio = Fraction(sar)
         if pts_ms is not None:
             s.codec_context.time_base = Fraction(1, 1000)
-        if rotation:
+        patch = bool(rotation) and not hasattr(s, "set_display_rotation")      # PyAV < 16
+        if patch and path.suffix not in (".mp4", ".mov"):
+            raise ValueError(f"PyAV {av.__version__} cannot write a display rotation into {path.suffix}")
+        if rotation and not patch:
             s.set_display_rotation(rotation)
         for i in range(frames):
             f = av.VideoFrame.from_ndarray(stored_frame(i, display, coded, rotation), format="rgb24")
@@ -135,6 +138,10 @@ def encode(path: Path, codec: str, coded: tuple[int, int], frames: int, fps: Fra
                     c.mux(p)
             for p in a.encode():
                 c.mux(p)
+    if rotation and patch:
+        from hvtui.core.synth import set_mp4_rotation
+
+        set_mp4_rotation(path, rotation)
     return path
 
 
@@ -219,14 +226,11 @@ def build_corpus(root: Path | str, small: bool = False) -> Corpus:
         add("gif-anim.gif", "gif", coded=(64, 48), pix_fmt="rgb8", fps=10)
         add("utvideo.avi", "utvideo", pix_fmt="yuv420p")
     # --- display rotation (a phone's portrait video is landscape frames + a 90-degree display matrix)
-    if hasattr(av.video.stream.VideoStream, "set_display_rotation"):
-        add("rot90.mp4", "libx264", coded=(128, 72), rotation=90)
-        add("rot180.mp4", "libx264", coded=(128, 72), rotation=180)
-        add("rot270.mov", "libx264", coded=(128, 72), rotation=270)
-        add("rot90.mkv", "libx264", coded=(128, 72), rotation=90)
-        add("rot90-hevc.mp4", "libx265", coded=(128, 72), rotation=90)
-    else:
-        corpus.skipped.append("rot*.mp4: this PyAV cannot write a display matrix (set_display_rotation)")
+    add("rot90.mp4", "libx264", coded=(128, 72), rotation=90)
+    add("rot180.mp4", "libx264", coded=(128, 72), rotation=180)
+    add("rot270.mov", "libx264", coded=(128, 72), rotation=270)
+    add("rot90.mkv", "libx264", coded=(128, 72), rotation=90)          # Matroska: PyAV 16+ writes it
+    add("rot90-hevc.mp4", "libx265", coded=(128, 72), rotation=90)
     # --- non-square pixels
     add("anamorphic-2to1.mp4", "libx264", coded=(640, 360), sar=Fraction(2, 1), frames=n)    # shown 1280x360
     add("pal-16to11.ts", "mpeg2video", coded=(704, 576), sar=Fraction(16, 11), fmt="mpegts", fps=25)  # 1024x576

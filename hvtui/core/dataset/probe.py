@@ -127,6 +127,28 @@ def _rotation_from_matrix(a: int, b: int) -> int:
     return int(round(deg / 90.0)) * 90 % 360
 
 
+def bmff_overrun(f, file_size: int) -> tuple[str, int] | None:
+    """(box type, the end it declares) of a top-level MP4/MOV box that runs past the end of the file: the sign
+    of a download cut short whose index (moov) came first. Needs no index access from PyAV."""
+    off = 0
+    while off + 8 <= file_size:
+        f.seek(off)
+        hdr = f.read(16)
+        if len(hdr) < 8:
+            return None
+        size, typ = struct.unpack_from(">I4s", hdr)
+        if size == 1 and len(hdr) >= 16:
+            size = struct.unpack_from(">Q", hdr, 8)[0]
+        elif size == 0:
+            return None                      # "to the end of the file"
+        if size < 8:
+            return None
+        if off + size > file_size:
+            return typ.decode("latin-1"), off + size
+        off += size
+    return None
+
+
 def mp4_rotation(f, file_size: int) -> int:
     moov = _read_moov(f, file_size)
     if not moov:
@@ -200,13 +222,14 @@ def probe_video(path: str) -> dict:
         return _fail("unreadable", "cannot read: permission denied (fix: chmod a+r)", nocache=True)
     except OSError as e:
         return _fail("unreadable", f"cannot read: {e.strerror}", nocache=True)
-    rotation = None
+    rotation, overrun = None, None
     with f:
         head = f.read(512)
         is_bmff = len(head) >= 8 and head[4:8] in ISO_BMFF_TOP
         if is_bmff:
             try:
                 rotation = mp4_rotation(f, size)
+                overrun = bmff_overrun(f, size)
             except (OSError, struct.error):
                 rotation = 0
     import av
@@ -230,7 +253,7 @@ def probe_video(path: str) -> dict:
         return _fail("not_video", f"not a video FFmpeg can read ({e})")
     with container:
         try:
-            return _probe_container(container, size, rotation)
+            return _probe_container(container, size, rotation, overrun)
         except av.error.FFmpegError as e:
             return _fail("truncated", f"damaged: reading it failed ({ffmpeg_error(e)})")
 
@@ -279,7 +302,7 @@ def _timing(pts: list[int], time_base) -> tuple[float, tuple[float, float] | Non
     return float(span), vfr, avg
 
 
-def _probe_container(container, size: int, rotation: int | None) -> dict:
+def _probe_container(container, size: int, rotation: int | None, overrun: tuple[str, int] | None = None) -> dict:
     import av
 
     s = pick_video_stream(container)
@@ -313,6 +336,10 @@ def _probe_container(container, size: int, rotation: int | None) -> dict:
         if missing:
             return _fail("truncated", f"truncated: {missing} of {len(entries)} frames lie past the end of "
                                       f"the file ({size:,} bytes)")
+    elif overrun:
+        box, end = overrun
+        return _fail("truncated", f"truncated: its {box} box runs to byte {end:,} but the file ends at {size:,} "
+                                  "bytes (an incomplete download?)")
     count, note, vfr = "header", "", None
     base = _rate(s.base_rate)
     # the stream's average rate and its base (tbr) rate disagree: the frame rate may vary
