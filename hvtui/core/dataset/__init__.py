@@ -6,7 +6,7 @@
 Module map: scan.py (walk + orchestration), probe.py (headers), captions.py, frames.py (fps resampling and
 frame rules), buckets.py (bucket sizes), cache.py (metadata cache), model.py (report types), report.py (text
 rendering), read.py (decoding). Each module's docstring states its rules. Nothing heavy is imported here:
-PyAV, decord, numpy and Pillow load inside the functions that use them.
+PyAV, numpy and Pillow load inside the functions that use them.
 """
 from hvtui.core.dataset.model import (CATEGORIES, Bucket, DatasetReport, DatasetSummary, Discard, FileNote,
                                       Sample)
