@@ -26,6 +26,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from dataset_builders import encode_silence, write_audio_only
 from hvtui.core.synth import MARKER_BLOCK, MARKER_BITS, draw_marker
 
 BROKEN_FROM = 28          # the broken clip decodes up to here
@@ -131,13 +132,7 @@ def encode(path: Path, codec: str, coded: tuple[int, int], frames: int, fps: Fra
         for p in s.encode():
             c.mux(p)
         if audio_first:
-            for i in range(4):
-                af = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-                af.sample_rate, af.pts = 16000, i * 1024
-                for p in a.encode(af):
-                    c.mux(p)
-            for p in a.encode():
-                c.mux(p)
+            encode_silence(c, a, 4)
     if rotation and patch:
         from hvtui.core.synth import set_mp4_rotation
 
@@ -251,17 +246,7 @@ def build_corpus(root: Path | str, small: bool = False) -> Corpus:
         corpus.clips.append(Clip("broken-midway.mp4", True, (96, 54), fails_decode=True,
                                  note=f"{BROKEN_FRAMES} frames in the header, undecodable from {BROKEN_FROM}"))
     # --- files that are not usable videos
-    a = root / "voice-memo.mp4"
-    with av.open(str(a), "w") as c:
-        s = c.add_stream("aac", rate=16000)
-        s.layout = "mono"
-        for i in range(8):
-            f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            f.sample_rate, f.pts = 16000, i * 1024
-            for pkt in s.encode(f):
-                c.mux(pkt)
-        for pkt in s.encode():
-            c.mux(pkt)
+    write_audio_only(root / "voice-memo.mp4")
     corpus.clips.append(Clip("voice-memo.mp4", False, category="not_video", note="audio only"))
     (root / "zero-length.mp4").write_bytes(b"")
     corpus.clips.append(Clip("zero-length.mp4", False, category="empty_file"))

@@ -96,13 +96,15 @@ def _boxes(data: bytes, off: int, end: int):
         off += size
 
 
-def _read_moov(f, file_size: int) -> bytes | None:
+def _top_boxes(f, file_size: int):
+    """(offset, type, header length, size as declared) of each top-level box, read from the file; a size 0
+    box ("to the end of the file") is given the rest of the file."""
     off = 0
     while off + 8 <= file_size:
         f.seek(off)
         hdr = f.read(16)
         if len(hdr) < 8:
-            return None
+            return
         size, typ = struct.unpack_from(">I4s", hdr)
         hl = 8
         if size == 1 and len(hdr) >= 16:
@@ -110,13 +112,18 @@ def _read_moov(f, file_size: int) -> bytes | None:
         elif size == 0:
             size = file_size - off
         if size < hl:
-            return None
+            return
+        yield off, typ, hl, size
+        off += size
+
+
+def _read_moov(f, file_size: int) -> bytes | None:
+    for off, typ, hl, size in _top_boxes(f, file_size):
         if typ == b"moov":
             if size > 256 * 1024 * 1024:
                 return None
             f.seek(off + hl)
             return f.read(size - hl)
-        off += size
     return None
 
 
@@ -130,22 +137,9 @@ def _rotation_from_matrix(a: int, b: int) -> int:
 def bmff_overrun(f, file_size: int) -> tuple[str, int] | None:
     """(box type, the end it declares) of a top-level MP4/MOV box that runs past the end of the file: the sign
     of a download cut short whose index (moov) came first. Needs no index access from PyAV."""
-    off = 0
-    while off + 8 <= file_size:
-        f.seek(off)
-        hdr = f.read(16)
-        if len(hdr) < 8:
-            return None
-        size, typ = struct.unpack_from(">I4s", hdr)
-        if size == 1 and len(hdr) >= 16:
-            size = struct.unpack_from(">Q", hdr, 8)[0]
-        elif size == 0:
-            return None                      # "to the end of the file"
-        if size < 8:
-            return None
+    for off, typ, _, size in _top_boxes(f, file_size):
         if off + size > file_size:
             return typ.decode("latin-1"), off + size
-        off += size
     return None
 
 
