@@ -100,6 +100,8 @@ def decode_frames(path: Path, indices: list[int], rotation: int = 0, times: list
             need = f"{times[last]:.2f} s" if by_time else f"frame {last}"
             raise SampleReadError(f"{path}: decoding failed at frame {n} ({ffmpeg_error(e)}); the sample needs "
                                   f"{need}") from None
+    except ValueError as e:      # PyAV could not convert this file's pixel format to RGB
+        raise SampleReadError(f"{path}: its frames cannot be converted to RGB at frame {n} ({e})") from None
     except OSError as e:
         raise SampleReadError(f"{path}: cannot be read ({e.strerror or e})") from None
     if by_time and k <= last:
