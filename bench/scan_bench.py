@@ -2,6 +2,10 @@
 
     python bench/scan_bench.py                       # 1,000 clips first scan + 10,000 clips rescan
     python bench/scan_bench.py --first 2000 --rescan 0
+    python bench/scan_bench.py --first 0 --rescan 0 --real 1000   # the real-world-clip corpus, copied to 1,000
+
+`--real N`: the corpus of tests/clip_corpus.py (every codec and container this PyAV encodes, rotation, pixel
+aspect, variable frame rate, odd sizes, a broken stream, non-videos), its files copied round-robin to N files.
 
 Clips: DISTINCT small synthetic clips (PyAV, hvtui.core.synth: 64-128 px, 12-30 fps, 9-33 frames, mp4 and a
 few webm, each with a .txt caption) copied round-robin to N files, since writing 10,000 H.264 clips would
@@ -51,6 +55,25 @@ def make_dataset(root: Path, n: int) -> None:
     shutil.rmtree(src)
 
 
+def make_real_dataset(root: Path, n: int) -> tuple[int, int]:
+    """The real-world-clip corpus copied round-robin to n files: (distinct files, expected kept per copy set)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from clip_corpus import build_corpus
+
+    corpus = build_corpus(root / "_src")
+    protos = [corpus.root / c.name for c in corpus.clips if (corpus.root / c.name).is_file()
+              and not (corpus.root / c.name).is_symlink()]
+    clips = root / "clips"
+    for i in range(n):
+        proto = protos[i % len(protos)]
+        sub = clips / f"part{i // 1000:03d}"
+        sub.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(proto, sub / f"clip{i:06d}{proto.suffix}")
+        (sub / f"clip{i:06d}.txt").write_text(f"clip number {i}\n", encoding="utf-8")
+    shutil.rmtree(root / "_src")
+    return len(protos), sum(1 for c in corpus.clips if c.kept and (corpus.root / c.name).is_file())
+
+
 def preset_for(root: Path) -> Preset:
     spec = DatasetSpec(id="bench", instance_data_dir=str(root / "clips"), resolution=64,
                        cache_dir=str(root / "cache"), video=VideoSpec(num_frames=9))
@@ -86,10 +109,34 @@ def header_baseline(root: Path, n: int = 300) -> float:
     return len(files) / (time.perf_counter() - t)
 
 
-def run(n_first: int, n_rescan: int, keep: bool) -> list[str]:
+def run_real(base: Path, n: int) -> list[str]:
+    import av
+
+    root = base / "real"
+    kinds, _ = make_real_dataset(root, n)
+    preset = preset_for(root)
+    firsts = []
+    for _ in range(3):
+        t = time.perf_counter()
+        report = scan_preset(preset, use_cache=False)
+        firsts.append(time.perf_counter() - t)
+        assert report.datasets[0].probed + report.clips_discarded >= n - 1
+    t = time.perf_counter()
+    report = scan_preset(preset, use_cache=True)
+    again = time.perf_counter() - t
+    first = min(firsts)
+    return [f"| real-clip corpus ({kinds} kinds of file), {n:,} files, PyAV {av.__version__} | first scan "
+            f"{first:.2f} s (best of 3: {', '.join(f'{x:.2f}' for x in firsts)}) | {n / first:,.0f} files/s | "
+            f"{report.clips_kept:,} kept, {report.clips_discarded:,} discarded; rescan {again:.3f} s "
+            f"({n / again:,.0f} files/s) |"]
+
+
+def run(n_first: int, n_rescan: int, keep: bool, n_real: int = 0) -> list[str]:
     rows = []
     base = Path(tempfile.mkdtemp(prefix="hvtui-scan-bench-"))
     try:
+        if n_real:
+            rows += run_real(base, n_real)
         if n_first:
             root = base / "first"
             t = time.perf_counter()
@@ -146,14 +193,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--first", type=int, default=1000, help="clips for the first-scan run (0: skip)")
     ap.add_argument("--rescan", type=int, default=10000, help="clips for the rescan run (0: skip)")
+    ap.add_argument("--real", type=int, default=0, help="files for the real-world-clip corpus run (0: skip)")
     ap.add_argument("--keep", action="store_true", help="keep the generated clips")
     a = ap.parse_args()
     load0 = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    rows = run(a.first, a.rescan, a.keep)
+    rows = run(a.first, a.rescan, a.keep, a.real)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"machine: {platform.machine()} {cpus} CPU cores, {platform.python_implementation()} "
           f"{platform.python_version()}; date {datetime.date.today()}; command: python bench/scan_bench.py "
-          f"--first {a.first} --rescan {a.rescan}; load average before/after: {load0} / "
+          f"--first {a.first} --rescan {a.rescan} --real {a.real}; load average before/after: {load0} / "
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print("| run | time | rate | notes |")
     print("|---|---|---|---|")

@@ -6,6 +6,7 @@ Only argparse and the standard library load here; each branch imports what it ne
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from hvtui import __version__
@@ -13,7 +14,7 @@ from hvtui import __version__
 EPILOG = """exit codes: 0 ok, 1 unexpected error (a bug), 2 invalid preset, dataset or folder, an earlier run in
 output_dir (--resume auto or --fresh) or a damaged checkpoint, 3 doctor check failed, 4 training failed
 (repeated OOM / non-finite loss), 5 resume would change the run (--allow-changed) or cannot fit it,
-129/130/143 stopped by SIGHUP/SIGINT/SIGTERM after saving."""
+129/130/143 stopped by SIGHUP/SIGINT/SIGTERM after saving, 141 output pipe closed (`hvtui doctor P | head -1`)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +58,35 @@ def build_subparsers() -> argparse.ArgumentParser:
 SUBCOMMANDS = ("check", "buckets", "doctor", "import-simpletuner")
 
 
+CLOSED_PIPE = 141      # 128 + SIGPIPE: what a shell reports for a Unix tool whose reader went away
+
+
+def _closed_pipe() -> int:
+    """The reader of our output went away (`hvtui doctor P | head -1`): stop quietly, as Unix tools do. The
+    streams are pointed at /dev/null so that flushing them at exit raises nothing either."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                os.dup2(devnull, stream.fileno())
+            except (OSError, ValueError, AttributeError):
+                pass
+        os.close(devnull)
+    except OSError:
+        pass
+    return CLOSED_PIPE
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()     # a closed pipe shows here for output still in the buffer
+        return code
+    except BrokenPipeError:
+        return _closed_pipe()
+
+
+def _main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in SUBCOMMANDS:
         args = build_subparsers().parse_args(argv)

@@ -39,20 +39,25 @@ def write_faststart(path: Path, w=64, h=64, fps=24, frames=17) -> Path:
     return path
 
 
-def write_audio_only(path: Path) -> Path:
-    """An AAC-only .mp4 (a voice memo): no video stream."""
+def encode_silence(container, stream, n: int) -> None:
+    """n frames of silence into a mono 16 kHz audio stream (then flushed)."""
     import numpy as np
 
+    for i in range(n):
+        f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        f.sample_rate, f.pts = 16000, i * 1024
+        for pkt in stream.encode(f):
+            container.mux(pkt)
+    for pkt in stream.encode():
+        container.mux(pkt)
+
+
+def write_audio_only(path: Path) -> Path:
+    """An AAC-only .mp4 (a voice memo): no video stream."""
     with av.open(str(path), "w") as c:
         s = c.add_stream("aac", rate=16000)
         s.layout = "mono"
-        for i in range(8):
-            f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            f.sample_rate, f.pts = 16000, i * 1024
-            for pkt in s.encode(f):
-                c.mux(pkt)
-        for pkt in s.encode():
-            c.mux(pkt)
+        encode_silence(c, s, 8)
     return path
 
 

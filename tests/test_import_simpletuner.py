@@ -150,7 +150,10 @@ def test_unreadable_input_exits_2_without_traceback(tmp_path, capsys, case):
     assert err.startswith("error: ") and "Traceback" not in err
     assert not (tmp_path / "o.toml").exists()
     if case == "bad_json":
-        assert f"{cfg}:2: not valid JSON" in err
+        # where and why as the running Python's json parser says it (3.13 words it differently from 3.11)
+        with pytest.raises(json.JSONDecodeError) as parsed:
+            json.loads(cfg.read_text())
+        assert f"{cfg}:{parsed.value.lineno}: not valid JSON: {parsed.value.msg} (column {parsed.value.colno})" in err
     with pytest.raises(SimpleTunerInputError):
         convert(cfg, backend, tmp_path / "o.toml", cwd=tmp_path)
 
@@ -164,8 +167,13 @@ def test_top_level_resolution_is_the_datasets_default(tmp_path):
                                    {"id": "t", "dataset_type": "text_embeds", "default": True}]))
     result = convert(cfg, backend, tmp_path / "o.toml", cwd=tmp_path)
     data = tomllib.loads(result.text)
-    assert [d.get("resolution") for d in data["datasets"]] == [720, 480, None]
+    # no resolution_type: SimpleTuner's default pixel_area (R x R pixels), hvtui's matching side is R x 3/4
+    assert [d.get("resolution") for d in data["datasets"]] == [540, 360, None]
     assert result.dropped == []
+    assert ("datasets[0].resolution: 720 with resolution_type pixel_area (SimpleTuner's default) means 720x720 = "
+            "518,400 pixels per frame in SimpleTuner; hvtui's resolution is the short side of a 16:9 frame of that "
+            "area, so it becomes 540 (960x544 at 16:9, 720x720 square; hvtui would read 720 as 1280x720 at 16:9, "
+            "960x960 square, 1.78x the pixels)") in result.notes
 
 
 def test_cache_dir_vae_is_the_datasets_latent_cache(simpletuner, tmp_path, capsys, monkeypatch):
@@ -200,3 +208,156 @@ def test_cache_dir_vae_is_the_datasets_latent_cache(simpletuner, tmp_path, capsy
         "datasets[3].cache_dir_vae: empty (null); cache_dir is used",
         "datasets[4].cache_dir_vae: the latent cache of a video or image dataset; this dataset has no latents"]
     assert validate_file(out).ok
+
+
+# SimpleTuner's own HunyuanVideo 1.5 example, key for key and value for value as its repository gives it
+# (bghira/SimpleTuner, simpletuner/examples/hunyuanvideo-1.5-t2v.peft-lora/config.json and
+# simpletuner/examples/multidatabackend-small-video-480p+2s24fps.json, commit bc8e6ab7).
+HV15_EXAMPLE = {
+    "base_model_precision": "int8-torchao", "caption_dropout_probability": 0.1, "checkpoint_step_interval": 100,
+    "checkpoints_total_limit": 5, "compress_disk_cache": True,
+    "data_backend_config": "config/examples/multidatabackend-small-video-480p+2s24fps.json",
+    "disable_benchmark": True, "gradient_checkpointing": True,
+    "hub_model_id": "simpletuner-hunyuanvideo-1-5-lora-test", "learning_rate": 6e-05, "lora_rank": 16,
+    "lora_type": "standard", "lr_scheduler": "constant_with_warmup", "lr_warmup_steps": 50, "max_grad_norm": 0.1,
+    "max_train_steps": 200, "minimum_image_size": 0, "mixed_precision": "bf16", "model_family": "hunyuanvideo",
+    "model_flavour": "t2v-480p", "model_type": "lora", "num_train_epochs": 0, "optimizer": "adamw_bf16",
+    "output_dir": "output/examples/hunyuanvideo-1.5-t2v.peft-lora",
+    "pretrained_model_name_or_path": "tencent/HunyuanVideo-1.5", "report_to": "none", "resolution": 480,
+    "resolution_type": "pixel_area", "resume_from_checkpoint": "latest", "seed": 42,
+    "tracker_project_name": "lora-training", "tracker_run_name": "example-training-run", "train_batch_size": 2,
+    "vae_batch_size": 1, "vae_enable_tiling": True, "vae_enable_slicing": True, "validation_guidance": 6.0,
+    "validation_negative_prompt": "blurry, cropped, low quality", "validation_num_inference_steps": 30,
+    "validation_num_video_frames": 49,
+    "validation_prompt": "\U0001F7EB is holding a sign that says hello world from hunyuanvideo",
+    "validation_prompt_library": False, "validation_resolution": "1280x720", "validation_seed": 42,
+    "validation_steps": 50, "flow_schedule_shift": 5.0,
+}
+HV15_EXAMPLE_BACKEND = [
+    {"id": "dreambooth-480", "type": "huggingface", "dataset_type": "video",
+     "dataset_name": "sayakpaul/video-dataset-disney-organized", "crop": False, "crop_style": "random",
+     "crop_aspect": "square", "minimum_image_size": 128, "maximum_image_size": 480, "target_downsample_size": 480,
+     "resolution": 480, "resolution_type": "pixel_area", "metadata_backend": "huggingface",
+     "caption_strategy": "huggingface", "video": {"num_frames": 48},
+     "huggingface": {"video_column": "video", "caption_column": "prompt"},
+     "cache_dir_vae": "cache/vae/{model_family}/dreambooth-480"},
+    {"id": "alt-embed-cache", "dataset_type": "text_embeds", "default": True, "type": "local",
+     "cache_dir": "cache/text/{model_family}"},
+]
+# The dataset config of SimpleTuner's HunyuanVideo quickstart (documentation/quickstart/HUNYUANVIDEO.md).
+HV15_QUICKSTART_BACKEND = [
+    {"id": "my-video-dataset", "type": "local", "dataset_type": "video", "instance_data_dir": "datasets/videos",
+     "caption_strategy": "textfile", "resolution": 480,
+     "video": {"num_frames": 61, "min_frames": 61, "frame_rate": 24, "bucket_strategy": "aspect_ratio"},
+     "repeats": 10},
+    {"id": "text-embeds", "type": "local", "dataset_type": "text_embeds", "default": True,
+     "cache_dir": "cache/text/hunyuan", "disabled": False},
+]
+
+
+def _checkout(tmp_path, config: dict, backend: list, backend_name: str) -> Path:
+    root = tmp_path / "SimpleTuner"
+    (root / "config" / "examples").mkdir(parents=True)
+    (root / "datasets" / "videos").mkdir(parents=True)
+    (root / "config" / "config.json").write_text(json.dumps(config, indent=2))
+    (root / backend_name).write_text(json.dumps(backend, indent=2))
+    return root
+
+
+def test_simpletuners_hv15_example_keeps_its_intervals_and_expands_placeholders(tmp_path, capsys, monkeypatch):
+    root = _checkout(tmp_path, HV15_EXAMPLE, HV15_EXAMPLE_BACKEND, HV15_EXAMPLE["data_backend_config"])
+    monkeypatch.chdir(root)
+    out = tmp_path / "presets" / "hv15.toml"
+    result = convert(root / "config" / "config.json", None, out, cwd=root)
+    data = tomllib.loads(result.text)
+    # current name (checkpoint_step_interval) and legacy alias (validation_steps) both carried over
+    assert data["checkpointing_steps"] == 100 and data["validation_steps"] == 50
+    assert data["checkpoints_total_limit"] == 5 and data["caption_dropout_probability"] == 0.1
+    assert data["flow_schedule_shift"] == 5.0 and data["validation_seed"] == 42 and data["vae_enable_tiling"] is True
+    assert "{" not in result.text                                      # no literal placeholder anywhere
+    text_embeds = next(d for d in data["datasets"] if d["id"] == "alt-embed-cache")
+    assert text_embeds["cache_dir"].endswith("cache/text/hunyuanvideo")
+    assert ('datasets[1].cache_dir: "cache/text/{model_family}" -> "cache/text/hunyuanvideo" (SimpleTuner\'s '
+            "placeholders expanded)") in result.notes
+    # grad clipping: SimpleTuner's default method clips values; hvtui does not pretend it is a norm clip
+    assert "max_grad_norm" not in data
+    clip = next(d for d in result.dropped if d.startswith("max_grad_norm:"))
+    assert "SimpleTuner clips every gradient element to +-0.1" in clip and "hvtui clips the total gradient norm" in clip
+    # the Hugging Face dataset cannot be read by hvtui: skipped with its reason, never silently
+    assert any(d.startswith('datasets[0] (dreambooth-480): storage type "huggingface" is not supported')
+               for d in result.dropped)
+    # every key of the example is mapped or listed with a reason
+    listed = {d.split(":")[0] for d in result.dropped}
+    for key in HV15_EXAMPLE:
+        carried = {"checkpoint_step_interval": "checkpointing_steps", "data_backend_config": None,
+                   "resolution": None, "resolution_type": None}.get(key, key)
+        assert key in listed or (carried and carried in data) or carried is None, key
+    for d in result.dropped:
+        assert ": " in d and not d.endswith(": "), d                   # each with its reason
+    # the CLI writes it and says what changed in meaning
+    assert main(["import-simpletuner", str(root / "config" / "config.json"), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "note: base_model_precision: int8-torchao is not supported yet; using bf16" in err
+    assert "placeholders expanded" in err and "max_grad_norm: 0.1 with grad_clip_method left at" in err
+
+
+def test_simpletuners_hv15_quickstart_imports_and_passes_check(tmp_path, capsys, monkeypatch):
+    config = {k: v for k, v in HV15_EXAMPLE.items() if k != "data_backend_config"}
+    config["dataset_backend_config"] = "config/multidatabackend.json"
+    # current spellings of both intervals, as SimpleTuner's other quickstarts and config.json.example write them
+    config["validation_step_interval"] = config.pop("validation_steps")
+    root = _checkout(tmp_path, config, HV15_QUICKSTART_BACKEND, "config/multidatabackend.json")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(V, "cuda_available", lambda: False)
+    out = tmp_path / "presets" / "quick.toml"
+    assert main(["import-simpletuner", str(root / "config" / "config.json"), "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    data = tomllib.loads(out.read_text())
+    assert data["checkpointing_steps"] == 100 and data["validation_steps"] == 50
+    video = data["datasets"][0]
+    # resolution 480 with SimpleTuner's pixel_area: 480x480 pixels = 640x360 at 16:9 -> hvtui's 360
+    assert video["resolution"] == 360 and "resolution_type" not in video
+    assert ("note: datasets[0].resolution: 480 with resolution_type pixel_area means 480x480 = 230,400 pixels per "
+            "frame in SimpleTuner; hvtui's resolution is the short side of a 16:9 frame of that area, so it becomes "
+            "360 (640x368 at 16:9, 480x480 square; hvtui would read 480 as 848x480 at 16:9, 640x640 square, 1.78x "
+            "the pixels)") in err
+    from hvtui.core.dataset.buckets import bucket_size
+
+    assert bucket_size(1920, 1080, video["resolution"]) == (640, 368)
+
+
+def test_current_and_legacy_names_the_later_wins(tmp_path):
+    cfg = tmp_path / "c.json"
+    cfg.write_text('{"--checkpointing_steps": 10, "--checkpoint_step_interval": 30, "--validation_step_interval": 7,'
+                   ' "--validation_steps": 9, "--save_total_limit": 3, "--grad_clip_method": "norm",'
+                   ' "--max_grad_norm": 0.5, "--output_dir": "{env:HVTUI_TEST_OUT}/run"}')
+    import os
+
+    os.environ["HVTUI_TEST_OUT"] = "/data/out"
+    try:
+        result = convert(cfg, None, tmp_path / "o.toml", cwd=tmp_path)
+    finally:
+        del os.environ["HVTUI_TEST_OUT"]
+    data = tomllib.loads(result.text)
+    assert (data["checkpointing_steps"], data["validation_steps"], data["checkpoints_total_limit"]) == (30, 9, 3)
+    assert data["max_grad_norm"] == 0.5                     # "norm" is hvtui's own clipping: carried over
+    assert data["output_dir"] == "/data/out/run"
+    assert ("checkpointing_steps: both checkpointing_steps and checkpoint_step_interval are set; SimpleTuner uses "
+            "the later one (checkpoint_step_interval = 30), and so does hvtui") in result.notes
+
+
+@pytest.mark.parametrize("rtype, value, expected", [("area", 0.25, 384), ("area", 1.0, 768), ("pixel", 480, 480),
+                                                    ("pixel_area", 1024, 768)])
+def test_resolution_types_are_converted_with_numbers(tmp_path, rtype, value, expected):
+    cfg = tmp_path / "c.json"
+    cfg.write_text("{}")
+    backend = tmp_path / "db.json"
+    backend.write_text(json.dumps([{"id": "a", "dataset_type": "video", "instance_data_dir": "x",
+                                    "resolution": value, "resolution_type": rtype}]))
+    result = convert(cfg, backend, tmp_path / "o.toml", cwd=tmp_path)
+    assert tomllib.loads(result.text)["datasets"][0]["resolution"] == expected
+    note = next(n for n in result.notes if n.startswith("datasets[0].resolution:"))
+    if rtype == "area":
+        assert f"(resolution_type area) is {(512 if value == 0.25 else 1024) ** 2:,} pixels per frame" in note
+    if rtype == "pixel":
+        assert "480x480 square" in note and "640x640 square" in note       # where the two rules part

@@ -2,9 +2,24 @@
 
 SimpleTuner's config.json is flat: keys may carry the CLI's leading `--`, and values are often strings
 ("true", "1e-4"). Every key that names a preset field is kept (its value coerced to the field's type);
-every other key is dropped and listed, so nothing disappears silently. Datasets are inlined as
-[[datasets]] tables. A video or image dataset's cache_dir_vae (where SimpleTuner caches its latents) becomes
-hvtui's cache_dir, and wins over a cache_dir given too (a note says so).
+every other key is dropped and listed with its reason, so nothing disappears silently. Datasets are inlined
+as [[datasets]] tables. A video or image dataset's cache_dir_vae (where SimpleTuner caches its latents)
+becomes hvtui's cache_dir, and wins over a cache_dir given too (a note says so).
+
+Read as SimpleTuner reads them (checked against its source, simpletuner/helpers/configuration and
+data_backend):
+- Key names: its current names and their legacy aliases both map (checkpoint_step_interval and
+  checkpointing_steps -> checkpointing_steps, validation_step_interval and validation_steps ->
+  validation_steps, save_total_limit -> checkpoints_total_limit). Both given: the later one in the file wins,
+  as in SimpleTuner (its argument parser keeps the last), and a note says so.
+- Placeholders: `{model_family}`, `{output_dir}` and `{id}` (the dataset's) in dataset values, `{env:NAME}`
+  anywhere, are expanded as SimpleTuner does; an unknown one is kept and noted.
+- resolution_type (SimpleTuner's default is pixel_area): hvtui's `resolution` is the short side of a 16:9
+  frame of the same pixel area, so pixel_area R becomes round(R x 3/4) (480 -> 360: 230,400 pixels, 640x360
+  at 16:9, as SimpleTuner makes it) and area (megapixels) its matching side; pixel (short side R at every
+  aspect) keeps R, which agrees at 16:9 only. Each conversion is a note with the numbers.
+- grad_clip_method: SimpleTuner's default "value" clips every gradient element to +-max_grad_norm; hvtui clips
+  the total norm only, so such a max_grad_norm is not carried over (a note says why); "norm" carries over.
 
 Paths: SimpleTuner resolves relative paths against the folder it runs in (its checkout, where config/
 lives). The converter finds that folder as the first of: the current directory, the config's
@@ -29,8 +44,10 @@ from hvtui.core.validate import (
     SUPPORTED_BASE_PRECISION, coerce_string, field_type, field_hints, type_ok, parse_resolutions,
 )
 
-# SimpleTuner names that mean an hvtui key.
-ALIASES = {"data_backend_config": "dataset_backend_config"}
+# SimpleTuner's names (current and legacy) that mean an hvtui key. hvtui's own names are SimpleTuner's legacy
+# ones (checkpointing_steps, validation_steps): both spellings land on them.
+ALIASES = {"data_backend_config": "dataset_backend_config", "checkpoint_step_interval": "checkpointing_steps",
+           "validation_step_interval": "validation_steps", "save_total_limit": "checkpoints_total_limit"}
 # ... and in a video or image dataset: SimpleTuner keeps their latents in cache_dir_vae (hvtui: cache_dir).
 LATENT_ALIASES = {**ALIASES, "cache_dir_vae": "cache_dir"}
 # Why some common SimpleTuner keys are dropped (the rest get a generic reason).
@@ -42,7 +59,27 @@ DROP_REASONS = {
     "lora_type": "hvtui trains standard LoRA",
     "aspect_bucket_rounding": "hvtui buckets to multiples of 16",
     "cache_dir_vae": "the latent cache of a video or image dataset; this dataset has no latents",
+    "compress_disk_cache": "hvtui's cache entries are uncompressed safetensors",
+    "disable_benchmark": "hvtui runs no start-up benchmark (validation_steps samples during training)",
+    "tracker_project_name": "hvtui logs to OUTPUT_DIR/events.jsonl", "tracker_run_name": "hvtui logs to "
+    "OUTPUT_DIR/events.jsonl", "push_checkpoints_to_hub": "hvtui does not upload",
+    "vae_batch_size": "hvtui encodes one clip at a time", "vae_enable_slicing": "hvtui encodes one clip at a "
+    "time (slicing splits a batch)",
+    "validation_prompt_library": "hvtui has no prompt library; validation_prompt / validation_prompts are used",
+    "user_prompt_library": "hvtui has no prompt library; validation_prompt / validation_prompts are used",
+    "minimum_image_size": "hvtui keeps clips of every size (smaller ones are upscaled, with a warning)",
+    "maximum_image_size": "hvtui scales every clip to its bucket", "target_downsample_size": "hvtui scales "
+    "every clip to its bucket",
+    "crop": "hvtui always scales a clip to cover its bucket and centre-crops", "crop_style": "hvtui always "
+    "centre-crops", "crop_aspect": "hvtui buckets by each clip's displayed aspect ratio",
+    "metadata_backend": "hvtui reads captions as caption_strategy says", "lycoris_config": "hvtui trains "
+    "standard LoRA", "validation_torch_compile": "hvtui compiles the transformer blocks (compile_blocks)",
+    "resolution_type": "hvtui reads resolution as described in the notes",
 }
+# SimpleTuner's placeholders in dataset values (data_backend/factory.py fill_variables_in_config_paths)
+PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
+# SimpleTuner's "area" resolutions that mean a square's pixel count (image_manipulation/training_sample.py)
+ST_AREA_MAP = {0.25: 512 ** 2, 0.5: 768 ** 2, 1.0: 1024 ** 2, 2.0: 1536 ** 2, 4.0: 2048 ** 2}
 TOP_PATHS = ("output_dir", "text_encoder_path", "vision_encoder_path")
 DATASET_PATHS = ("instance_data_dir", "cache_dir", "metadata_file")
 SECTION_ORDER = ("model", "lora", "training", "memory", "validation", "data")
@@ -108,11 +145,16 @@ class _Converter:
     def table(self, cls, raw: dict, prefix: str, skip=(), aliases=ALIASES) -> dict:
         specs = field_specs(cls)
         out: dict = {}
+        source: dict[str, str] = {}
         for key, value in raw.items():
             name = aliases.get(key.lstrip("-"), key.lstrip("-"))
             shown = f"{prefix}{key}"
             if name in skip:
                 continue
+            if name in source and name in specs:
+                self.notes.append(f"{prefix}{name}: both {source[name]} and {key.lstrip('-')} are set; SimpleTuner "
+                                  f"uses the later one ({key.lstrip('-')} = {json.dumps(value)}), and so does hvtui")
+            source[name] = key.lstrip("-")
             if name not in specs or name in ("datasets", "video"):
                 self.dropped.append(f"{shown}: {DROP_REASONS.get(name, 'not an hvtui setting')}")
                 continue
@@ -132,7 +174,29 @@ class _Converter:
             out[name] = value
         return out
 
+    def grad_clip(self, config: dict) -> None:
+        """SimpleTuner clips by value unless grad_clip_method is "norm"; hvtui clips by norm only."""
+        method = config.pop("grad_clip_method", None)
+        method = str(method).strip().lower() if method is not None else None
+        if method == "norm":
+            return
+        if method not in (None, "value"):
+            self.dropped.append(f"grad_clip_method: {json.dumps(method)} is not a SimpleTuner method (value, norm)")
+        if "max_grad_norm" not in config:
+            if method == "value":
+                self.notes.append("grad_clip_method: value (each gradient element clipped to +-max_grad_norm, "
+                                  "SimpleTuner's default 2.0) is not available in hvtui, which clips the total "
+                                  "gradient norm: hvtui's default max_grad_norm 1.0 (by norm) applies")
+            return
+        limit = config.pop("max_grad_norm")
+        how = "grad_clip_method value" if method else "grad_clip_method left at SimpleTuner's default, value"
+        self.dropped.append(f"max_grad_norm: {json.dumps(limit)} with {how}: SimpleTuner clips every gradient "
+                            f"element to +-{limit}; hvtui clips the total gradient norm only, and as a norm "
+                            f"{limit} would clip far harder, so it is not carried over: hvtui's default "
+                            "max_grad_norm 1.0 (by norm) applies (set max_grad_norm = 0 to turn clipping off)")
+
     def preset(self, config: dict) -> dict:
+        self.grad_clip(config)
         out = self.table(Preset, config, "", skip=("dataset_backend_config",))
         precision = out.get("base_model_precision")
         if precision is not None and precision not in SUPPORTED_BASE_PRECISION:
@@ -157,6 +221,81 @@ class _Converter:
             out["pretrained_model_name_or_path"] = self.relocate(model)
         return out
 
+    def placeholders(self, value, variables: dict, where: str):
+        """Expand SimpleTuner's `{name}` / `{env:NAME}` placeholders in strings, recursively, as it does."""
+        if isinstance(value, dict):
+            return {k: self.placeholders(v, variables, f"{where}.{k}") for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.placeholders(v, variables, f"{where}[{i}]") for i, v in enumerate(value)]
+        if not isinstance(value, str) or "{" not in value:
+            return value
+        unknown = []
+
+        def sub(m: re.Match) -> str:
+            token = m.group(1)
+            if token.startswith("env:"):
+                return os.environ.get(token[4:], "")
+            if token in variables:
+                return "" if variables[token] is None else str(variables[token])
+            unknown.append(m.group(0))
+            return m.group(0)
+
+        new = PLACEHOLDER.sub(sub, value)
+        if new != value:
+            self.notes.append(f"{where}: {json.dumps(value)} -> {json.dumps(new)} (SimpleTuner's placeholders "
+                              "expanded)")
+        if unknown:
+            self.notes.append(f"{where}: {', '.join(unknown)} is not a SimpleTuner placeholder; kept as written")
+        return new
+
+    def resolution(self, prefix: str, value, rtype) -> int | None:
+        """SimpleTuner's resolution + resolution_type -> hvtui's resolution, with a note giving the numbers."""
+        from hvtui.core.dataset.buckets import bucket_size
+
+        by_default = rtype in (None, "")
+        rtype = "pixel_area" if by_default else str(rtype)
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            return None               # table() lists it as not understood
+        if not math.isfinite(v) or v <= 0:
+            return None
+
+        def shapes(r: int) -> str:
+            w, h = bucket_size(16, 9, r)
+            sq = bucket_size(1, 1, r)[0]
+            return f"{w}x{h} at 16:9, {sq}x{sq} square"
+
+        if rtype == "pixel_area":
+            area = v * v
+            r = max(64, int(round(v * 3 / 4)))
+            self.notes.append(f"{prefix}resolution: {v:g} with resolution_type pixel_area"
+                              f"{' (SimpleTuner' + chr(39) + 's default)' if by_default else ''} means "
+                              f"{v:g}x{v:g} = {area:,.0f} pixels per frame in "
+                              f"SimpleTuner; hvtui's resolution is the short side of a 16:9 frame of that area, so "
+                              f"it becomes {r} ({shapes(r)}; hvtui would read {v:g} as {shapes(int(v))}, "
+                              f"{16 / 9:.2f}x the pixels)")
+            return r
+        if rtype == "area":
+            area = next((px for mp, px in ST_AREA_MAP.items() if abs(v - mp) < 0.05), v * 1e6)
+            r = max(64, int(round(math.sqrt(area * 9 / 16))))
+            self.notes.append(f"{prefix}resolution: {v:g} megapixels (resolution_type area) is {area:,.0f} "
+                              f"pixels per frame in SimpleTuner; hvtui's resolution for that area is {r} "
+                              f"({shapes(r)})")
+            return r
+        if rtype == "pixel":
+            r = int(round(v))
+            w43, h43 = bucket_size(4, 3, r)
+            self.notes.append(f"{prefix}resolution: {v:g} with resolution_type pixel makes the short side "
+                              f"{r} at every aspect in SimpleTuner (about {r * 16 / 9:.0f}x{r} at 16:9, {r}x{r} "
+                              f"square, {r * 4 // 3}x{r} at 4:3); hvtui keeps the pixel area of a 16:9 frame "
+                              f"instead, so {r} gives the same 16:9 buckets but larger ones at other aspects "
+                              f"({shapes(r)}, {w43}x{h43} at 4:3)")
+            return r
+        self.dropped.append(f"{prefix}resolution_type: {json.dumps(rtype)} is not a SimpleTuner type (pixel_area, "
+                            "area, pixel); resolution is read the hvtui way (the short side of a 16:9 frame)")
+        return None
+
     def dataset(self, i: int, raw, inherited: dict) -> dict | None:
         prefix = f"datasets[{i}]."
         if isinstance(raw, dict) and raw.get("dataset_type", "image") in ("video", "image"):
@@ -175,16 +314,11 @@ class _Converter:
             self.dropped.append(f"datasets[{i}] ({name}): dataset_type {json.dumps(dtype)} is not supported; "
                                 "dataset skipped")
             return None
-        rtype = raw.get("resolution_type")
         skip = ["resolution_type"]
-        if rtype is not None and rtype != "pixel":
-            if rtype == "area":
-                skip.append("resolution")
-                self.dropped.append(f"{prefix}resolution_type: area (megapixels) is not supported; "
-                                    "resolution left at the default (480)")
-            else:
-                self.notes.append(f"{prefix}resolution_type: hvtui reads resolution {raw.get('resolution')} as the "
-                                  "short side of a 16:9 bucket (480 -> 848x480); check `hvtui buckets`")
+        if dtype in ("video", "image") and raw.get("resolution") is not None:
+            converted = self.resolution(prefix, raw.get("resolution"), raw.get("resolution_type"))
+            if converted is not None:
+                raw = {**raw, "resolution": converted}
         aliases = ALIASES
         if dtype in ("video", "image"):
             aliases = LATENT_ALIASES
@@ -278,6 +412,9 @@ def convert(config_path: str | Path, backend_path: str | Path | None, output_pat
     if not isinstance(config, dict):
         raise SimpleTunerInputError(f"{config_path}: expected a JSON object of settings (SimpleTuner's config.json)")
     config = {str(k).lstrip("-"): v for k, v in config.items()}
+    out_dir = Path(output_path).parent
+    conv = _Converter(Path("."), out_dir if str(out_dir) else Path("."))
+    config = {k: conv.placeholders(v, {}, k) for k, v in config.items()}
     family = config.get("model_family")
     if family is not None and str(family).lower() != "hunyuanvideo":
         raise SimpleTunerInputError(f"{config_path}: model_family is {json.dumps(family)}; hvtui trains "
@@ -304,13 +441,18 @@ def convert(config_path: str | Path, backend_path: str | Path | None, output_pat
                                "multidatabackend.json)")
         tables = data
         result.datasets_from = backend_path
-    out_dir = Path(output_path).parent
-    conv = _Converter(root, out_dir if str(out_dir) else Path("."))
+    conv.root = root
     inherited = {k: config.pop(k) for k in ("resolution", "resolution_type") if k in config}
+    # the values SimpleTuner puts into dataset placeholders (its default output_dir when none is set)
+    variables = {"model_family": str(family or "hunyuanvideo"),
+                 "output_dir": config.get("output_dir") or str(root / ".simpletuner_output")}
     values = conv.preset(config)
+    tables = [conv.placeholders(t, {**variables, "id": str(t.get("id", "") or "")}, f"datasets[{i}]")
+              if isinstance(t, dict) else t for i, t in enumerate(tables)]
     datasets = [d for i, t in enumerate(tables) if (d := conv.dataset(i, t, inherited)) is not None]
-    if inherited and not datasets:
-        conv.dropped.append("resolution: no dataset to apply it to")
+    if not any(d.get("dataset_type") in ("video", "image") for d in datasets):
+        conv.dropped += [f"{k}: no video or image dataset to apply it to (it is every dataset's default)"
+                         for k in inherited]
     header = [f"Imported from SimpleTuner: {config_path.name}"
               + (f" + {result.datasets_from.name}" if result.datasets_from else "") + " (hvtui import-simpletuner).",
               "Relative paths are relative to this file's folder. Check it with: hvtui check THIS_FILE"]

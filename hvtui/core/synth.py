@@ -92,7 +92,10 @@ def write_clip(path: str | Path, width: int = 64, height: int = 64, fps: float |
         if codec == "libx264":
             # Small files; keep the marker blocks crisp enough to read back.
             stream.options = {"crf": str(crf if crf is not None else (18 if marker else 28)), "preset": "veryfast"}
-        if rotation:
+        patch_tkhd = bool(rotation) and not hasattr(stream, "set_display_rotation")
+        if patch_tkhd and suffix not in (".mp4", ".mov", ".m4v"):
+            raise ValueError(f"this PyAV ({av.__version__}) cannot write a display rotation into {suffix} files")
+        if rotation and not patch_tkhd:
             stream.set_display_rotation(rotation)
         for i in range(frames):
             img = render_frame(i, frames, width, height, shape, colour, direction, background, marker)
@@ -100,7 +103,38 @@ def write_clip(path: str | Path, width: int = 64, height: int = 64, fps: float |
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+    if patch_tkhd:
+        set_mp4_rotation(path, rotation)
     return path
+
+
+def set_mp4_rotation(path: Path, rotation: int) -> None:
+    """Write a display rotation into an MP4/MOV's video track header (tkhd matrix), the way
+    `VideoStream.set_display_rotation` (PyAV 16+) makes FFmpeg write it, for PyAV versions without it."""
+    import math
+    import struct
+
+    from hvtui.core.dataset.probe import _boxes, _read_moov
+
+    data = bytearray(path.read_bytes())
+    with open(path, "rb") as f:
+        moov = _read_moov(f, len(data))
+    start = bytes(data).find(moov) if moov else -1
+    if start < 0:
+        raise ValueError(f"{path}: no moov box")
+    rad = math.radians(rotation)
+    cos, sin = int(round(math.cos(rad))) * 65536, int(round(math.sin(rad))) * 65536
+    matrix = (cos, -sin, 0, sin, cos, 0, 0, 0, 1 << 30)
+    for typ, s, e in _boxes(moov, 0, len(moov)):
+        if typ != b"trak" or b"vide" not in moov[s:e]:
+            continue
+        for t2, s2, e2 in _boxes(moov, s, e):
+            if t2 == b"tkhd":
+                mo = s2 + 4 + (32 if moov[s2] == 1 else 20) + 16
+                struct.pack_into(">9i", data, start + mo, *matrix)
+                path.write_bytes(bytes(data))
+                return
+    raise ValueError(f"{path}: no video track header")
 
 
 # The demo's clips (presets/demo-data/): sizes chosen to land exactly on the demo preset's buckets at

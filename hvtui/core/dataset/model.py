@@ -19,13 +19,16 @@ CATEGORIES = {
     "aspect_ratio": "extreme aspect ratio",
     "no_caption": "missing or empty caption",
     "empty_file": "empty files",
-    "unreadable": "unreadable files (permissions)",
+    "unreadable": "unreadable files (permissions, I/O errors)",
     "not_video": "not a video",
+    "unsupported": "codecs this FFmpeg cannot decode",
     "truncated": "truncated or damaged",
+    "decode_failed": "failed to decode (found when caching)",
     "bad_header": "unusable header",
     "duplicate": "duplicates (same file twice)",
-    "broken_link": "broken symlinks",
+    "broken_link": "broken symlinks and symlink loops",
     "not_image": "not an image",
+    "probe_error": "could not be probed (an error in hvtui or a library, not the file)",
 }
 
 
@@ -59,6 +62,8 @@ class Sample:                      # scan._judge builds it positionally: keep th
     source_height: int = 0
     source_frames: int = 0        # frames in the file
     relpath: str = ""             # path relative to the dataset folder, for people
+    sar: str = "1"                # pixel aspect ratio of the stored frames ("16/11"); see display.py
+    by_time: bool = False         # variable frame rate: output frame k is the frame shown at k / fps_out seconds
 
     @property
     def bucket_key(self) -> str:
@@ -71,7 +76,7 @@ class Sample:                      # scan._judge builds it positionally: keep th
             "fps_in": self.fps_in, "fps_out": self.fps_out, "frame_indices": self.frame_indices,
             "repeats": self.repeats, "kind": self.kind, "rotation": self.rotation,
             "source_width": self.source_width, "source_height": self.source_height,
-            "source_frames": self.source_frames,
+            "source_frames": self.source_frames, "sar": self.sar, "by_time": self.by_time,
         }
 
 
@@ -125,7 +130,8 @@ class FileNote:
     """Something true of one kept or discarded file that a person should know (e.g. how frames were counted)."""
     dataset_id: str
     relpath: str
-    topic: str                    # "frame_count" (counted from packets), "fps" (slower than frame_rate)
+    topic: str                    # "frame_count" (counted from packets), "fps" (slower than frame_rate),
+                                  # "vfr" (variable frame rate: sampled by timestamp), "pixel_aspect", "folder"
     message: str
 
     def __str__(self) -> str:

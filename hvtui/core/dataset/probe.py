@@ -1,20 +1,30 @@
-"""Probe one file's header: frame count, fps, size, duration, rotation. Never raises for bad input.
+"""Probe one file's header: frame count, fps, display size (pixel aspect and rotation applied). Never raises
+for bad input.
 
-Videos are read with PyAV's container header (about 2,000 files/s on one core here); decord is not used for
-probing because opening a decord VideoReader indexes every frame (about 750 files/s). Frame counts:
+Videos are read with PyAV (about 2,000 headers/s on one core here). Frame counts:
 - "header": the container's frame count (nb_frames), trusted when duration x fps agrees with it to within
-  max(2 frames, 5%).
-- "packets": the header has no count (WebM/MKV usually don't) or disagrees: the video packets are demuxed and
-  counted, one packet per frame, without decoding pixels. The report says so per file.
-MP4/MOV: the display rotation comes from the video track's `tkhd` matrix (phones store portrait clips as
-landscape frames plus a 90-degree rotation; PyAV exposes it only on decoded frames), and the sample index is
-checked against the file size, so a truncated download whose index survived is caught here rather than in
-the middle of training. Width and height are reported as displayed (swapped for 90/270 degrees).
+  max(2 frames, 5%) and the stream's two rate fields agree (else it may be variable-rate: see below).
+- "packets": the header has no count (WebM/MKV/TS usually don't) or disagrees: the video packets are demuxed and
+  counted, one packet per frame, without decoding pixels. The report says so per file. Their timestamps also
+  tell a variable frame rate (frame intervals that differ by more than 10%) from a constant one, and a file
+  whose frames stop well before its header's duration (truncated) from one whose frames are just uneven.
+Display geometry (display.py): the pixel aspect ratio comes from the stream header; the rotation from the
+MP4/MOV video track's `tkhd` matrix (read here without decoding: phones store portrait clips as landscape
+frames plus a 90-degree rotation), and for every other container from the first decoded frame (Matroska's
+projection, H.264/HEVC orientation messages), which also proves that the codec can be decoded here.
+MP4/MOV: the sample index is checked against the file size, so a truncated download whose index survived is
+caught here rather than in the middle of training.
 
-The result is a plain dict (cached as JSON): {"ok": True, "width", "height", "rotation", "frames", "fps"
-("num/den"), "duration", "count": "header"|"packets"|"image", "count_note", "codec"} or {"ok": False,
+PyAV 15 through 19 are supported: `open_video` is the one place that opens files for reading (PyAV 19 removed
+`metadata_errors`). PyAV keeps FFmpeg's own log quiet (level None), so no decoder message reaches stderr; what
+went wrong is said in the file's discard reason.
+
+The result is a plain dict (cached as JSON): {"ok": True, "width", "height" (displayed), "coded" [w, h],
+"sar" ("num/den", square pixels: "1"), "rotation", "frames", "fps" ("num/den"), "duration", "count":
+"header"|"packets"|"image", "count_note", "codec", "vfr" (None, or [min fps, max fps])} or {"ok": False,
 "category", "message"} with a discard category of model.CATEGORIES. "nocache": True marks results that may
-change without the file changing (permissions).
+change without the file changing (permissions) or that are not the file's fault (an error in hvtui or a
+library): they are never cached.
 """
 from __future__ import annotations
 
@@ -23,7 +33,14 @@ import os
 import struct
 from fractions import Fraction
 
-VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"})
+from hvtui.core.dataset.display import clean_sar, display_size
+
+# Containers FFmpeg reads that hold video: phones and cameras (mp4 mov m4v 3gp 3g2 mts m2ts), the web (webm mkv
+# flv gif), broadcast and disc (ts m2t mpg mpeg vob mxf), codec test streams (ivf y4m nut), old desktops (avi
+# wmv asf ogv dv). Raw elementary streams (.h264, .hevc) are left out: they carry no frame rate.
+VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".qt", ".3gp", ".3g2", ".mkv", ".webm", ".avi", ".ts", ".mts",
+                            ".m2ts", ".m2t", ".ivf", ".mpg", ".mpeg", ".m1v", ".m2v", ".vob", ".flv", ".ogv",
+                            ".wmv", ".asf", ".mxf", ".nut", ".y4m", ".dv", ".gif"})
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
 ISO_BMFF_TOP = frozenset({b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip", b"uuid", b"pnot"})
 
@@ -79,13 +96,15 @@ def _boxes(data: bytes, off: int, end: int):
         off += size
 
 
-def _read_moov(f, file_size: int) -> bytes | None:
+def _top_boxes(f, file_size: int):
+    """(offset, type, header length, size as declared) of each top-level box, read from the file; a size 0
+    box ("to the end of the file") is given the rest of the file."""
     off = 0
     while off + 8 <= file_size:
         f.seek(off)
         hdr = f.read(16)
         if len(hdr) < 8:
-            return None
+            return
         size, typ = struct.unpack_from(">I4s", hdr)
         hl = 8
         if size == 1 and len(hdr) >= 16:
@@ -93,13 +112,18 @@ def _read_moov(f, file_size: int) -> bytes | None:
         elif size == 0:
             size = file_size - off
         if size < hl:
-            return None
+            return
+        yield off, typ, hl, size
+        off += size
+
+
+def _read_moov(f, file_size: int) -> bytes | None:
+    for off, typ, hl, size in _top_boxes(f, file_size):
         if typ == b"moov":
             if size > 256 * 1024 * 1024:
                 return None
             f.seek(off + hl)
             return f.read(size - hl)
-        off += size
     return None
 
 
@@ -108,6 +132,15 @@ def _rotation_from_matrix(a: int, b: int) -> int:
     # (the convention of PyAV's VideoFrame.rotation and numpy.rot90).
     deg = -math.degrees(math.atan2(b, a))
     return int(round(deg / 90.0)) * 90 % 360
+
+
+def bmff_overrun(f, file_size: int) -> tuple[str, int] | None:
+    """(box type, the end it declares) of a top-level MP4/MOV box that runs past the end of the file: the sign
+    of a download cut short whose index (moov) came first. Needs no index access from PyAV."""
+    for off, typ, _, size in _top_boxes(f, file_size):
+        if off + size > file_size:
+            return typ.decode("latin-1"), off + size
+    return None
 
 
 def mp4_rotation(f, file_size: int) -> int:
@@ -148,6 +181,31 @@ def _size_or_failure(path: str) -> tuple[int, dict | None]:
     return size, None
 
 
+def _pyav_major() -> int:
+    import av
+
+    try:
+        return int(str(av.__version__).split(".")[0])
+    except ValueError:
+        return 99
+
+
+def open_video(path: str):
+    """Open a media file for reading with PyAV. The one place files are opened, for the probe and the decoder."""
+    import av
+
+    if _pyav_major() < 19:
+        # PyAV < 19 decodes container metadata at open and fails on a non-UTF-8 tag unless told to ignore it;
+        # PyAV 19 removed the argument (and decodes metadata leniently).
+        return av.open(path, metadata_errors="ignore")
+    return av.open(path)
+
+
+def ffmpeg_error(e) -> str:
+    """FFmpeg's words for an error, without PyAV's errno prefix."""
+    return getattr(e, "strerror", None) or str(e)
+
+
 def probe_video(path: str) -> dict:
     size, failed = _size_or_failure(path)
     if failed:
@@ -158,19 +216,20 @@ def probe_video(path: str) -> dict:
         return _fail("unreadable", "cannot read: permission denied (fix: chmod a+r)", nocache=True)
     except OSError as e:
         return _fail("unreadable", f"cannot read: {e.strerror}", nocache=True)
-    rotation = 0
+    rotation, overrun = None, None
     with f:
         head = f.read(512)
         is_bmff = len(head) >= 8 and head[4:8] in ISO_BMFF_TOP
         if is_bmff:
             try:
                 rotation = mp4_rotation(f, size)
+                overrun = bmff_overrun(f, size)
             except (OSError, struct.error):
                 rotation = 0
     import av
 
     try:
-        container = av.open(path, metadata_errors="ignore")
+        container = open_video(path)
     except PermissionError:
         return _fail("unreadable", "cannot read: permission denied (fix: chmod a+r)", nocache=True)
     except av.error.FFmpegError as e:
@@ -183,15 +242,14 @@ def probe_video(path: str) -> dict:
             return _fail("truncated", "AVI that FFmpeg cannot read: truncated or damaged?")
         if head[:4] == b"\x1a\x45\xdf\xa3":
             return _fail("truncated", "Matroska/WebM that FFmpeg cannot read: truncated or damaged?")
-        detail = getattr(e, "strerror", None) or str(e)
-        return _fail("not_video", f"not a video FFmpeg can read ({detail})")
+        return _fail("not_video", f"not a video FFmpeg can read ({ffmpeg_error(e)})")
     except (OSError, ValueError) as e:
         return _fail("not_video", f"not a video FFmpeg can read ({e})")
     with container:
         try:
-            return _probe_container(container, size, rotation)
+            return _probe_container(container, size, rotation, overrun)
         except av.error.FFmpegError as e:
-            return _fail("truncated", f"damaged: reading it failed ({getattr(e, 'strerror', None) or e})")
+            return _fail("truncated", f"damaged: reading it failed ({ffmpeg_error(e)})")
 
 
 def pick_video_stream(container):
@@ -209,19 +267,53 @@ def pick_video_stream(container):
     return streams[0] if streams else None
 
 
-def _probe_container(container, size: int, rotation: int) -> dict:
+def _rate(x) -> Fraction | None:
+    try:
+        f = Fraction(x) if x else None
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    return f if f is not None and 0 < f < 1000 else None
+
+
+VFR_SPREAD = 0.10         # frame intervals that differ by more than this (relative) make a variable frame rate
+
+
+def _timing(pts: list[int], time_base) -> tuple[float, tuple[float, float] | None, Fraction | None]:
+    """(seconds from the first frame's start to the last frame's end, (min fps, max fps) when the frame rate
+    varies, the average rate) from the video packets' timestamps."""
+    ts = sorted(set(pts))
+    if len(ts) < 2 or not time_base:
+        return 0.0, None, None
+    tb = Fraction(time_base)
+    deltas = sorted(b - a for a, b in zip(ts, ts[1:]))
+    med = deltas[len(deltas) // 2]
+    span = (ts[-1] - ts[0] + med) * tb
+    avg = Fraction(len(ts) - 1) / ((ts[-1] - ts[0]) * tb) if ts[-1] > ts[0] else None
+    vfr = None
+    # a jitter of a tick or two is rounding (23.976 fps in a 1 ms time base is 41/42 ms), not a rate change
+    if deltas[-1] - deltas[0] > max(2, VFR_SPREAD * med) and deltas[0] > 0:
+        vfr = (float(1 / (deltas[-1] * tb)), float(1 / (deltas[0] * tb)))
+    return float(span), vfr, avg
+
+
+def _probe_container(container, size: int, rotation: int | None, overrun: tuple[str, int] | None = None) -> dict:
+    import av
+
     s = pick_video_stream(container)
     if s is None:
         others = len(container.streams)
+        if not others:
+            return _fail("not_video", "no video stream (the file holds no streams with data)")
         return _fail("not_video", f"no video stream ({others} other stream{'s' if others != 1 else ''})")
     cc = s.codec_context
+    if cc is None:
+        return _fail("unsupported", f"its video codec ({getattr(s, 'codec_tag', '?')}) cannot be decoded by "
+                                    "this FFmpeg build")
     w, h = cc.width, cc.height
     if not w or not h:
         return _fail("bad_header", "the header has no picture size")
-    fps = s.average_rate or s.guessed_rate or s.base_rate
-    fps = Fraction(fps) if fps else None
-    if fps is not None and not (0 < fps < 1000):
-        fps = None
+    sar = clean_sar(s.sample_aspect_ratio or cc.sample_aspect_ratio)
+    fps = _rate(s.average_rate) or _rate(s.guessed_rate) or _rate(s.base_rate)
     duration = None
     if s.duration and s.time_base:
         duration = float(s.duration * s.time_base)
@@ -231,39 +323,73 @@ def _probe_container(container, size: int, rotation: int) -> dict:
     # Frame data the index points at beyond the end of the file (mp4/avi index every frame).
     try:
         entries = s.index_entries
-    except Exception:       # older PyAV: no index access
+    except Exception:       # PyAV < 16: no index access
         entries = ()
     if entries:
         missing = sum(1 for e in entries if e.pos + e.size > size)
         if missing:
             return _fail("truncated", f"truncated: {missing} of {len(entries)} frames lie past the end of "
                                       f"the file ({size:,} bytes)")
-    count, note = "header", ""
-    if not header_count_reliable(nb, duration, fps):
-        packets = 0
+    elif overrun:
+        box, end = overrun
+        return _fail("truncated", f"truncated: its {box} box runs to byte {end:,} but the file ends at {size:,} "
+                                  "bytes (an incomplete download?)")
+    count, note, vfr = "header", "", None
+    base = _rate(s.base_rate)
+    # the stream's average rate and its base (tbr) rate disagree: the frame rate may vary
+    maybe_vfr = bool(fps and base and abs(fps - base) > fps / 100)
+    need_count = not header_count_reliable(nb, duration, fps) or maybe_vfr
+    # not MP4/MOV: the rotation (if any) is known once a frame is decoded
+    need_frame = rotation is None
+    pts: list[int] = []
+    packets, frame, decode_error = 0, None, None
+    if need_count or need_frame:
+        s.thread_type = "SLICE"      # frame threading would read several packets ahead before a frame comes out
         for packet in container.demux(s):
             if packet.size:
                 packets += 1
-        expected = duration * float(fps) if duration and fps else None
-        if expected and packets < 0.9 * expected - 2:
-            return _fail("truncated", f"truncated: the header says {duration:.2f} s ({expected:.0f} frames at "
-                                      f"{float(fps):g} fps) but the file holds {packets} frames")
-        if nb <= 0:
-            note = f"the header has no frame count; counted {packets} video packets"
-        else:
-            note = (f"the header says {nb} frames but duration x fps gives "
-                    f"{duration * float(fps):.0f}; counted {packets} video packets")
-        nb, count = packets, "packets"
+                if packet.pts is not None:
+                    pts.append(packet.pts)
+            if need_frame and frame is None and decode_error is None:
+                try:
+                    frame = next(iter(packet.decode()), None)
+                except av.error.FFmpegError as e:
+                    decode_error = e
+            if not need_count and (frame is not None or decode_error is not None):
+                break
+    if need_frame:
+        if decode_error is not None and frame is None:
+            return _fail("truncated", f"its first frame cannot be decoded ({cc.name}: {ffmpeg_error(decode_error)})")
+        if frame is None:
+            return _fail("not_video", "its video stream holds no frames")
+        rotation = int(round((getattr(frame, "rotation", 0) or 0) / 90.0)) * 90 % 360
+    if need_count:
+        if packets == 0:
+            return _fail("not_video", "its video stream holds no frames")
+        span, vfr, avg = _timing(pts, s.time_base)
+        if (vfr or not fps) and avg:
+            fps = avg
+        # truncated: the frames stop well before the header's duration (by time, so uneven frames don't count)
+        shown = span or (packets / float(fps) if fps else 0.0)
+        if duration and shown and shown < 0.9 * duration - 2 / float(fps or 25):
+            return _fail("truncated", f"truncated: the header says {duration:.2f} s but the frames in the file "
+                                      f"cover {shown:.2f} s ({packets} frames)")
+        if nb != packets:
+            note = (f"the header has no frame count; counted {packets} video packets" if nb <= 0 else
+                    f"the header says {nb} frames; counted {packets} video packets")
+            nb, count = packets, "packets"
+        if vfr:
+            duration = span or duration
     if fps is None:
         if duration and nb:
             fps = Fraction(nb / duration).limit_denominator(1001)
         else:
             return _fail("bad_header", "the header has no frame rate")
-    if rotation in (90, 270):
-        w, h = h, w
-    return {"ok": True, "width": w, "height": h, "rotation": rotation, "frames": nb,
-            "fps": f"{fps.numerator}/{fps.denominator}", "duration": duration, "count": count,
-            "count_note": note, "codec": cc.name}
+    dw, dh = display_size(w, h, sar, rotation)
+    sar_text = "1" if sar == 1 else f"{sar.numerator}/{sar.denominator}"
+    return {"ok": True, "width": dw, "height": dh, "coded": [w, h], "sar": sar_text, "rotation": rotation,
+            "frames": nb, "fps": f"{fps.numerator}/{fps.denominator}", "duration": duration, "count": count,
+            "count_note": note, "codec": cc.name, "vfr": list(vfr) if vfr else None}
 
 
 # EXIF orientation -> counter-clockwise rotation (mirrored orientations are treated as their rotation).
@@ -278,7 +404,7 @@ def probe_image(path: str) -> dict:
 
     try:
         with Image.open(path) as img:
-            w, h = img.size
+            w, h = img_size = img.size
             try:
                 orientation = img.getexif().get(274, 1)
             except Exception:
@@ -290,8 +416,9 @@ def probe_image(path: str) -> dict:
     rotation = _EXIF_ROTATION.get(orientation, 0)
     if rotation in (90, 270):
         w, h = h, w
-    return {"ok": True, "width": w, "height": h, "rotation": rotation, "frames": 1, "fps": "0/1",
-            "duration": None, "count": "image", "count_note": "", "codec": "image"}
+    return {"ok": True, "width": w, "height": h, "coded": list(img_size), "sar": "1", "rotation": rotation,
+            "frames": 1, "fps": "0/1", "duration": None, "count": "image", "count_note": "", "codec": "image",
+            "vfr": None}
 
 
 def probe_file(item: tuple[str, str]) -> dict:
@@ -300,8 +427,10 @@ def probe_file(item: tuple[str, str]) -> dict:
     try:
         return probe_image(path) if kind == "image" else probe_video(path)
     except Exception as e:      # a probe must never stop the scan
-        return _fail("not_video" if kind == "video" else "not_image",
-                     f"could not be read ({e.__class__.__name__}: {e})")
+        # Not the file's fault (hvtui or a library raised something unexpected): never cached, so the next scan
+        # (after an upgrade or a fix) reads the file again.
+        return _fail("probe_error", f"could not be probed: {e.__class__.__name__}: {e} (an error in hvtui or "
+                                    f"a library, not in the file; please report it)", nocache=True)
 
 
 def probe_chunk(items: list[tuple[int, str, str]]) -> list[tuple[int, dict]]:

@@ -1,12 +1,15 @@
 """Scan a preset's datasets: find files, probe them (cached), apply captions, frame rules and buckets.
 
-Walk: each dataset's `instance_data_dir`, recursively, in sorted order. Videos: .mp4 .mov .m4v .mkv .webm .avi;
-images (image datasets): .png .jpg .jpeg .webp .bmp; suffixes are case-insensitive. Names starting with "."
-are skipped (macOS `._clip.mp4` resource forks, our own cache files). Symlinks are followed once: a symlinked
-folder already visited (a loop, or the same folder twice) is skipped with a warning, and the same file reached
-twice is kept once (the real file over a symlink to it) and the other path is discarded as a duplicate.
-FIFOs, sockets and devices with a video name are discarded unopened. A folder that cannot be listed is a
-warning; bad files are discards with a reason (see probe.py); nothing a file contains stops the scan.
+Walk: each dataset's `instance_data_dir`, recursively, in sorted order. Videos: probe.VIDEO_SUFFIXES (mp4, mov,
+mkv, webm, avi, ts, m2ts, ivf, mpg, ...); images (image datasets): .png .jpg .jpeg .webp .bmp; suffixes are
+case-insensitive; other files are counted by suffix in the report. Names starting with "." are skipped (macOS
+`._clip.mp4` resource forks, our own cache files). Symlinks are followed once: a symlinked folder already
+visited (a loop, or the same folder twice) is skipped with a warning, and the same file reached twice is kept
+once (the real file over a symlink to it) and the other path is discarded as a duplicate; a symlink that leads
+back to itself is discarded as a symlink loop. A folder with a video's name (`clip.mp4/`) is scanned as a
+folder, and a warning says so. FIFOs, sockets and devices with a video name are discarded unopened. A folder
+that cannot be listed is a warning; bad files are discards with a reason (see probe.py); nothing a file
+contains stops the scan.
 A dataset whose folder is missing or unreadable, or whose settings can't work (num_frames not 4n+1), is an
 error in `report.errors`; the other datasets are still scanned.
 
@@ -19,6 +22,7 @@ Samples per epoch = clips x (1 + repeats): `repeats` counts extra passes (Simple
 """
 from __future__ import annotations
 
+import errno
 import gc
 import os
 import stat
@@ -52,6 +56,7 @@ class Found:
     kind: str
     size: int
     mtime_ns: int
+    inode: int = 0
     folder: Path | None = None     # the containing folder (Path objects are built once per folder)
     stem: str = ""
     probe: dict | None = None
@@ -125,7 +130,12 @@ def walk(root: Path, kind: str) -> Walk:
                         discards.append((e.path, r, "broken_link", f"broken symlink to {display(target)}"))
                     continue
                 except OSError as err:
-                    if not is_txt:
+                    if is_txt:
+                        continue
+                    if err.errno == errno.ELOOP:
+                        discards.append((e.path, r, "broken_link", "a symlink loop: following it leads back to "
+                                         "itself (fix: point the link at the real file, or remove it)"))
+                    else:
                         discards.append((e.path, r, "unreadable", f"cannot stat: {err.strerror}"))
                     continue
                 mode = fst.st_mode
@@ -135,7 +145,7 @@ def walk(root: Path, kind: str) -> Walk:
                         continue
                     if folder_path is None:
                         folder_path = Path(folder)
-                    found = Found(e.path, r, kind, fst.st_size, fst.st_mtime_ns, folder_path, name[:dot])
+                    found = Found(e.path, r, kind, fst.st_size, fst.st_mtime_ns, fst.st_ino, folder_path, name[:dot])
                     fkey = (fst.st_dev, fst.st_ino)
                     prev = seen_files.get(fkey)
                     if prev is None:
@@ -175,6 +185,9 @@ def walk(root: Path, kind: str) -> Walk:
                     continue
                 seen_dirs[key] = r
                 subdirs.append((e.path, r))
+                if suffix in media:
+                    out.warnings.append(f"{display(r)}/: a folder with a {suffix} name, not a file: scanned as a "
+                                        f"folder")
             else:
                 out.ignored[suffix or "(no suffix)"] += 1
         stack.extend(reversed(subdirs))
@@ -485,8 +498,20 @@ def _judge(job: _Job, rules: _Rules, f: Found, report: DatasetReport, notes: lis
                                                  f"(frames are never duplicated)"))
     if scale > 1.0:
         upscaled.append((scale, rel, w, h, bw, bh))
+    sar = p.get("sar") or "1"
+    if sar != "1":
+        cw, ch = p.get("coded") or (w, h)
+        notes.append(FileNote(ds_id, rel, "pixel_aspect", f"non-square pixels (pixel aspect {sar.replace('/', ':')}):"
+                                                          f" stored {cw}x{ch}, shown {w}x{h}; bucketed and resized "
+                                                          f"as shown"))
+    vfr = p.get("vfr")
+    if vfr:
+        notes.append(FileNote(ds_id, rel, "vfr", f"variable frame rate ({fmt_fps(vfr[0])}-{fmt_fps(vfr[1])} fps, "
+                                                 f"average {fmt_fps(fps_in)}): frames are taken by timestamp at "
+                                                 f"{fmt_fps(fps_out_f)} fps"))
     return Sample(f"{ds_id}/{rel}", _child(f), ds_id, captions, bw, bh, frames, fps_in_f, fps_out_f,
-                  list(indices), rules.repeats, f.kind, p.get("rotation", 0), w, h, p["frames"], rel)
+                  list(indices), rules.repeats, f.kind, p.get("rotation", 0), w, h, p["frames"], rel, sar,
+                  bool(vfr))
 
 
 def _finish_dataset(job: _Job, report: DatasetReport, buckets: dict[str, Bucket]) -> None:
@@ -565,8 +590,8 @@ def _scan(preset, progress: Progress | None, use_cache: bool) -> DatasetReport:
         entries = j.cache.entries if use_cache else {}
         for f in j.walk.files:
             e = entries.get(f.relpath)
-            if e is not None and e[0] == f.size and e[1] == f.mtime_ns:
-                f.probe, f.cached = e[2], True
+            if e is not None and e[0] == f.size and e[1] == f.mtime_ns and e[2] == f.inode:
+                f.probe, f.cached = e[3], True
                 done += 1
             else:
                 todo.append(f)
@@ -580,7 +605,7 @@ def _scan(preset, progress: Progress | None, use_cache: bool) -> DatasetReport:
     for j in jobs:
         for f in j.walk.files:
             if not f.cached:
-                j.cache.put(f.relpath, f.size, f.mtime_ns, f.probe)
+                j.cache.put(f.relpath, f.size, f.mtime_ns, f.inode, f.probe)
         _finish_dataset(j, report, buckets)
         j.cache.prune({f.relpath for f in j.walk.files}, {t.relpath for t in j.walk.texts.values()})
         warning = j.cache.save()

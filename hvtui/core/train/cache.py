@@ -8,6 +8,9 @@ Keys
   cond ([33, T, h, w]) and SigLIP tokens ([N, Di]).
 Files are safetensors written to a temp name and renamed, so an interrupted run never leaves half an entry.
 
+A clip whose frames cannot be decoded is dropped from the index with its reason (decode_failures.py); the
+caller stops only when no sample is left.
+
 Latent sampling: the cache stores mean + std instead of one sample (SimpleTuner stores a sample) so each load
 can draw a fresh posterior sample from the trainer's generator (`load(entry, generator=g)`), keeping runs
 reproducible and resumable; without a generator the mean is used.
@@ -24,7 +27,7 @@ from pathlib import Path
 import torch
 
 from hvtui.core import events
-from hvtui.core.train import conditioning
+from hvtui.core.train import conditioning, decode_failures
 from hvtui.core.train.components import free, make_pipeline
 
 FORMAT = 1   # bump when what an entry holds changes
@@ -58,6 +61,7 @@ class CacheIndex:
     text_dir: Path
     prompts: dict[str, Path] = field(default_factory=dict)   # validation prompts, negative prompt and ""
     stats: dict = field(default_factory=dict)                # encoded/reused counts of this build
+    failed: dict[str, str] = field(default_factory=dict)     # sample id -> why its clip could not be decoded
 
     def load(self, entry: CacheEntry, generator: torch.Generator | None = None,
              caption_index: int | None = None, caption_dropout: float = 0.0) -> dict:
@@ -169,6 +173,7 @@ class CachePlan:
     todo_latents: list                   # samples
     prompts: list[str]
     samples: list
+    failed: dict[str, str] = field(default_factory=dict)   # sample id -> reason: failed before with this decoder
 
     def shard(self, rank: int, world: int) -> "CachePlan":
         """The share of the missing entries process `rank` of `world` encodes (data-parallel caching: every
@@ -179,7 +184,7 @@ class CachePlan:
         todo_text, todo_ids = set(self.todo_text), {s.id for s in self.todo_latents}
         text = [c for i, c in enumerate(self.text_paths) if i % world == rank and c in todo_text]
         latents = [s for i, s in enumerate(self.samples) if i % world == rank and s.id in todo_ids]
-        return CachePlan(self.text_paths, self.latent_paths, text, latents, self.prompts, self.samples)
+        return CachePlan(self.text_paths, self.latent_paths, text, latents, self.prompts, self.samples, self.failed)
 
     @property
     def parts_needed(self) -> set[str]:
@@ -207,8 +212,16 @@ def plan_cache(preset, report, info) -> CachePlan:
         folder = latent_dirs.get(s.dataset_id) or out / "cache" / s.dataset_id
         key = latent_key(s, model_key, preset.is_i2v, tiling, str(preset.vision_encoder_path or ""))
         latent_paths[s.id] = folder / f"{key}.safetensors"
+    todo, failed = [], {}
+    for s in samples:
+        if not latent_paths[s.id].is_file():
+            reason = decode_failures.known(latent_paths[s.id])
+            if reason is None:
+                todo.append(s)
+            else:
+                failed[s.id] = reason
     return CachePlan(text_paths, latent_paths, [c for c in captions if not text_paths[c].is_file()],
-                     [s for s in samples if not latent_paths[s.id].is_file()], prompts, samples)
+                     todo, prompts, samples, failed)
 
 
 def _stopped(control) -> bool:
@@ -256,13 +269,29 @@ def build_cache(preset, report, components: dict, device, publish=None, control=
     if free_encoders:
         free(components, "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")
 
+    failed = dict(plan.failed)
+    for s in plan.samples:
+        if s.id in plan.failed:
+            decode_failures.add_to_report(report, s, plan.failed[s.id])
+            publish(decode_failures.discarded(s, plan.failed[s.id], earlier=True))
     if plan.todo_latents:
+        from hvtui.core.dataset.read import SampleReadError
+
         vae = components["vae"]
         conditioning.configure_tiling(vae, bool(preset.vae_enable_tiling))
         for s in plan.todo_latents:
             if _stopped(control):
                 raise CacheInterrupted("stop requested while caching latents")
-            frames = read_frames(s)
+            try:
+                frames = read_frames(s)
+            except SampleReadError as e:     # bad data, not a bug: drop this sample, keep caching
+                failed[s.id] = str(e)
+                decode_failures.record(plan.latent_paths[s.id], s, str(e))
+                decode_failures.add_to_report(report, s, str(e))
+                publish(decode_failures.discarded(s, str(e)))
+                done += 1
+                publish(events.progress("caching", done, total, f"latents: {s.id} (discarded)"))
+                continue
             enc = conditioning.encode_video(vae, frames, device, dtype)
             tensors = {"mean": enc["mean"], "std": enc["std"]}
             if i2v:
@@ -279,9 +308,12 @@ def build_cache(preset, report, components: dict, device, publish=None, control=
         free(components, "image_encoder", "feature_extractor")
 
     entries = [CacheEntry(s.id, s.bucket_key, plan.latent_paths[s.id], [plan.text_paths[c] for c in s.captions],
-                          list(s.captions), i2v, s.repeats, s.dataset_id) for s in plan.samples]
+                          list(s.captions), i2v, s.repeats, s.dataset_id) for s in plan.samples if s.id not in failed]
     _, text_dir = cache_dirs(preset)
-    return CacheIndex(entries, text_dir, {p: plan.text_paths[p] for p in plan.prompts},
-                      {"texts_encoded": len(plan.todo_text), "latents_encoded": len(plan.todo_latents),
-                       "texts_reused": len(full.text_paths) - len(full.todo_text),
-                       "latents_reused": len(full.samples) - len(full.todo_latents)})
+    new_failures = len(failed) - len(plan.failed)
+    stats = {"texts_encoded": len(plan.todo_text), "latents_encoded": len(plan.todo_latents) - new_failures,
+             "texts_reused": len(full.text_paths) - len(full.todo_text),
+             "latents_reused": len(full.samples) - len(full.todo_latents) - len(full.failed)}
+    if failed:
+        stats["latents_failed"] = len(failed)
+    return CacheIndex(entries, text_dir, {p: plan.text_paths[p] for p in plan.prompts}, stats, failed)

@@ -492,6 +492,9 @@ class Trainer:
         if coll.distributed:
             encoded = coll.sum([cache.stats.get("texts_encoded", 0), cache.stats.get("latents_encoded", 0)])
             cache.stats.update(texts_encoded=int(encoded[0]), latents_encoded=int(encoded[1]))
+            from hvtui.core.train import decode_failures   # clips another process could not decode
+
+            decode_failures.settle(cache, {s.id: s for s in report.samples}, report, self.publish)
             missing = [e.latent_path for e in cache.entries if not Path(e.latent_path).is_file()]
             if missing:
                 raise Abort(exitcodes.TRAINING_FAILED, f"{len(missing)} cache file(s) another process wrote are "
@@ -499,6 +502,12 @@ class Trainer:
                             "with several hosts, output_dir and the datasets' cache_dir must be on a shared disk")
         self.log("cache: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in cache.stats.items()))
         if not cache.entries:
+            from hvtui.core.train.decode_failures import describe
+
+            failed = getattr(cache, "failed", None)
+            if failed:
+                raise Abort(exitcodes.INVALID, f"no usable training samples: every clip failed to decode: "
+                            f"{describe(failed)}", "re-encode or replace these files (the events name each one)")
             raise Abort(exitcodes.INVALID, "the cache holds no samples", "hvtui buckets PRESET explains each clip")
         gc.collect()
         return cache
