@@ -95,8 +95,8 @@ class Preset:
     lora_dropout: float = field(default=0.0, metadata=meta("LoRA dropout", minimum=0, maximum=1, section="lora"))
     lora_targets: str = field(default="attention", metadata=meta(
         "which block layers get LoRA", choices=("attention", "attention+mlp"), section="lora"))
-    export_comfyui: bool = field(default=False, metadata=meta(
-        "also write a ComfyUI-style LoRA (diffusion_model. prefix)", section="lora"))
+    export_comfyui: bool = field(default=True, metadata=meta(
+        "also write the LoRA in ComfyUI's own key space (*_comfy.safetensors)", section="lora"))
     # --- training
     max_train_steps: int = field(default=1000, metadata=meta("optimizer steps to run", minimum=1, section="training"))
     train_batch_size: int = field(default=1, metadata=meta("samples per step per GPU", minimum=1, maximum=64, section="training"))
