@@ -203,3 +203,57 @@ def test_unreadable_inputs_are_named(tmp_path):
                "transformer.transformer_blocks.0.attn.to_q.lora_magnitude_vector": torch.zeros(8)}, str(dora))
     with pytest.raises(lora_export.LoraFormatError, match="DoRA"):
         lora_export.read_lora_file(dora)
+
+
+def _hvtui(*args):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    return subprocess.run([sys.executable, "-m", "hvtui", *map(str, args)], cwd=repo, capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, PYTHONPATH=str(repo)))
+
+
+def test_hvtui_export_fixes_an_earlier_comfy_file(tmp_path):
+    """The ComfyUI file earlier hvtui versions wrote (Tencent's split q/k/v names, which ComfyUI skips) converts
+    into one ComfyUI applies completely."""
+    from hvtui.core.train import lora_names
+
+    tr, base = _hvtui_lora(targets="attention")
+    diffusers_file = lora.save_lora(tr, tmp_path)[0]
+    old = {}
+    for module, m in lora.lora_modules(tr).items():
+        name = "diffusion_model." + lora_names.target(module, "tencent").name
+        old.update({name + ".lora_A.weight": m.down, name + ".lora_B.weight": m.up,
+                    name + ".alpha": torch.tensor(float(m.rank))})
+    old_file = tmp_path / "old" / "pytorch_lora_weights_comfy.safetensors"
+    old_file.parent.mkdir()
+    save_file({k: v.contiguous() for k, v in old.items()}, str(old_file))
+    _, not_loaded = apply_lora(comfy_model_state_dict(base), old)
+    assert len(not_loaded) == 2 * 6 * 3        # what ComfyUI skipped: split q/k/v down, up, alpha
+
+    proc = _hvtui("export", old_file)
+    assert proc.returncode == 2 and "is the input file" in proc.stderr     # same default name: never overwritten
+    new = tmp_path / "fixed.safetensors"
+    proc = _hvtui("export", old_file, "-o", new)
+    assert proc.returncode == 0, proc.stderr
+    assert "in tencent names" in proc.stdout and f"wrote {new} (comfyui)" in proc.stdout
+    assert assert_comfy_matches_peft(new, diffusers_file, base) == 2 * 4
+    proc = _hvtui("export", old_file, "-o", new)
+    assert proc.returncode == 2 and "pass --force" in proc.stderr
+    assert _hvtui("export", old_file, "-o", new, "--force", "--dtype", "bf16").returncode == 0
+    assert load_file(str(new))["diffusion_model.double_blocks.0.img_attn.qkv.lora_A.weight"].dtype == torch.bfloat16
+
+
+def test_hvtui_export_formats_and_errors(tmp_path):
+    tr, _ = _hvtui_lora()
+    lora.save_lora(tr, tmp_path)
+    proc = _hvtui("export", tmp_path, "--to", "tencent")     # a folder: its pytorch_lora_weights.safetensors
+    out = tmp_path / "pytorch_lora_weights_tencent" / "pytorch_lora_weights.safetensors"
+    assert proc.returncode == 0 and out.is_file(), proc.stderr
+    proc = _hvtui("export", out, "--to", "diffusers")
+    assert proc.returncode == 0 and (out.parent / "pytorch_lora_weights_diffusers.safetensors").is_file()
+    proc = _hvtui("export", tmp_path / "nope.safetensors")
+    assert proc.returncode == 2 and "nope.safetensors: no such file" in proc.stderr and "Traceback" not in proc.stderr
