@@ -221,3 +221,27 @@ def test_calibration_recovers_the_constants_that_made_the_measurements(tmp_path)
     again = F.estimate_memory(load_preset(ROOT / "presets" / "t2v-480p-80gb.toml"), calibration_file=path)
     want = F.estimate_memory(load_preset(ROOT / "presets" / "t2v-480p-80gb.toml"), calibration_file=true_file)
     assert again.peak_gib == pytest.approx(want.peak_gib, rel=1e-2)
+
+
+def test_the_estimate_is_within_10_percent_of_the_measured_preset_runs():
+    """bench/preset_memory.py's full-size runs (bench/results/*-preset-memory.json, BENCHMARKS.md "Memory
+    calibration"): with the committed calibration, each run's estimated peak is within 10% of its NVML peak."""
+    import json
+
+    from hvtui.core.preset import preset_from_dict
+
+    results = sorted((ROOT / "bench" / "results").glob("*preset-memory*.json"))
+    if not results:
+        pytest.skip("no measured preset runs yet: run bench/preset_memory.py on the GPU (BENCHMARKS.md)")
+    data = json.loads(results[-1].read_text())
+    checked = 0
+    for run in data["runs"]:
+        steps = {k: v for k, v in run.get("steps", {}).items() if v.get("nvml_gib")}
+        if not steps:
+            continue
+        preset = preset_from_dict(run["preset"])
+        est = F.estimate_memory(preset, F.largest_bucket(preset, scan=False))
+        measured = max(v["nvml_gib"] for v in steps.values())
+        assert abs(est.peak_gib - measured) / measured <= 0.10, (run["name"], est.peak_gib, measured)
+        checked += 1
+    assert checked, f"{results[-1]} holds no measured run"
