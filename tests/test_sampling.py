@@ -90,7 +90,7 @@ def test_a_meanflow_transformer_trains_with_r_equal_t():
                                text_2=torch.zeros(0, D_BYT5), image=torch.zeros(0, D_IMG))])
     noise = torch.randn(1, 32, 2, 4, 4, generator=g)
     with torch.no_grad():
-        loss, pred = step.flow_matching_loss(tr, batch, torch.tensor([0.4]), noise=noise, return_pred=True)
+        _, pred = step.flow_matching_loss(tr, batch, torch.tensor([0.4]), noise=noise, return_pred=True)
         kw = step.model_inputs(tr, batch, (0.4 * noise + 0.6 * batch["latents"]), torch.tensor([400.0]))
         assert torch.equal(kw["timestep_r"], kw["timestep"])
         without_r = tr(**{k: v for k, v in kw.items() if k != "timestep_r"})[0]

@@ -208,7 +208,7 @@ def _fuse(parts: dict[int, LoraModule], out_rows: int) -> LoraModule:
     """Per-slot LoRAs -> one LoRA of the fused [3*out, in] weight (down stacked, up block-diagonal)."""
     ref = next(iter(parts.values()))
     dtype = torch.promote_types(ref.down.dtype, ref.up.dtype)
-    downs, ups, col = [], [], 0
+    downs, col = [], 0
     total = sum(p.rank for p in parts.values())
     up = torch.zeros(3 * out_rows, total, dtype=dtype)
     for slot in sorted(parts):
