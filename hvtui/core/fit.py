@@ -219,8 +219,9 @@ class FitEstimate:
 
     @property
     def caching_gib(self) -> float:
+        """The caching phase's allocated peak (the encoders, or the VAE encoding a clip)."""
         p = self.phase("caching")
-        return p.nvml_gib if p else 0.0
+        return p.allocated_gib if p else 0.0
 
     def peak_words(self) -> str:
         """"18.6 GiB at its peak (caching: text encoders)": the number every view quotes, and where it happens."""
