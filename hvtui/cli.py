@@ -1,4 +1,4 @@
-"""Entry point: `hvtui` (the TUI), `hvtui --run PRESET` (headless), `hvtui check|buckets|doctor|import-simpletuner`.
+"""Entry point: `hvtui` (the TUI), `hvtui --run PRESET` (headless), `hvtui check|buckets|doctor|import-simpletuner|export`.
 
 Only argparse and the standard library load here; each branch imports what it needs, so `--help` and
 `check` never pay for torch/diffusers, and the TUI paints before the ML stack loads.
@@ -52,10 +52,16 @@ def build_subparsers() -> argparse.ArgumentParser:
     i.add_argument("config")
     i.add_argument("databackend", nargs="?")
     i.add_argument("-o", "--output", required=True)
+    e = sub.add_parser("export", help="convert a LoRA file to ComfyUI, diffusers or Tencent's key names")
+    e.add_argument("lora", help="a .safetensors LoRA, or a folder holding pytorch_lora_weights.safetensors")
+    e.add_argument("--to", choices=("comfyui", "diffusers", "tencent"), default="comfyui")
+    e.add_argument("-o", "--output", help="output file (default: next to the input)")
+    e.add_argument("--dtype", choices=("keep", "fp32", "bf16", "fp16"), default="keep")
+    e.add_argument("--force", action="store_true", help="replace an existing output file")
     return p
 
 
-SUBCOMMANDS = ("check", "buckets", "doctor", "import-simpletuner")
+SUBCOMMANDS = ("check", "buckets", "doctor", "import-simpletuner", "export")
 
 
 CLOSED_PIPE = 141      # 128 + SIGPIPE: what a shell reports for a Unix tool whose reader went away
@@ -96,6 +102,8 @@ def _main(argv: list[str] | None = None) -> int:
             from hvtui.commands.buckets import main as cmd
         elif args.command == "doctor":
             from hvtui.commands.doctor import main as cmd
+        elif args.command == "export":
+            from hvtui.commands.export import main as cmd
         else:
             from hvtui.commands.import_simpletuner import main as cmd
         return cmd(args)

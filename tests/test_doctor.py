@@ -183,15 +183,45 @@ def test_missing_flavour_weights_name_the_folder(trees, tmp_path):
     assert status(r, "vae")[0] == "ok"
 
 
-def test_nonexistent_model_folder_fails_and_names_it(tmp_path):
-    r = doctor(tmp_path, tmp_path / "models" / "HunyuanVideo-1.5", "i2v-480p", info=NO_GPU)
-    assert status(r, "model")[0] == "fail"
-    st, detail = status(r, "transformer")
-    assert st == "fail" and str(tmp_path / "models/HunyuanVideo-1.5/transformer/480p_i2v") in detail
-    assert status(r, "image_encoder")[0] == "fail" and "FLUX.1-Redux-dev" in r.get("image_encoder").hint
-    st, detail = status(r, "fit")
-    assert st == "fail" and "no GPU found" in detail
+def test_nonexistent_model_folder_is_one_row_with_one_cause(tmp_path):
+    """A missing model folder is one cause: one FAIL row naming the folder, the components it should hold and how
+    to get them (not one row per component); a preset path inside that folder is folded in too."""
+    root = tmp_path / "models" / "HunyuanVideo-1.5"
+    r = doctor(tmp_path, root, "i2v-480p", info=NO_GPU, vision_encoder_path=str(root / "vision_encoder" / "siglip"))
+    st, detail = status(r, "model")
+    assert st == "fail" and str(root) in detail and "does not exist" in detail
+    assert "transformer, vae, scheduler, text_encoder, tokenizer, text_encoder_2, tokenizer_2, image_encoder" in detail
+    assert "vision_encoder_path" in detail
+    hint = r.get("model").hint
+    assert "'transformer/480p_i2v/*'" in hint and "FLUX.1-Redux-dev" in hint and "Qwen2.5-VL-7B-Instruct" in hint
+    assert hint.count("hf download tencent/HunyuanVideo-1.5") == 1        # the VAE/scheduler come with it
+    fails = [c.name for c in r.checks if c.status == "fail"]
+    assert fails == ["model", "fit"], fails                               # no GPU is the other cause
+    assert "no GPU found" in status(r, "fit")[1]
     assert r.exit_code == 3
+    # the machine-readable report still has each component with the folder it was expected in
+    comps = {c["name"]: c for c in json.loads(r.to_json())["components"]}
+    assert comps["transformer"]["expected_path"] == str(root / "transformer" / "480p_i2v")
+
+
+def test_text_encoder_hints_name_one_folder_and_both_spellings_work(trees, tmp_path):
+    """$HUNYUANVIDEO_TEXT_ENCODER_PATH: the hints name <root>/text_encoder for both text groups; that folder works
+    for both, and so does the Qwen2.5-VL folder itself (text_encoder/llm: its siblings hold byT5 and Glyph)."""
+    from hvtui.core.assets import ENV_TEXT, resolve_components
+
+    missing = doctor(tmp_path, tmp_path / "nowhere")
+    comps = {c.name: c for c in missing.components}
+    for name in ("text_encoder", "text_encoder_2"):
+        assert f"set text_encoder_path (or ${ENV_TEXT}) to <root>/text_encoder," in comps[name].hint
+    assert "that folder" not in comps["text_encoder"].hint
+    tencent = trees["tencent"]
+    for value in (tencent / "text_encoder", tencent / "text_encoder" / "llm"):
+        p = Preset(pretrained_model_name_or_path=str(tmp_path / "elsewhere"), model_flavour="t2v-480p")
+        found = {c.name: c for c in resolve_components(p, {ENV_TEXT: str(value), "HF_HUB_CACHE": str(tmp_path)})}
+        for name in ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2"):
+            assert found[name].found and found[name].source == f"env:{ENV_TEXT}", (value, name, found[name].tried)
+            assert not found[name].problems
+        assert found["text_encoder_2"].path == tencent / "text_encoder" / "byt5-small"
 
 
 # ------------------------------------------------------------------------------------------ system and fit
@@ -209,18 +239,32 @@ def test_builtin_demo_preset_on_a_machine_without_gpu(tmp_path):
 
 
 def test_fit_against_gpus():
+    """The doctor quotes the estimate's whole-run peak (NVML) and hints only what is not already set."""
     p = Preset(pretrained_model_name_or_path="/m", model_flavour="t2v-480p")
     from hvtui.core.fit import estimate_memory
 
     est = estimate_memory(p, (848, 480, 61))
-    assert D.check_fit(est, p, gpu(80)).status == "ok"
-    tight = D.check_fit(est, p, gpu(24, name="NVIDIA GeForce RTX 4090"))
+    peak = est.peak_gib
+    ok = D.check_fit(est, p, gpu(80))
+    assert ok.status == "ok" and f"about {peak:.1f} GiB at its peak" in ok.detail
+    tight = D.check_fit(est, p, gpu(peak / 0.95, name="NVIDIA L40S"))
     assert tight.status == "warn" and tight.detail.startswith("tight")
-    small = D.check_fit(est, p, gpu(16, name="NVIDIA RTX A4000"))
+    small = D.check_fit(est, p, gpu(24, name="NVIDIA GeForce RTX 4090"))
+    alt = estimate_memory(p, (848, 480, 61), offload=True)
     assert small.status == "fail" and "enable_group_offload = true" in small.hint
+    assert f"the run's peak ~{alt.peak_gib:.1f} GiB" in small.hint
     busy = D.check_fit(est, p, gpu(80, free_gib=10))
     assert busy.status == "warn" and "used by other processes" in busy.detail
-    assert D.check_fit(est, p, NO_GPU).status == "fail"
+    none = D.check_fit(est, p, NO_GPU)
+    assert none.status == "fail" and f"about {alt.peak_gib:.1f} GiB" in none.hint and "80 GB" not in none.hint
+    # offload already on: no hint to turn it on, and the numbers are the same estimate's
+    off = Preset(pretrained_model_name_or_path="/m", model_flavour="t2v-480p", enable_group_offload=True)
+    est = estimate_memory(off, (848, 480, 61))
+    for info in (NO_GPU, gpu(12, name="NVIDIA GeForce RTX 3060")):
+        c = D.check_fit(est, off, info)
+        assert c.status == "fail" and "enable_group_offload" not in c.hint, c.hint
+        assert f"{est.peak_gib:.1f} GiB" in c.detail
+    assert "caching needs" in D.check_fit(est, off, gpu(12)).hint
 
 
 def test_session_check_over_ssh():
@@ -286,14 +330,16 @@ def test_cli_real_model_with_missing_paths_exits_3(tmp_path):
                       'text_encoder_path = "models/qwen"\n')
     p = run_cli(str(preset))
     assert p.returncode == 3, p.stdout + p.stderr
-    assert str(tmp_path / "models" / "HunyuanVideo-1.5" / "transformer" / "480p_t2v") in p.stdout
+    assert str(tmp_path / "models" / "HunyuanVideo-1.5") in p.stdout
     assert str(tmp_path / "models" / "qwen") in p.stdout and "does not exist" in p.stdout
     j = run_cli(str(preset), "--json")
     assert j.returncode == 3
     data = json.loads(j.stdout)
-    assert data["ok"] is False and {c["name"] for c in data["checks"] if c["status"] == "fail"} >= {
-        "model", "transformer", "vae", "scheduler", "text_encoder", "text_encoder source"}
+    fails = {c["name"] for c in data["checks"] if c["status"] == "fail"}
+    # one row per cause: the model folder, the preset's own text_encoder_path (and no datasets, no GPU here)
+    assert data["ok"] is False and fails - {"fit", "preset"} == {"model", "text_encoder source"}
     assert data["components"][0]["source"] == "missing"
+    assert data["components"][0]["expected_path"].endswith("transformer/480p_t2v")
 
 
 def test_cli_unreadable_preset_exits_2(tmp_path):
@@ -346,7 +392,7 @@ def test_doctor_gpus_counts_this_machines_gpus_and_adds_nccl_to_the_fit(tmp_path
     assert cpu.status == D.WARN and "2 CPU processes (gloo)" in cpu.detail
     one = doctor(tmp_path, trees["diffusers"])
     dp = D.run_doctor(one.preset, env={"HF_HUB_CACHE": str(tmp_path / "hub")}, gpu=gpu(80), scan=False, processes=2)
-    assert dp.fit.training_gib > one.fit.training_gib and "NCCL" in status(dp, "fit")[1]
+    assert dp.fit.peak_gib > one.fit.peak_gib and "NCCL" in status(dp, "fit")[1]
 
 
 def test_the_preset_check_fails_the_doctor_like_check_does(tmp_path, trees):

@@ -30,14 +30,15 @@ def test_two_edits_change_exactly_two_lines(preset_copy):
     doc.set("datasets.0.video.num_frames", 33)
     diff = doc.diff()
     changed = [l for l in diff.splitlines() if l[:1] in "+-" and not l.startswith(("+++", "---"))]
-    assert changed == ["-learning_rate = 1e-4", "+learning_rate = 5e-05",
+    lr = next(line for line in before if line.startswith("learning_rate = 1e-4"))   # inline comment kept
+    assert changed == ["-" + lr, "+" + lr.replace("1e-4", "5e-05", 1),
                        "-num_frames = 61           # (frames - 1) % 4 == 0; 61 frames is 2.5 s at 24 fps",
                        "+num_frames = 33           # (frames - 1) % 4 == 0; 61 frames is 2.5 s at 24 fps"]
     doc.save()
     after = preset_copy.read_text().splitlines()
     assert len(after) == len(before)
     assert [i for i, (a, b) in enumerate(zip(before, after)) if a != b] == [
-        before.index("learning_rate = 1e-4"), next(i for i, l in enumerate(before) if l.startswith("num_frames"))]
+        before.index(lr), next(i for i, l in enumerate(before) if l.startswith("num_frames"))]
     # git agrees (when git is around): two lines out, two in
     if shutil.which("git"):
         orig = preset_copy.with_name("orig.toml")

@@ -286,7 +286,10 @@ def _glyph_files(glyph: Path) -> dict[str, Path]:
 
 
 def _probe_glyph(root: Path) -> tuple[_Found | None, str]:
-    for base in (root / "text_encoder", root):
+    bases = [root / "text_encoder", root]
+    if detect_layout(root) == "folder":   # a Qwen2.5-VL folder (Tencent's text_encoder/llm): its siblings
+        bases.append(root.parent)
+    for base in bases:
         byt5, glyph = base / "byt5-small", base / "Glyph-SDXL-v2"
         if byt5.is_dir() or glyph.is_dir():
             return _Found({"text_encoder_2": byt5, "tokenizer_2": byt5}, "tencent",
@@ -398,6 +401,12 @@ def _expected_path(group: str, root: Path | None, version: str) -> Path | None:
     return root / rel
 
 
+# Where text_encoder_path / $HUNYUANVIDEO_TEXT_ENCODER_PATH point: one folder serves both text groups (Qwen2.5-VL
+# and byT5 + Glyph), Tencent's text_encoder/ (a Qwen2.5-VL folder itself works too: its siblings are searched).
+TEXT_ROOT_WORDS = (f"inside the model folder nothing needs setting; elsewhere set text_encoder_path (or ${ENV_TEXT}) "
+                   "to <root>/text_encoder, the folder holding llm/, byt5-small/ and Glyph-SDXL-v2/")
+
+
 def _hint(group: str, preset: Preset, version: str) -> str:
     root = preset.pretrained_model_name_or_path
     return {
@@ -407,11 +416,9 @@ def _hint(group: str, preset: Preset, version: str) -> str:
                        f"({COMMUNITY_REPO.format(version=version)})",
         "vae": f"put the VAE in {root}/vae (hf download {TENCENT_REPO} --include 'vae/*')",
         "scheduler": f"put the scheduler config in {root}/scheduler (hf download {TENCENT_REPO} --include 'scheduler/*')",
-        "text": f"hf download {QWEN_REPO} --local-dir <root>/text_encoder/llm, then set text_encoder_path "
-                f"(or ${ENV_TEXT}) to that folder",
+        "text": f"hf download {QWEN_REPO} --local-dir <root>/text_encoder/llm; {TEXT_ROOT_WORDS}",
         "glyph": "hf download google/byt5-small --local-dir <root>/text_encoder/byt5-small and modelscope download "
-                 "--model AI-ModelScope/Glyph-SDXL-v2 --local_dir <root>/text_encoder/Glyph-SDXL-v2, then set "
-                 f"text_encoder_path (or ${ENV_TEXT}) to <root>/text_encoder",
+                 f"--model AI-ModelScope/Glyph-SDXL-v2 --local_dir <root>/text_encoder/Glyph-SDXL-v2; {TEXT_ROOT_WORDS}",
         "vision": f"the official SigLIP is gated: request access to {SIGLIP_REPO}, hf download {SIGLIP_REPO} "
                   f"--local-dir <root>/vision_encoder/siglip and set vision_encoder_path (or ${ENV_VISION}); or use "
                   f"a diffusers i2v repo that bundles image_encoder/ ({COMMUNITY_REPO.format(version=version)})",

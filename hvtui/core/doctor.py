@@ -22,7 +22,7 @@ from hvtui.core import exitcodes
 from hvtui.core.assets import (ENV_TEXT, ENV_VISION, Component, config_class, hf_cache_dir,
                                inspect_weights, read_json, resolve_components, tokenizer_files,
                                transformer_version)
-from hvtui.core.fit import FitEstimate, GiB, estimate_memory, largest_bucket
+from hvtui.core.fit import FitEstimate, GiB, card_for, estimate_memory, largest_bucket
 from hvtui.core.nvml import NvmlInfo
 from hvtui.core.preset import BUILTIN_TINY, Preset, flavour_height, is_i2v
 
@@ -464,6 +464,20 @@ def component_checks(comp: Component, preset: Preset) -> list[Check]:
 PARTNER_OF = {"tokenizer": "text_encoder", "tokenizer_2": "text_encoder_2", "feature_extractor": "image_encoder"}
 
 
+def fold_missing_components(model: Check, unfound: list[Component], preset: Preset) -> None:
+    """The model folder is unusable, so every component it should hold is missing for that one reason: say so
+    in the model row (which components, and how to get each group) instead of one FAIL row per component."""
+    names = [c.name for c in unfound]
+    model.detail += f"; so {', '.join(names)} {'were' if len(names) > 1 else 'was'} not found"
+    covered = {"vae", "scheduler"} if "transformer" in names else set()   # its download includes them
+    parts: list[str] = []
+    for c in unfound:
+        if c.hint and c.name not in covered:
+            parts += [part for part in c.hint.split("; ") if part not in parts]
+    if parts:
+        model.hint += "; to get the files: " + "; ".join(parts)
+
+
 def summarize_tried(tried: list[str]) -> str:
     """The sources looked at, short: unset keys left out, cache misses folded into one list."""
     parts, misses, cache = [], [], ""
@@ -504,19 +518,24 @@ def source_checks(components: list[Component]) -> list[Check]:
 # ------------------------------------------------------------------------------------------- fit
 
 def check_fit(est: FitEstimate, preset: Preset, info: NvmlInfo | None) -> Check:
+    """The whole run's peak (hvtui.core.fit: every phase as NVML sees it) against this machine's GPU."""
     where = f" (largest bucket from the {est.bucket_source})" if est.bucket_source else ""
     if est.builtin:
         return Check("fit", OK, est.breakdown(), group="fit")
+    peak_words = est.peak_words()
     gpus = info.visible_gpus if info and info.available else []
     if not gpus:
-        return Check("fit", FAIL, f"needs about {est.peak_gib:.1f} GiB of GPU memory; no GPU found. "
-                     f"{est.breakdown()}{where}", "run on a machine with an NVIDIA GPU (24 GiB or more; about "
-                     "16 GiB with enable_group_offload = true)", "fit")
+        hint = f"run on a machine with an NVIDIA GPU of {card_for(est.peak_gib)} or more"
+        alt = _offload_alternative(est, preset)
+        if alt is not None:
+            hint += f"; with enable_group_offload = true about {alt.peak_gib:.1f} GiB ({card_for(alt.peak_gib)})"
+        return Check("fit", FAIL, f"no GPU found; the run needs about {peak_words}: {est.breakdown()}{where}",
+                     hint, "fit")
     cap = min(g.mem_total or 0 for g in gpus)
     free = min(g.mem_free if g.mem_free is not None else (g.mem_total or 0) for g in gpus)
     name = gpus[0].name
     peak = est.peak_gib * GiB
-    detail = f"about {est.peak_gib:.1f} GiB of {gib(cap)} on {name}: {est.breakdown()}{where}"
+    detail = f"about {peak_words} of {gib(cap)} on {name}: {est.breakdown()}{where}"
     if peak > cap:
         return Check("fit", FAIL, detail, _fit_hint(est, preset, cap), "fit")
     if peak > 0.92 * cap:
@@ -555,21 +574,43 @@ def check_gpu_count(processes: int, info: NvmlInfo | None) -> Check:
                  "pick a GPU count this machine has" if problem else "", "fit")
 
 
+def _offload_alternative(est: FitEstimate, preset: Preset) -> FitEstimate | None:
+    """The same run with block offload, when it is off and would lower the peak; never a hint for what is on."""
+    if est.offload:
+        return None
+    alt = estimate_memory(preset, _shape(est), offload=True)
+    return alt if alt.peak_gib < est.peak_gib - 0.5 else None
+
+
 def _fit_hint(est: FitEstimate, preset: Preset, budget: float) -> str:
+    """What lowers each phase that is over `budget` (bytes), from the same estimate the detail quotes."""
     hints = []
-    if est.caching_gib * GiB > budget:
-        hints.append(f"caching needs ~{est.caching_gib:.1f} GiB (text encoder / VAE)"
-                     + ("; set vae_enable_tiling = true" if not preset.vae_enable_tiling else
-                        ": cache on a larger GPU and copy the cache"))
-    if est.training_gib * GiB > budget:
-        if not est.gradient_checkpointing:
-            hints.append("set gradient_checkpointing = true")
-        if not est.offload:
-            alt = estimate_memory(preset, _shape(est), offload=True)
-            hints.append(f"set enable_group_offload = true (training ~{alt.training_gib:.1f} GiB)")
-        hints.append(f"or lower resolution / num_frames (largest bucket {est.bucket})")
-        if est.batch_size > 1:
-            hints.append("or train_batch_size = 1 with gradient_accumulation_steps")
+    over = [p for p in est.phases if p.nvml_gib * GiB > budget and p.name != "checkpointing"]
+    for phase in over:
+        if phase.name == "caching":
+            if not preset.vae_enable_tiling and "VAE encode" in phase.parts:
+                hints.append(f"caching needs ~{phase.nvml_gib:.1f} GiB: set vae_enable_tiling = true")
+            else:
+                hints.append(f"caching needs ~{phase.nvml_gib:.1f} GiB ({phase.note}): cache on a larger GPU and "
+                             "copy the cache folders")
+        elif phase.name == "training":
+            fixes = []
+            if not est.gradient_checkpointing:
+                fixes.append("set gradient_checkpointing = true")
+            alt = _offload_alternative(est, preset)
+            if alt is not None:
+                fixes.append(f"set enable_group_offload = true (training then ~{alt.phase('training').nvml_gib:.1f} "
+                             f"GiB, the run's peak ~{alt.peak_gib:.1f} GiB)")
+            fixes.append(f"lower resolution / num_frames (largest bucket {est.bucket})")
+            if est.batch_size > 1:
+                fixes.append("train_batch_size = 1 with gradient_accumulation_steps")
+            hints.append(f"training needs ~{phase.nvml_gib:.1f} GiB: " + ", or ".join(fixes))
+        elif phase.name == "validation":
+            fixes = ["lower validation_resolution / validation_num_video_frames"]
+            if not preset.vae_enable_tiling:
+                fixes.insert(0, "set vae_enable_tiling = true")
+            fixes.append("set validation_steps = 0")
+            hints.append(f"validation sampling needs ~{phase.nvml_gib:.1f} GiB ({phase.note}): " + ", or ".join(fixes))
     return "; ".join(hints)
 
 
@@ -578,6 +619,19 @@ def _shape(est: FitEstimate):
     w, rest = est.bucket.split("x")
     h, f = rest.split("@")
     return BucketShape(int(w), int(h), int(f), est.bucket_source)
+
+
+def check_sampling(preset: Preset, env) -> Check | None:
+    """How validation samples are drawn (hvtui.core.sampling): the checkpoint's guidance / steps / shift."""
+    if not (preset.validation_steps and preset.all_validation_prompts):
+        return None
+    from hvtui.core.sampling import sampling_settings
+
+    settings = sampling_settings(preset, env)
+    if settings.warning():
+        return Check("sampling", WARN, settings.warning(), "remove validation_guidance from the preset (the "
+                     "checkpoint's guider then decides) or set it to 1", "model")
+    return Check("sampling", OK, "validation: " + settings.describe(), group="model")
 
 
 # ------------------------------------------------------------------------------------------- entry point
@@ -611,15 +665,27 @@ def run_doctor(preset: Preset, system: bool = True, *, env: Mapping[str, str] | 
         report.checks += run("disk", "system", check_disk, preset)
         report.checks.append(check_session(env))
     report.checks += run("preset", "preset", check_preset, preset, env)
-    report.checks += run("model", "model", check_model_root, preset, env)
+    model = run("model", "model", check_model_root, preset, env)
+    report.checks += model
     try:
         report.components = resolve_components(preset, env)
     except Exception as e:
         report.checks.append(Check("components", FAIL, f"cannot resolve: {type(e).__name__}: {e}",
                                    "run `hvtui check PRESET` and fix the model keys", "model"))
-    report.checks += source_checks(report.components)
+    sources = source_checks(report.components)
+    unfound = [c for c in report.components if not c.found and not c.builtin]
+    if model and model[0].status == FAIL and unfound:   # one cause, one row
+        fold_missing_components(model[0], unfound, preset)
+        root = preset.resolve_path(preset.pretrained_model_name_or_path)
+        inside = [c for c in sources if root is not None and str(root) + os.sep in c.detail]
+        if inside:
+            model[0].detail += "; " + ", ".join(c.detail.split(":", 1)[0] for c in inside) + " point(s) inside it"
+            sources = [c for c in sources if c not in inside]
+    report.checks += sources
     for comp in report.components:
-        report.checks += run(comp.name, "model", component_checks, comp, preset)
+        if comp not in unfound or not (model and model[0].status == FAIL):
+            report.checks += run(comp.name, "model", component_checks, comp, preset)
+    report.checks += [c for c in run("sampling", "model", check_sampling, preset, env) if c is not None]
     try:
         report.fit = estimate_memory(preset, largest_bucket(preset, scan=scan), processes=processes)
     except Exception as e:   # a preset too broken to estimate: validate.py reports why

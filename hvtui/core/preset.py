@@ -15,12 +15,15 @@ from typing import Any
 
 FLAVOURS = (
     "t2v-480p", "t2v-720p", "i2v-480p", "i2v-720p",
-    "t2v-480p-distilled", "i2v-480p-distilled", "i2v-720p-distilled",
+    "t2v-480p-distilled", "t2v-720p-distilled", "i2v-480p-distilled", "i2v-720p-distilled",
+    "i2v-480p-step-distilled",
 )
-# Inference flow shift per flavour (REFERENCE.md): 5.0 at 480p, 9.0 for 720p t2v, 7.0 for 720p i2v.
+# Inference flow shift per flavour (Tencent's PIPELINE_CONFIGS; hvtui.core.sampling has the whole table): 5.0 at
+# 480p, 9.0 for 720p t2v, 7.0 for 720p i2v and for the step-distilled 480p i2v.
 FLAVOUR_SHIFT = {
     "t2v-480p": 5.0, "t2v-720p": 9.0, "i2v-480p": 5.0, "i2v-720p": 7.0,
-    "t2v-480p-distilled": 5.0, "i2v-480p-distilled": 5.0, "i2v-720p-distilled": 7.0,
+    "t2v-480p-distilled": 5.0, "t2v-720p-distilled": 9.0, "i2v-480p-distilled": 5.0, "i2v-720p-distilled": 7.0,
+    "i2v-480p-step-distilled": 7.0,
 }
 # The built-in tiny model of the real classes (random weights, built in code): the demo and the tests.
 BUILTIN_TINY = "builtin:tiny"
@@ -95,8 +98,8 @@ class Preset:
     lora_dropout: float = field(default=0.0, metadata=meta("LoRA dropout", minimum=0, maximum=1, section="lora"))
     lora_targets: str = field(default="attention", metadata=meta(
         "which block layers get LoRA", choices=("attention", "attention+mlp"), section="lora"))
-    export_comfyui: bool = field(default=False, metadata=meta(
-        "also write a ComfyUI-style LoRA (diffusion_model. prefix)", section="lora"))
+    export_comfyui: bool = field(default=True, metadata=meta(
+        "also write the LoRA in ComfyUI's own key space (*_comfy.safetensors)", section="lora"))
     # --- training
     max_train_steps: int = field(default=1000, metadata=meta("optimizer steps to run", minimum=1, section="training"))
     train_batch_size: int = field(default=1, metadata=meta("samples per step per GPU", minimum=1, maximum=64, section="training"))
@@ -139,8 +142,12 @@ class Preset:
     validation_negative_prompt: str = field(default="", metadata=meta("negative prompt", section="validation"))
     validation_resolution: str = field(default="848x480", metadata=meta("WxH of samples, multiples of 16", section="validation"))
     validation_num_video_frames: int = field(default=61, metadata=meta("frames per sample; (frames-1) % 4 == 0", minimum=1, section="validation"))
-    validation_guidance: float = field(default=6.0, metadata=meta("classifier-free guidance", minimum=1, maximum=30, section="validation"))
-    validation_num_inference_steps: int = field(default=30, metadata=meta("sampling steps", minimum=1, maximum=200, section="validation"))
+    validation_guidance: float | None = field(default=None, metadata=meta(
+        "classifier-free guidance (default: the checkpoint's guider: 6.0, 1.0 = no CFG for distilled flavours)",
+        minimum=1, maximum=30, section="validation"))
+    validation_num_inference_steps: int | None = field(default=None, metadata=meta(
+        "sampling steps (default: the checkpoint's: 50, 12 for the step-distilled i2v)", minimum=1, maximum=200,
+        section="validation"))
     validation_seed: int = field(default=0, metadata=meta("sampling seed", minimum=0, section="validation"))
     # --- data
     dataset_backend_config: str | None = field(default=None, metadata=meta(

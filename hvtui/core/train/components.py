@@ -137,7 +137,9 @@ def _load_local(preset, dtype, wanted: set[str], publish):
 
     found = {c.name: c for c in resolve_components(preset)}
     comps, layouts = {}, {}
-    comps["guider"] = ClassifierFreeGuidance(guidance_scale=preset.validation_guidance)
+    from hvtui.core.sampling import sampling_settings
+
+    comps["guider"] = ClassifierFreeGuidance(guidance_scale=sampling_settings(preset).guidance)
     for name in [n for n in found if n in wanted]:
         c = found[name]
         if not c.found or c.path is None:

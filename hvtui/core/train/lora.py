@@ -1,4 +1,5 @@
-"""LoRA on the transformer blocks via PEFT, and saving it where diffusers and ComfyUI can load it.
+"""LoRA on the transformer blocks via PEFT, and saving it where diffusers and ComfyUI can load it
+(the key spaces of each: lora_names.py / lora_export.py).
 
 Targets are rooted at `transformer_blocks` (REFERENCE.md trap 2: bare `to_q` would also hit the token
 refiner). The base is frozen, LoRA parameters are fp32 whatever the base dtype (bf16 updates of small
@@ -126,27 +127,32 @@ def export_state_dict(transformer) -> tuple[dict[str, torch.Tensor], dict]:
     return sd, meta
 
 
-def comfy_state_dict(transformer, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    """`diffusion_model.double_blocks.{i}.<tencent module>.lora_{A,B}.weight` + `.alpha` per module
-    (ComfyUI scales by alpha / rank; with the scale folded into lora_B, alpha = rank)."""
-    from hvtui.core.train.tencent_keys import diffusers_module_to_tencent
+def lora_modules(transformer) -> dict:
+    """The trained LoRA as `{diffusers module: lora_export.LoraModule}` (scale folded in): what every export
+    format is written from."""
+    from hvtui.core.train.lora_export import LoraModule
 
-    sd, meta = export_state_dict(transformer)
-    out: dict[str, torch.Tensor] = {}
+    sd, _ = export_state_dict(transformer)
+    modules = {}
     for key, value in sd.items():
         module, _, rest = key.partition(".lora_")
-        name = diffusers_module_to_tencent(module)
-        if name is None:
-            raise KeyError(f"no original (Tencent) name for LoRA module {module}")
-        out[f"diffusion_model.{name}.lora_{rest}"] = value.to(dtype) if dtype else value
-        out[f"diffusion_model.{name}.alpha"] = torch.tensor(float(meta["r"]))
-    return out
+        pair = modules.setdefault(module, {})
+        pair[rest.split(".")[0]] = value.detach()
+    return {m: LoraModule(down=p["A"], up=p["B"]) for m, p in modules.items()}
+
+
+def comfy_state_dict(transformer, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """The LoRA in ComfyUI's HunyuanVideo key space (q/k/v fused, see lora_export)."""
+    from hvtui.core.train.lora_export import comfy_state_dict as to_comfy
+
+    return to_comfy(lora_modules(transformer), dtype)
 
 
 def save_lora(transformer, out_dir, comfy: bool = False, weight_name: str = LORA_FILE,
               dtype: torch.dtype | None = None) -> list[Path]:
     """Write the diffusers-format LoRA (`load_lora_adapter(path, prefix="transformer")` loads it) and, with
-    `comfy`, the ComfyUI-style file next to it. Files appear atomically (temp dir + rename)."""
+    `comfy`, the ComfyUI file next to it (ComfyUI's own module names, q/k/v fused: lora_export.py). Files
+    appear atomically (temp dir + rename)."""
     from diffusers.loaders import HunyuanVideoLoraLoaderMixin
     from safetensors.torch import save_file
 

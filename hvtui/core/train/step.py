@@ -84,18 +84,27 @@ def collate(items: list[dict]) -> dict:
     return batch
 
 
+def shift_sigmas(s: torch.Tensor, shift: float) -> torch.Tensor:
+    """The flow-matching time shift (the scheduler's, and Tencent's train.py `timestep_transform`):
+    s -> shift*s / (1 + (shift-1)*s); shift 1 leaves s as it is."""
+    return s if shift == 1.0 else shift * s / (1 + (shift - 1) * s)
+
+
 def sample_sigmas(preset, n: int, generator: torch.Generator | None = None, device="cpu") -> torch.Tensor:
-    """Training sigmas in [0, 1] as the preset asks: uniform, logit_normal(mean, std) or shifted
-    (uniform u, then s = shift*u / (1 + (shift-1)*u), the scheduler's time shift)."""
+    """Training sigmas in [0, 1] as the preset asks. Every mode that takes a shift gets `preset.shift`
+    (flow_schedule_shift, default the flavour's inference shift):
+      uniform       u ~ U(0, 1), no shift
+      shifted       u ~ U(0, 1), then shifted
+      logit_normal  sigmoid(N(logit_mean, logit_std)), then shifted (Tencent's train.py and SimpleTuner both
+                    shift their logit-normal draws; flow_schedule_shift = 1 gives the plain distribution)"""
     how = preset.timestep_sampling
     if how == "uniform":
         s = torch.rand(n, generator=generator)
     elif how == "logit_normal":
-        s = torch.sigmoid(torch.randn(n, generator=generator) * preset.logit_std + preset.logit_mean)
+        s = shift_sigmas(torch.sigmoid(torch.randn(n, generator=generator) * preset.logit_std + preset.logit_mean),
+                         float(preset.shift))
     elif how == "shifted":
-        u = torch.rand(n, generator=generator)
-        shift = float(preset.shift)
-        s = shift * u / (1 + (shift - 1) * u)
+        s = shift_sigmas(torch.rand(n, generator=generator), float(preset.shift))
     else:
         raise ValueError(f"timestep_sampling {how!r} is not one of uniform, logit_normal, shifted")
     return s.clamp(0.0, 1.0).to(device)
@@ -122,10 +131,15 @@ def model_inputs(transformer, batch: dict, noisy: torch.Tensor, timestep: torch.
     if image.shape[1] == 0:   # t2v: 0 image tokens, sized to the model's image_embed_dim
         model = getattr(transformer, "module", transformer)
         image = image.new_zeros(image.shape[0], 0, model.config.image_embed_dim)
-    return dict(hidden_states=torch.cat([noisy, batch["cond"].to(device, dtype)], 1),
-                timestep=timestep.to(device, dtype), encoder_hidden_states=text, encoder_attention_mask=mask,
-                encoder_hidden_states_2=text_2, encoder_attention_mask_2=mask_2,
-                image_embeds=image.to(device, dtype), return_dict=False)
+    kwargs = dict(hidden_states=torch.cat([noisy, batch["cond"].to(device, dtype)], 1),
+                  timestep=timestep.to(device, dtype), encoder_hidden_states=text, encoder_attention_mask=mask,
+                  encoder_hidden_states_2=text_2, encoder_attention_mask_2=mask_2,
+                  image_embeds=image.to(device, dtype), return_dict=False)
+    if getattr(getattr(transformer, "module", transformer).config, "use_meanflow", False):
+        # the step-distilled checkpoint is a MeanFlow model u(x, r, t): with r = t it is the instantaneous
+        # velocity, which is what the flow-matching target (noise - x0) is
+        kwargs["timestep_r"] = kwargs["timestep"]
+    return kwargs
 
 
 def flow_matching_loss(transformer, batch: dict, sigmas: torch.Tensor, noise: torch.Tensor | None = None,

@@ -2,7 +2,8 @@
 
 Written from the layout diffusers' conversion script (`scripts/convert_hunyuan_video1_5_to_diffusers.py`)
 maps; diffusers 0.42 does not register the 1.5 transformer for `from_single_file`, so hvtui converts the
-original transformer itself. The same table, inverted, names the modules of the ComfyUI-style LoRA export.
+original transformer itself. lora_names.py builds the LoRA key spaces (diffusers, Tencent, ComfyUI) from
+these tables.
 """
 from __future__ import annotations
 
@@ -61,17 +62,6 @@ REFINER_MODULES = {
     "ff.net.2": "mlp.fc2",
     "norm_out.linear": "adaLN_modulation.1",
 }
-
-_BLOCK = re.compile(r"^transformer_blocks\.(\d+)\.(.+)$")
-
-
-def diffusers_module_to_tencent(name: str) -> str | None:
-    """`transformer_blocks.3.attn.to_q` -> `double_blocks.3.img_attn_q` (None if not a mapped block module)."""
-    m = _BLOCK.match(name)
-    if m and m.group(2) in BLOCK_MODULES:
-        return f"double_blocks.{m.group(1)}.{BLOCK_MODULES[m.group(2)]}"
-    return None
-
 
 def is_tencent_state_dict(keys) -> bool:
     keys = set(keys)

@@ -7,6 +7,15 @@ SigLIP tokens for i2v), so sampling runs in packed attention (no mask) like trai
 pass the cached tensors through; for i2v `encode_image` returns the cached SigLIP tokens of the clip whose
 first frame conditions the sample.
 
+Guidance, step count and flow shift follow the checkpoint (hvtui.core.sampling): CFG-distilled checkpoints
+sample without CFG (one transformer call per step, no negative prompt) unless the preset sets a guidance.
+
+Memory: sampling runs on the card the training filled, so it must stay under the training peak. diffusers'
+guider already runs the conditional and unconditional passes one after the other at batch 1 (never a batch of 2);
+the allocator's cache of training-sized blocks is given back first, the denoising loop stops at latents, its
+buffers are given back, and only then the VAE decodes (spatially tiled with vae_enable_tiling), so the decode
+never stacks on the transformer's working set. The estimate of this phase is hvtui.core.fit's "validation".
+
 A failure or OOM raises `ValidationError` (memory is freed first); the loop reports it and keeps training.
 """
 from __future__ import annotations
@@ -74,6 +83,12 @@ class Validator:
         frame_rates = [d.video.frame_rate for d in preset.training_datasets if d.video.frame_rate]
         self.fps = fps or (frame_rates[0] if frame_rates else 24.0)
         self.i2v = bool(preset.is_i2v)
+        from hvtui.core.sampling import sampling_settings
+
+        self.settings = sampling_settings(preset)
+        self.publish(events.log(f"validation sampling: {self.settings.describe()}"))
+        if self.settings.warning():
+            self.publish(events.log(self.settings.warning(), "warning"))
 
     @property
     def prompts(self) -> list[str]:
@@ -93,7 +108,7 @@ class Validator:
         comps = dict(self.components)
         comps["transformer"] = transformer
         comps["scheduler"] = copy.deepcopy(self.components["scheduler"])   # the pipeline sets its timesteps
-        comps["guider"] = ClassifierFreeGuidance(guidance_scale=float(self.preset.validation_guidance))
+        comps["guider"] = ClassifierFreeGuidance(guidance_scale=float(self.settings.guidance))
         for name in ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "image_encoder"):
             comps[name] = None
         pipe = make_pipeline(comps, i2v=self.i2v, pipeline_cls=i2v_cls if self.i2v else t2v_cls)
@@ -123,6 +138,7 @@ class Validator:
 
     def _run(self, model, step: int) -> list[Path]:
         paths = []
+        release_memory()   # the allocator's cached training blocks go back before sampling allocates its own
         pipe = self._pipeline(model)
         for i, prompt in enumerate(self.prompts):
             frames = self.sample_frames(model, i, pipe)
@@ -142,12 +158,12 @@ class Validator:
         pipe = pipe or self._pipeline(model)
         conditioning.configure_tiling(pipe.vae, bool(p.vae_enable_tiling))
         kw = self._embeds(self.prompts[i], self.device)
-        if float(p.validation_guidance) > 1.0:
+        if self.settings.uses_cfg:
             neg = self._embeds(p.validation_negative_prompt, self.device)
             kw.update({f"negative_{k}": v for k, v in neg.items()})
-        common = dict(num_frames=int(p.validation_num_video_frames),
-                      num_inference_steps=int(p.validation_num_inference_steps),
-                      generator=torch.Generator().manual_seed(int(p.validation_seed) + i), output_type="np", **kw)
+        common = dict(num_frames=int(p.validation_num_video_frames), num_inference_steps=self.settings.steps,
+                      generator=torch.Generator().manual_seed(int(p.validation_seed) + i), output_type="latent",
+                      **kw)
         with packed_attention.packed_attention(model, True):
             if self.i2v:
                 entries = [e for e in self.index.entries if e.i2v]
@@ -155,8 +171,17 @@ class Validator:
                     raise ValidationError("i2v validation needs a cached training clip for its first frame")
                 entry = entries[i % len(entries)]
                 pipe.cached_image_embeds = self.index.load(entry)["image"][None]
-                frames = pipe(image=Image.fromarray(self.index.first_frame(entry)), **common).frames
+                latents = pipe(image=Image.fromarray(self.index.first_frame(entry)), **common).frames
             else:
                 width, height = parse_resolution(p.validation_resolution)
-                frames = pipe(height=height, width=width, **common).frames
-        return frames[0]
+                latents = pipe(height=height, width=width, **common).frames
+        release_memory()   # the denoising loop's buffers go back before the decode allocates
+        return decode(pipe, latents)[0]
+
+
+@torch.no_grad()
+def decode(pipe, latents):
+    """The pipeline's own decode step (scale, VAE decode, post-process to [0, 1] numpy frames [B, F, H, W, 3])."""
+    vae = pipe.vae
+    video = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
+    return pipe.video_processor.postprocess_video(video, output_type="np")
