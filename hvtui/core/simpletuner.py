@@ -37,7 +37,8 @@ LATENT_ALIASES = {**ALIASES, "cache_dir_vae": "cache_dir"}
 DROP_REASONS = {
     "num_train_epochs": "hvtui counts max_train_steps only",
     "resume_from_checkpoint": "use `hvtui --run PRESET --resume auto`",
-    "report_to": "hvtui logs to OUTPUT_DIR/events.jsonl and its own UI",
+    "logging_dir": "hvtui writes TensorBoard logs to OUTPUT_DIR/tensorboard",
+    "tracker_image_layout": "hvtui logs each validation video and its contact sheet",
     "push_to_hub": "hvtui does not upload", "hub_model_id": "hvtui does not upload",
     "lora_type": "hvtui trains standard LoRA",
     "aspect_bucket_rounding": "hvtui buckets to multiples of 16",
@@ -45,7 +46,7 @@ DROP_REASONS = {
 }
 TOP_PATHS = ("output_dir", "text_encoder_path", "vision_encoder_path")
 DATASET_PATHS = ("instance_data_dir", "cache_dir", "metadata_file")
-SECTION_ORDER = ("model", "lora", "training", "memory", "validation", "data")
+SECTION_ORDER = ("model", "lora", "training", "memory", "validation", "logging", "data")
 
 
 @dataclass
@@ -132,7 +133,23 @@ class _Converter:
             out[name] = value
         return out
 
+    def report_to(self, value):
+        """SimpleTuner's report_to is a tracker or a comma list ("wandb,tensorboard"); hvtui's is one of
+        none / tensorboard / wandb / all. Trackers hvtui lacks (comet_ml, ...) are named in a note."""
+        if not isinstance(value, str):
+            return value
+        names = [n.strip().lower() for n in value.split(",") if n.strip()]
+        known = [n for n in ("tensorboard", "wandb") if n in names or "all" in names]
+        other = [n for n in names if n not in ("tensorboard", "wandb", "all", "none")]
+        result = "all" if len(known) == 2 else (known[0] if known else "none")
+        if other:
+            self.notes.append(f"report_to: {', '.join(other)} not supported by hvtui (tensorboard and wandb are); "
+                              f"using {json.dumps(result)}")
+        return result
+
     def preset(self, config: dict) -> dict:
+        if "report_to" in config:
+            config = {**config, "report_to": self.report_to(config["report_to"])}
         out = self.table(Preset, config, "", skip=("dataset_backend_config",))
         precision = out.get("base_model_precision")
         if precision is not None and precision not in SUPPORTED_BASE_PRECISION:
