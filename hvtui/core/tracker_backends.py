@@ -14,6 +14,8 @@ import json
 import os
 from pathlib import Path
 
+from hvtui.core.trackers import first_line
+
 GIF_MAX_SIDE = 256          # TensorBoard shows validation videos as animated GIFs this size at most
 WANDB_OFFLINE_MODES = ("offline", "dryrun")
 
@@ -158,10 +160,8 @@ def wandb_logged_in(wandb) -> bool:
     and break the TUI's terminal); older wandb without `prompt` only counts WANDB_API_KEY."""
     try:
         return bool(wandb.login(prompt=False, verify=False))
-    except TypeError:
+    except Exception:   # TypeError: an older wandb; else a broken netrc or settings file
         return bool(os.environ.get("WANDB_API_KEY"))
-    except Exception:   # a broken netrc, an unreachable host check
-        return False
 
 
 class WandB:
@@ -209,7 +209,7 @@ class WandB:
             if self.mode == "offline":
                 raise
             self.mode, self.fell_back = "offline", True
-            why = f"W&B unreachable ({type(e).__name__}: {e})"
+            why = f"W&B unreachable ({type(e).__name__}: {first_line(e)})"
             self.tracker = self._init(config, self.mode)
         run = self.tracker.run
         if self.mode == "offline":

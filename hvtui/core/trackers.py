@@ -41,6 +41,12 @@ STEP_SCALARS = (("loss", "train/loss"), ("loss_smooth", "train/loss_smooth"), ("
                 ("samples_per_s", "train/samples_per_s"))
 
 
+def first_line(e: Exception, limit: int = 160) -> str:
+    """An exception's message for a one-line warning (wandb's carry advice on further lines)."""
+    text = (str(e).strip().splitlines() or [""])[0]
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def wanted(report_to: str | None) -> list[str]:
     """The trackers a report_to value asks for, in a fixed order."""
     value = (report_to or "none").strip().lower()
@@ -174,7 +180,7 @@ class TrackerSink:
             try:
                 getattr(self, f"_on_{event.kind}")(event.data)
             except Exception as e:   # a bug here must not reach the trainer: say it once, keep going
-                self._say(f"experiment trackers: {type(e).__name__}: {e}", "warning")
+                self._say(f"experiment trackers: {type(e).__name__}: {first_line(e)}", "warning")
         self._end(None)
         if self.dropped:
             self._say(f"experiment trackers fell behind: {self.dropped} event(s) were not logged", "warning")
@@ -186,9 +192,9 @@ class TrackerSink:
                 call(t)
             except Exception as e:
                 self.trackers.remove(t)
-                self._say(f"{t.name}: stopped logging ({what} failed: {type(e).__name__}: {e}); training goes on",
-                          "warning")
-                self._status(t.name, "failed", message=f"{what} failed: {e}")
+                self._say(f"{t.name}: stopped logging ({what} failed: {type(e).__name__}: {first_line(e)}); "
+                          "training goes on", "warning")
+                self._status(t.name, "failed", message=f"{what} failed: {first_line(e)}")
 
     def _on_run_started(self, d: dict) -> None:
         from hvtui.core.tracker_backends import BACKENDS, TrackerUnavailable, run_config
@@ -211,9 +217,9 @@ class TrackerSink:
                 self._status(name, "failed", message=str(e))
                 continue
             except Exception as e:
-                self._say(f"{name}: could not start ({type(e).__name__}: {e}); training goes on without it",
-                          "warning")
-                self._status(name, "failed", message=f"{type(e).__name__}: {e}")
+                self._say(f"{name}: could not start ({type(e).__name__}: {first_line(e)}); training goes on "
+                          "without it", "warning")
+                self._status(name, "failed", message=f"{type(e).__name__}: {first_line(e)}")
                 continue
             self.trackers.append(backend)
             self._say(f"{name}: {note}", "warning" if status == "offline" and backend.fell_back else "info")
@@ -251,5 +257,5 @@ class TrackerSink:
                 if note:
                     self._say(f"{t.name}: {note}")
             except Exception as e:
-                self._say(f"{t.name}: could not finish cleanly ({type(e).__name__}: {e})", "warning")
+                self._say(f"{t.name}: could not finish cleanly ({type(e).__name__}: {first_line(e)})", "warning")
         self.trackers = []

@@ -24,6 +24,7 @@ KEEP_RATIO = 2.5         # more frames only while each is at least 1/KEEP_RATIO 
 MAX_WIDTH_FRACTION = 0.4 # of the row it sits in
 LEAVE_COLS = 63          # ... and the rest of the row keeps this much: the numbers box (27) + a readable loss chart
 GRIDS = ((1, 1), (2, 1), (2, 2), (3, 1), (3, 2), (4, 1), (4, 2))
+MIN_WIDTH = 13           # the border title "sample 123" fits
 UPPER, LOWER = "▀", "▄"
 
 
@@ -137,7 +138,7 @@ class SamplePreview(Widget):
             sheet = read_sheet(sample[1])
             failed = ""
         except Exception as e:   # missing (an attached run on another machine), half-copied, not a PNG
-            sheet, failed = None, f"{Path(sample[1]).name}: {type(e).__name__}"
+            sheet, failed = None, f"cannot show {Path(sample[1]).name}: {type(e).__name__}"
         self.app.call_from_thread(self._loaded, sample, sheet, failed)
 
     def _loaded(self, sample, sheet, failed: str) -> None:
@@ -153,19 +154,21 @@ class SamplePreview(Widget):
     def get_content_width(self, container: Size, viewport: Size) -> int:
         """As wide as the frames need at this height, within MAX_WIDTH_FRACTION of the row and what LEAVE_COLS
         leaves (`container` is the row's space less this widget's border)."""
-        limit = max(10, min(int(container.width * MAX_WIDTH_FRACTION), container.width - LEAVE_COLS))
+        limit = max(MIN_WIDTH, min(int(container.width * MAX_WIDTH_FRACTION), container.width - LEAVE_COLS))
         if self._sheet is None:
-            return min(limit, 12)
+            return MIN_WIDTH
         _, layout = self._sheet
         height_px = max(2, container.height * 2)
         cols, rows, tw, th = choose_grid(len(layout.frames), layout.tile_w, layout.tile_h, limit, height_px)
-        return max(4, min(limit, cols * tw + (cols - 1)))
+        return max(MIN_WIDTH, min(limit, cols * tw + (cols - 1)))
 
     def render_line(self, y: int) -> Strip:
         width, height = self.content_size
-        if self._sheet is None:
-            text = self._failed or "reading…"
-            return Strip([Segment(text[:width], Style(dim=True))] if y == 0 else [], width)
+        if self._sheet is None:   # reading, or why it cannot be shown, wrapped to the box
+            import textwrap
+
+            lines = textwrap.wrap(self._failed or "reading…", max(1, width))
+            return Strip([Segment(lines[y], Style(dim=True))] if y < len(lines) else [], width)
         if self._strips is None or self._strips[0] != (width, height):
             image, layout = self._sheet
             self._strips = ((width, height), half_block_strips(*compose(image, layout, width, height * 2)))

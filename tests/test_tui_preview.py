@@ -1,0 +1,182 @@
+"""The Train pane's sample preview (half blocks drawn from the contact sheet) and its tracker line: snapshots
+at 80x24 and 120x40 of an attached finished run, the colours the preview draws, and the whole path from the
+TUI starting the demo preset to the preview of its validation sample.
+
+Regenerate the snapshots after an intended change: HVTUI_UPDATE_SNAPSHOTS=1 python -m pytest tests/test_tui_preview.py
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_tui_snapshots import compare, fixed_clock_zone, make_app, settle, write_run  # noqa: E402,F401
+from tui_fakes import screen_text, wait_for  # noqa: E402
+
+from hvtui.core.contact_sheet import read_sheet, write_contact_sheet  # noqa: E402
+from hvtui.core.dataset.read import decode_frames  # noqa: E402
+from hvtui.tui.train_state import TrainState  # noqa: E402
+from hvtui.tui.widgets.sample_preview import SamplePreview, choose_grid, compose, half_block_strips  # noqa: E402
+from hvtui.tui.widgets.tracker_line import TrackerLine  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+CLIP = REPO / "presets" / "demo-data" / "red-square-right.mp4"   # 80x80, 9 frames: a red square moving right
+RED = (200, 40, 40)
+
+
+def clip_frames() -> np.ndarray:
+    return np.stack(decode_frames(CLIP, list(range(9)), backend="pyav"))
+
+
+def attached_run_with_sample(root: Path) -> Path:
+    """write_run's finished run plus a tracker event and a sample whose contact sheet is the demo clip's."""
+    out = root / "run"
+    write_run(out)
+    sheet = write_contact_sheet(clip_frames(), out / "samples" / "step-000060-0.png")
+    lines = []
+    for line in (out / "events.jsonl").read_text().splitlines():
+        d = json.loads(line)
+        if d.get("kind") == "sample":
+            d["sheet"] = str(sheet)
+        lines.append(json.dumps(d))
+        if d.get("kind") == "run_started":
+            lines.append(json.dumps({"kind": "tracker", "time": d["time"], "name": "tensorboard", "status": "logging",
+                                     "where": str(out / "tensorboard" / "run")}))
+    (out / "events.jsonl").write_text("\n".join(lines) + "\n")
+    return out
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+def test_snapshot_train_pane_with_sample_preview(tmp_path, monkeypatch, size):
+    attached_run_with_sample(tmp_path)
+    monkeypatch.chdir(tmp_path)
+
+    async def go():
+        app = make_app([], tmp_path, telemetry=None, attach=Path("run"))
+        async with app.run_test(size=size) as pilot:
+            assert await wait_for(pilot, lambda: app.train_state.state == "finished")
+            preview = app.query_one(SamplePreview)
+            assert await wait_for(pilot, lambda: preview.ready)
+            await settle(pilot)
+            assert preview.display and preview.border_title == "sample 60"
+            assert app.query_one(TrackerLine).display
+            text = screen_text(app)
+            assert "logs to tensorboard run/tensorboard/run" in text
+            compare(f"train_preview_{size[0]}x{size[1]}", text)
+    asyncio.run(go())
+
+
+def test_half_blocks_draw_the_frames_colours_where_they_are():
+    """Compose the demo clip's sheet into a 10x5-cell box (one frame) and read the colours back from the
+    strips: the red square is at the left of frame 0, the rest is the clip's dark background."""
+    frames = clip_frames()
+    from hvtui.core.contact_sheet import make_sheet
+
+    sheet, layout = make_sheet(frames)
+    assert (layout.cols, layout.rows, len(layout.frames)) == (4, 2, 8)
+    canvas, mask = compose(sheet, layout, 10, 10)
+    assert mask.all()                                   # a square frame fills the square box
+    strips = half_block_strips(canvas, mask)
+    assert len(strips) == 5 and all(s.cell_length == 10 for s in strips)
+    cells = [[(ch, seg.style) for seg in s for ch in seg.text] for s in strips]
+    # frame 0 of red-square-right: the square's left edge at x=0, vertically centred
+    def rgb(style, which):
+        c = getattr(style, which)
+        return c.triplet if c else None
+    mid = cells[2]
+    left_top = rgb(mid[0][1], "color")
+    right_top = rgb(mid[-1][1], "color")
+    assert left_top.red > 150 and left_top.green < 90 and left_top.blue < 90, left_top
+    assert max(right_top) < 60, right_top
+    assert all(text == "▀" for text, _ in mid)
+
+
+def test_grid_shows_more_frames_only_while_they_stay_readable():
+    assert choose_grid(8, 106, 60, 15, 10)[:2] == (1, 1)        # 80x24: one frame
+    assert choose_grid(8, 64, 64, 47, 42)[:2] == (2, 2)         # 120x40, square frames: four
+    assert choose_grid(1, 64, 64, 47, 42)[:2] == (1, 1)         # a one-frame sheet
+    assert choose_grid(8, 106, 60, 200, 8)[:2] == (4, 1)        # wide and short: a strip of frames
+    assert choose_grid(8, 106, 60, 200, 6)[:2] == (1, 1)        # tiles under MIN_TILE_PX: just one
+
+
+def test_unreadable_sheet_says_so_instead_of_drawing(tmp_path, monkeypatch):
+    (tmp_path / "run").mkdir()
+    bad = tmp_path / "run" / "sheet.png"
+    bad.write_bytes(b"not a png")
+    st = TrainState()
+    st.apply([])
+    from hvtui.core.events import Event
+
+    st.apply([Event("sample", {"step": 3, "path": "x.mp4", "prompt": "p", "sheet": str(bad)})])
+    assert st.preview == (3, str(bad), "p")
+
+    async def go():
+        from textual.app import App
+
+        class Host(App):
+            def compose(self):
+                yield SamplePreview()
+
+        app = Host()
+        async with app.run_test(size=(60, 12)) as pilot:
+            preview = app.query_one(SamplePreview)
+            preview.show(st.preview)
+            assert await wait_for(pilot, lambda: preview.ready)
+            await pilot.pause(0.1)
+            text = "".join(line.strip("│ ") for line in screen_text(app).splitlines()[1:-1])
+            assert "".join(text.split()) == "cannotshowsheet.png:UnidentifiedImageError"   # wrapped in the box
+    asyncio.run(go())
+
+
+def test_sheet_round_trip_keeps_layout_and_tiles():
+    frames = clip_frames()
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        path = write_contact_sheet(frames, Path(d) / "s.png")
+        img, layout = read_sheet(path)
+    assert layout.frames == (0, 1, 2, 3, 5, 6, 7, 8) and (layout.tile_w, layout.tile_h) == (80, 80)
+    assert img.size == layout.size == (2 + 4 * 82, 2 + 2 * 82)
+    for i, index in enumerate(layout.frames):   # each tile is its frame (PNG is lossless, no scaling at 80 px)
+        tile = np.asarray(img.crop(layout.tile_box(i)))
+        assert np.array_equal(tile, frames[index])
+
+
+@pytest.mark.slow
+def test_tui_starts_the_demo_and_previews_its_validation_sample(tmp_path):
+    """The real trainer (no fake backend) started from the Train pane on the demo preset: after its validation
+    step the preview shows the sample's sheet, read from the file the validator wrote."""
+    import tracker_runs as R
+    from hvtui.tui.app import HvtuiApp
+    from hvtui.tui.services import Services
+    from hvtui.tui.settings import Settings
+    from tui_fakes import no_gpu
+    from hvtui.tui.panes.config import ConfigPane
+
+    preset = R.demo_preset(tmp_path / "presets", max_train_steps=4, validation_steps=4, checkpointing_steps=0)
+
+    async def go():
+        app = HvtuiApp([preset], 0, services=Services(telemetry=no_gpu), settings=Settings(directory=tmp_path / "cfg"),
+                       env={})
+        async with app.run_test(size=(100, 30)) as pilot:
+            assert await wait_for(pilot, lambda: app.query_one(ConfigPane).preset is not None)
+            await pilot.press("s")
+            assert await wait_for(pilot, lambda: app.train_state.state in ("finished", "failed"), timeout=300)
+            assert app.train_state.state == "finished", list(app.train_state.logs)
+            preview = app.query_one(SamplePreview)
+            assert await wait_for(pilot, lambda: preview.ready)
+            await settle(pilot)
+            step, sheet, prompt = app.train_state.preview
+            assert step == 4 and Path(sheet).is_file() and prompt == "a red square moves right"
+            assert Path(sheet).with_suffix(".mp4").is_file()
+            assert preview.display and preview.border_title == "sample 4" and not preview._failed
+            width, height = preview.content_size
+            drawn = [seg for y in range(height) for seg in preview.render_line(y) if seg.text.strip()]
+            assert drawn and all(seg.text.strip() in ("▀", "▄") or set(seg.text) <= {"▀", "▄", " "} for seg in drawn)
+            assert any(seg.style and seg.style.color for seg in drawn)
+    asyncio.run(go())
