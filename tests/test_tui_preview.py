@@ -180,3 +180,15 @@ def test_tui_starts_the_demo_and_previews_its_validation_sample(tmp_path):
             assert drawn and all(seg.text.strip() in ("▀", "▄") or set(seg.text) <= {"▀", "▄", " "} for seg in drawn)
             assert any(seg.style and seg.style.color for seg in drawn)
     asyncio.run(go())
+
+
+def test_train_pane_imports_no_tracker_or_image_library():
+    """The preview reads sheets in a worker when one arrives: the Train pane (the first paint under --attach)
+    imports neither the trackers nor Pillow / numpy."""
+    import subprocess
+
+    code = ("import sys; import hvtui.tui.app, hvtui.tui.panes.train; "
+            "bad = [m for m in ('wandb', 'tensorboard', 'accelerate', 'torch', 'PIL', 'numpy', 'hvtui.core.trackers') "
+            "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
