@@ -192,3 +192,113 @@ def test_train_pane_imports_no_tracker_or_image_library():
             "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+# ------------------------------------------------------------------ kitty's graphics protocol (where the terminal has it)
+
+def test_kitty_diacritics_follow_kittys_rule():
+    """kitty's rowcolumn-diacritics.txt is every Unicode 6.0 mark of class 230 without decomposition, less a few
+    that normalisation may fuse; the first 100 are the same under Python's (newer) Unicode database."""
+    import unicodedata
+
+    from hvtui.tui.kitty_graphics import DIACRITICS
+
+    fused = {0x0300, 0x0301, 0x0302, 0x0303, 0x0304, 0x0306, 0x0307, 0x0308, 0x0309, 0x030A, 0x030B, 0x030C, 0x030F,
+             0x0311, 0x0313, 0x0314, 0x0342, 0x0653, 0x0654}
+    derived = [chr(c) for c in range(0x0300, 0x0750) if unicodedata.category(chr(c)) == "Mn"
+               and unicodedata.combining(chr(c)) == 230 and not unicodedata.decomposition(chr(c)) and c not in fused]
+    assert list(DIACRITICS) == derived[:100] and len(DIACRITICS) == 100
+
+
+@pytest.mark.parametrize("env,expected", [
+    ({"TERM": "xterm-kitty", "COLORTERM": "truecolor"}, True),
+    ({"TERM": "xterm-256color", "KITTY_WINDOW_ID": "3", "COLORTERM": "24bit"}, True),
+    ({"TERM": "xterm-kitty"}, False),                                               # no truecolor: ids would change
+    ({"TERM": "xterm-kitty", "COLORTERM": "truecolor", "TMUX": "/tmp/tmux-0/default,1,0"}, False),   # tmux eats it
+    ({"TERM": "screen-256color", "KITTY_WINDOW_ID": "1", "COLORTERM": "truecolor"}, False),
+    ({"TERM": "xterm-256color", "COLORTERM": "truecolor"}, False),
+    ({"TERM": "xterm-kitty", "COLORTERM": "truecolor", "HVTUI_PREVIEW": "halfblock"}, False),
+    ({"TERM": "xterm-ghostty", "HVTUI_PREVIEW": "kitty"}, True),
+])
+def test_kitty_protocol_only_where_the_terminal_has_it(env, expected):
+    from hvtui.tui.kitty_graphics import supported
+
+    assert supported(env) is expected
+
+
+def parse_kitty(written: str) -> list[tuple[dict, str]]:
+    """APC graphics commands in terminal output: [(keys, payload)]."""
+    out = []
+    for part in written.split("\x1b_G")[1:]:
+        body = part.split("\x1b\\", 1)[0]
+        keys, _, payload = body.partition(";")
+        out.append((dict(kv.split("=", 1) for kv in keys.split(",")), payload))
+    return out
+
+
+def test_kitty_preview_sends_the_picture_once_and_draws_placeholders():
+    """In kitty mode the widget writes one transmission (PNG in <= 4096-byte base64 chunks, a virtual placement
+    over the box) and fills the box with U+10EEEE cells that name their row and column in the image's colour."""
+    import base64
+    import io
+
+    from PIL import Image
+    from textual.app import App
+
+    from hvtui.tui import kitty_graphics as K
+
+    with pytest.MonkeyPatch.context() as mp:
+        import tempfile
+
+        d = Path(tempfile.mkdtemp())
+        sheet = write_contact_sheet(clip_frames(), d / "s.png")
+
+        class Host(App):
+            env = {"HVTUI_PREVIEW": "kitty"}
+
+            def compose(self):
+                yield SamplePreview()
+
+        async def go():
+            app = Host()
+            async with app.run_test(size=(60, 14)) as pilot:
+                written: list[str] = []
+                real = app._driver.write
+                mp.setattr(app._driver, "write", lambda data: (written.append(data), real(data)))
+                preview = app.query_one(SamplePreview)
+                assert preview.kitty
+                preview.show((5, str(sheet), "p"))
+                assert await wait_for(pilot, lambda: preview.ready)
+                await pilot.pause(0.2)
+                cols, rows = preview.content_size
+                commands = parse_kitty("".join(written))
+                assert commands, "nothing was transmitted"
+                first, *rest = commands
+                keys = first[0]
+                assert (keys["a"], keys["U"], keys["f"], keys["q"]) == ("T", "1", "100", "2")
+                assert (int(keys["c"]), int(keys["r"]), int(keys["i"])) == (cols, rows, preview.kitty_id)
+                assert [k.get("m") for k, _ in commands] == ["1"] * (len(commands) - 1) + ["0"]
+                assert all(len(p) <= K.CHUNK for _, p in commands)
+                png = base64.b64decode("".join(p for _, p in commands))
+                img = Image.open(io.BytesIO(png))
+                assert img.mode == "RGBA" and img.size == (cols * 10, rows * 20)
+                # the composed frames: opaque where drawn, transparent around them
+                pixels = np.asarray(img)
+                alpha = pixels[..., 3]
+                assert alpha.max() == 255 and alpha.min() == 0
+                red = (pixels[..., 0] > 150) & (pixels[..., 1] < 90) & (pixels[..., 2] < 90) & (alpha == 255)
+                dark = (pixels[..., :3].max(axis=-1) < 60) & (alpha == 255)
+                assert red.sum() > 0 and dark.sum() > red.sum()       # the clip: a red square on a dark ground
+                text = screen_text(app)
+                lines = [line for line in text.splitlines() if K.PLACEHOLDER in line]
+                assert len(lines) == rows
+                cells = lines[0].split(K.PLACEHOLDER)[1:]
+                assert len(cells) == cols
+                assert [c[:2] for c in cells[:3]] == [K.DIACRITICS[0] + K.DIACRITICS[i] for i in range(3)]
+                last_row = lines[-1].split(K.PLACEHOLDER)[1:]
+                assert last_row[0][:1] == K.DIACRITICS[rows - 1]
+                strip = preview.render_line(0)
+                colour = next(seg.style.color for seg in strip if K.PLACEHOLDER in seg.text)
+                r, g, b = colour.triplet
+                assert (r << 16) | (g << 8) | b == preview.kitty_id
+        asyncio.run(go())

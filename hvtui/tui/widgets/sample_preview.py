@@ -2,7 +2,8 @@
 
 Half-block characters: each cell shows two pixels, the upper half "▀" in the foreground colour and the lower
 half in the background colour. That needs nothing from the terminal but colour, so it works over SSH, in tmux
-and under `hvtui --attach` (Textual maps the colours down on terminals without truecolor).
+and under `hvtui --attach` (Textual maps the colours down on terminals without truecolor). In kitty (outside
+tmux) the same layout is sent as one picture through kitty's graphics protocol instead (kitty_graphics.py).
 
 The sheet's tiles are cut apart again and laid out to fit the box: as many frames as stay readable (a tile at
 least MIN_TILE_PX pixels tall and not much smaller than one frame alone would be), picked evenly from the
@@ -11,6 +12,7 @@ neither the first paint nor a redraw waits for it.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from rich.segment import Segment
@@ -18,6 +20,8 @@ from rich.style import Style
 from textual.geometry import Size
 from textual.strip import Strip
 from textual.widget import Widget
+
+from hvtui.tui import kitty_graphics
 
 MIN_TILE_PX = 8          # a tile shorter than this (4 rows) is not shown
 KEEP_RATIO = 2.5         # more frames only while each is at least 1/KEEP_RATIO of one frame's height
@@ -51,28 +55,42 @@ def pick(n: int, k: int) -> list[int]:
     return [round(i * (n - 1) / (k - 1)) for i in range(k)] if k > 1 else [0]
 
 
-def compose(sheet, layout, width_px: int, height_px: int):
-    """The frames to show, scaled and laid out in a width_px x height_px canvas: (RGB uint8 array [H, W, 3],
-    bool mask [H, W] of painted pixels). Centered; 1 px between tiles."""
+def compose(sheet, layout, width_px: int, height_px: int, scale: int = 1):
+    """The frames to show, laid out for a width_px x height_px box of half-block pixels and drawn `scale` times
+    that size (the kitty protocol gets real pixels): (RGB uint8 array [H, W, 3], bool mask [H, W] of painted
+    pixels). Centred; 1 box pixel between tiles."""
     import numpy as np
     from PIL import Image
 
     n = len(layout.frames)
     cols, rows, tw, th = choose_grid(n, layout.tile_w, layout.tile_h, width_px, height_px)
-    canvas = np.zeros((height_px, width_px, 3), dtype=np.uint8)
-    mask = np.zeros((height_px, width_px), dtype=bool)
+    canvas = np.zeros((height_px * scale, width_px * scale, 3), dtype=np.uint8)
+    mask = np.zeros(canvas.shape[:2], dtype=bool)
     if tw < 1 or th < 1:
         return canvas, mask
     chosen = pick(n, cols * rows)
     used_w, used_h = cols * tw + (cols - 1), rows * th + (rows - 1)
     x0, y0 = (width_px - used_w) // 2, (height_px - used_h) // 2
     for k, index in enumerate(chosen):
-        tile = sheet.crop(layout.tile_box(index)).resize((tw, th), Image.Resampling.BOX)
+        tile = sheet.crop(layout.tile_box(index)).resize((tw * scale, th * scale), Image.Resampling.BOX)
         r, c = divmod(k, cols)
-        x, y = x0 + c * (tw + 1), y0 + r * (th + 1)
-        canvas[y:y + th, x:x + tw] = np.asarray(tile)
-        mask[y:y + th, x:x + tw] = True
+        x, y = (x0 + c * (tw + 1)) * scale, (y0 + r * (th + 1)) * scale
+        canvas[y:y + th * scale, x:x + tw * scale] = np.asarray(tile)
+        mask[y:y + th * scale, x:x + tw * scale] = True
     return canvas, mask
+
+
+def png_bytes(canvas, mask) -> bytes:
+    """RGBA PNG of a composed canvas, unpainted pixels transparent."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rgba = np.dstack([canvas, (mask * 255).astype(np.uint8)])
+    buf = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def half_block_strips(canvas, mask) -> list[Strip]:
@@ -115,10 +133,27 @@ class SamplePreview(Widget):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
+        self.kitty = False            # draw with kitty's graphics protocol (kitty_graphics.supported)
+        self.kitty_id = kitty_graphics.image_id(id(self))
         self.sample: tuple[int, str, str] | None = None
         self._sheet = None            # (PIL image, SheetLayout) of self.sample, once read
         self._failed = ""
         self._strips: tuple[tuple[int, int], list[Strip]] | None = None
+
+    def on_mount(self) -> None:
+        self.kitty = kitty_graphics.supported(getattr(self.app, "env", None) or os.environ)
+
+    def on_unmount(self) -> None:
+        if self.kitty:
+            self._write(kitty_graphics.delete(self.kitty_id))
+
+    def _write(self, data: str) -> bool:
+        """Raw output to the terminal (the driver keeps it in order with Textual's frames)."""
+        driver = getattr(self.app, "_driver", None)
+        if driver is None:
+            return False
+        driver.write(data)
+        return True
 
     def show(self, sample: tuple[int, str, str] | None) -> None:
         if sample == self.sample:
@@ -170,7 +205,15 @@ class SamplePreview(Widget):
             lines = textwrap.wrap(self._failed or "reading…", max(1, width))
             return Strip([Segment(lines[y], Style(dim=True))] if y < len(lines) else [], width)
         if self._strips is None or self._strips[0] != (width, height):
-            image, layout = self._sheet
-            self._strips = ((width, height), half_block_strips(*compose(image, layout, width, height * 2)))
+            self._strips = ((width, height), self._draw(width, height))
         strips = self._strips[1]
         return strips[y] if y < len(strips) else Strip.blank(width)
+
+    def _draw(self, width: int, height: int) -> list[Strip]:
+        image, layout = self._sheet
+        if self.kitty and 0 < width <= kitty_graphics.MAX_CELLS and 0 < height <= kitty_graphics.MAX_CELLS:
+            # one picture over the whole box, sent once per sheet and size; the cells only name it
+            png = png_bytes(*compose(image, layout, width, height * 2, scale=kitty_graphics.SCALE))
+            if self._write(kitty_graphics.transmit(png, self.kitty_id, width, height)):
+                return kitty_graphics.placeholder_strips(self.kitty_id, width, height, width)
+        return half_block_strips(*compose(image, layout, width, height * 2))
