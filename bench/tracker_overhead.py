@@ -8,6 +8,9 @@ Two measurements:
          the median `step_time` of its step events (step 1 left out: warm-up), and the training wall time per
          step (first to last step event, which includes everything between steps: publishing, checkpoints, the
          validation samples and, with trackers, their background thread competing for the CPU / GIL).
+         And the CPU seconds (user + system) the whole `hvtui --run` process used: unlike wall times, other load
+         on the machine barely moves them, so `tracker - none` is what the tracker costs the run (its imports,
+         start, per-step logging, media, finish; W&B's own service process is not counted).
   micro  in one process: a TrackerSink per tracker fed N step events as fast as possible: what publishing costs
          the trainer's thread (it only queues), and how long the tracker's worker needs per step (what it takes
          from the machine in the background).
@@ -24,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import socket
 import statistics
 import subprocess
@@ -63,10 +67,13 @@ def one_run(root: Path, cache: Path, mode: str, steps: int, index: int) -> dict:
     preset = demo_preset(folder, cache, mode, steps)
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(REPO)}
     load0 = os.getloadavg()[0]
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "hvtui", "--run", str(preset)], cwd=REPO, env=env,
                           capture_output=True, text=True)
     wall = time.perf_counter() - t0
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     if proc.returncode != 0:
         raise SystemExit(f"{mode} run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     events = read_events(folder / "out" / "events.jsonl")
@@ -76,7 +83,7 @@ def one_run(root: Path, cache: Path, mode: str, steps: int, index: int) -> dict:
     trackers = sorted({e.get("name") for e in events if e.kind == "tracker"})
     return {"kind": "run", "mode": mode, "round": index, "steps": len(steps_ev),
             "median_step_time_s": statistics.median(times), "train_wall_per_step_s": train_wall,
-            "process_wall_s": round(wall, 2), "trackers": trackers, "load_before": round(load0, 2),
+            "process_wall_s": round(wall, 2), "process_cpu_s": round(cpu, 2), "trackers": trackers, "load_before": round(load0, 2),
             "load_after": round(os.getloadavg()[0], 2)}
 
 
@@ -148,16 +155,17 @@ def main() -> int:
             print(json.dumps(row), flush=True)
     out.write_text("".join(json.dumps(r) + "\n" for r in rows))
     print(f"\n{machine['date']}  {host}: {machine['cpus']} CPUs, torch {machine['torch']}, cuda {machine['cuda']}")
-    print(f"{'mode':<12} {'median step_time':>17} {'train wall/step':>16} {'load (min-max)':>15}")
+    print(f"{'mode':<12} {'median step_time':>17} {'train wall/step':>16} {'process CPU':>12} {'load (min-max)':>15}")
     base = None
     for mode in modes:
         runs = [r for r in rows if r.get("kind") == "run" and r["mode"] == mode]
         st = statistics.median(r["median_step_time_s"] for r in runs)
         tw = statistics.median(r["train_wall_per_step_s"] for r in runs)
+        cpu = statistics.median(r["process_cpu_s"] for r in runs)
         loads = [r["load_before"] for r in runs] + [r["load_after"] for r in runs]
-        base = base or (st, tw)
-        print(f"{mode:<12} {st * 1e3:>14.1f} ms {tw * 1e3:>13.1f} ms {min(loads):>7.2f}-{max(loads):.2f}"
-              f"   ({(st / base[0] - 1) * 100:+.1f}% / {(tw / base[1] - 1) * 100:+.1f}%)")
+        base = base or (st, tw, cpu)
+        print(f"{mode:<12} {st * 1e3:>14.1f} ms {tw * 1e3:>13.1f} ms {cpu:>10.1f} s {min(loads):>7.2f}-{max(loads):.2f}"
+              f"   (CPU {cpu - base[2]:+.1f} s = {(cpu - base[2]) / args.steps * 1e3:+.1f} ms/step)")
     for r in rows:
         if r.get("kind") == "micro":
             print(f"micro {r['mode']:<11} publish {r['publish_us_median']:.1f} us (max {r['publish_us_max']:.0f}), "

@@ -181,3 +181,20 @@ def test_ctrl_c_to_the_process_group_stops_saves_and_closes_both_trackers(tmp_pa
     assert sorted(r["_step"] for r in W.history(run_file) if "train/loss" in r) == list(range(1, last + 1))
     assert W.exit_code(run_file) == 130                     # marked as the interrupted run it was
     assert "finished: interrupted" in out and "wandb sync" in out
+
+
+def test_two_processes_log_once_from_rank_0(tmp_path):
+    """`hvtui --run --gpus 2` on the CPU (gloo): one TensorBoard run and one W&B run, one point per step."""
+    import loop_presets as L
+
+    data = L.write_clips(tmp_path / "data", 2)
+    preset = L.write_preset(tmp_path / "p.toml", data, tmp_path / "cache", tmp_path / "out", max_train_steps=4,
+                            report_to="all")
+    proc = _hvtui(["--run", preset, "--gpus", "2"], env={"WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"})
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    board = tmp_path / "out" / "tensorboard" / "out"
+    assert len(list(board.glob("events.out.tfevents.*"))) == 1
+    assert [s for s, _ in R.scalars(board, "train/loss")] == [1, 2, 3, 4]
+    run_file = R.wandb_run_file(tmp_path / "out")          # exactly one offline run
+    assert sorted(r["_step"] for r in W.history(run_file) if "train/loss" in r) == [1, 2, 3, 4]

@@ -47,6 +47,25 @@ def _collect(bus: Bus) -> list[Event]:
     return seen
 
 
+def _started(tmp_path, report_to: str, steps: int):
+    """A sink on a bus that has seen run_started and `steps` step events: (sink, bus, the log/tracker events)."""
+    bus = Bus()
+    seen = _collect(bus)
+    sink = TrackerSink(Preset(report_to=report_to, output_dir=str(tmp_path)), tmp_path, bus.publish)
+    bus.add_sink(sink)
+    bus.publish(Event("run_started", {"device": "cpu"}))
+    for s in range(1, steps + 1):
+        bus.publish(Event("step", {"step": s, "loss": 1.0 / s}))
+    return sink, bus, seen
+
+
+def _logged_steps(out) -> list[int]:
+    import tracker_runs as R
+    import wandb_records as W
+
+    return [r["_step"] for r in W.history(R.wandb_run_file(out)) if "train/loss" in r]
+
+
 def test_a_full_queue_drops_and_says_so(tmp_path):
     bus = Bus()
     seen = _collect(bus)
@@ -67,25 +86,14 @@ def test_a_tracker_that_cannot_start_is_a_warning_and_the_other_logs(tmp_path, m
     every step, and nothing reaches the publisher as an exception."""
     monkeypatch.setenv("WANDB_MODE", "offline")
     (tmp_path / "tensorboard").write_text("not a folder")
-    bus = Bus()
-    seen = _collect(bus)
-    sink = TrackerSink(Preset(report_to="all", output_dir=str(tmp_path)), tmp_path, bus.publish)
-    bus.add_sink(sink)
-    bus.publish(Event("run_started", {"device": "cpu"}))
-    for s in range(1, 4):
-        bus.publish(Event("step", {"step": s, "loss": 1.0 / s}))
+    sink, bus, seen = _started(tmp_path, "all", 3)
     bus.publish(Event("finished", {"status": "completed", "exit_code": 0}))
     assert sink.close(60)
     tracker = [(e.get("name"), e.get("status")) for e in seen if e.kind == "tracker"]
     assert tracker == [("tensorboard", "failed"), ("wandb", "offline"), ("wandb", "finished")]
     warning = next(e.get("message") for e in seen if e.kind == "log" and e.get("level") == "warning")
     assert warning.startswith("tensorboard: could not start (") and warning.endswith("training goes on without it")
-
-    import wandb_records as W
-    import tracker_runs as R
-
-    rows = W.history(R.wandb_run_file(tmp_path))
-    assert [r["_step"] for r in rows if "train/loss" in r] == [1, 2, 3]
+    assert _logged_steps(tmp_path) == [1, 2, 3]
 
 
 @pytest.mark.slow
@@ -98,23 +106,13 @@ def test_publishing_never_waits_for_a_tracker_that_is_still_connecting(tmp_path,
     monkeypatch.setenv("WANDB_API_KEY", "a" * 40)
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("WANDB_INIT_TIMEOUT", "4")
-    bus = Bus()
-    seen = _collect(bus)
-    sink = TrackerSink(Preset(report_to="wandb", output_dir=str(tmp_path)), tmp_path, bus.publish)
-    bus.add_sink(sink)
-    bus.publish(Event("run_started", {"device": "cpu"}))
-    for s in range(1, 21):
-        bus.publish(Event("step", {"step": s, "loss": 1.0 / s}))
+    sink, bus, seen = _started(tmp_path, "wandb", 20)
     assert not [e for e in seen if e.kind == "tracker"]       # still connecting: init cannot fail before 4 s
     assert sink._q.qsize() >= 20                              # ... and the steps wait for it, not the publisher
     bus.publish(Event("finished", {"status": "completed", "exit_code": 0}))
     assert sink.close(120)
     assert [e.get("status") for e in seen if e.kind == "tracker"] == ["offline", "finished"]
-    import wandb_records as W
-    import tracker_runs as R
-
-    rows = W.history(R.wandb_run_file(tmp_path))
-    assert [r["_step"] for r in rows if "train/loss" in r] == list(range(1, 21))
+    assert _logged_steps(tmp_path) == list(range(1, 21))
 
 
 def test_wandb_credentials_without_importing_wandb(tmp_path):
