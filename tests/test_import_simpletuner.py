@@ -72,15 +72,15 @@ def test_quickstart_imports_and_passes_check(simpletuner, tmp_path, capsys, monk
     captured = capsys.readouterr()
     assert rc == 0, captured
     # every dropped key is listed, with the dataset ones by position
-    assert "warning: 3 SimpleTuner keys not carried over:" in captured.err
-    for key in ("report_to", "datasets[0].crop", "datasets[0].video.is_i2v"):
+    assert "warning: 2 SimpleTuner keys not carried over:" in captured.err
+    for key in ("datasets[0].crop", "datasets[0].video.is_i2v"):
         assert f"  {key}:" in captured.err
     assert "validation_resolution: 854x480 -> 848x480" in captured.err
     data = tomllib.loads(out.read_text())
     assert data["learning_rate"] == 1e-4 and isinstance(data["learning_rate"], float)
     assert data["enable_group_offload"] is True and data["validation_num_video_frames"] == 61
     assert data["validation_resolution"] == "848x480" and data["validation_steps"] == 100
-    assert "dataset_backend_config" not in data and "report_to" not in data
+    assert "dataset_backend_config" not in data and data["report_to"] == "wandb"   # the quickstart's tracker
     assert [d["id"] for d in data["datasets"]] == ["my-video-dataset", "text-embeds"]
     assert data["datasets"][0]["video"] == {"num_frames": 61, "min_frames": 61, "frame_rate": 24}
     # paths keep pointing where SimpleTuner would look, now relative to the preset's folder

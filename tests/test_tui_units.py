@@ -125,8 +125,8 @@ def test_form_fields_follow_sections_and_datasets(tmp_path):
     fields = form_fields(preset)
     sections = [f.section for f in fields]
     firsts = list(dict.fromkeys(sections))
-    assert firsts[:6] == ["model", "lora", "training", "memory", "validation", "data"]
-    assert firsts[6] == "dataset clips"
+    assert firsts[:7] == ["model", "lora", "training", "memory", "validation", "logging", "data"]
+    assert firsts[7] == "dataset clips"
     keys = {f.key for f in fields}
     assert {"learning_rate", "datasets.0.instance_data_dir", "datasets.0.video.num_frames"} <= keys
     nf = next(f for f in fields if f.key == "datasets.0.video.num_frames")

@@ -546,6 +546,28 @@ def check_fit(est: FitEstimate, preset: Preset, info: NvmlInfo | None) -> Check:
     return Check("fit", OK, detail, group="fit")
 
 
+def check_trackers(preset: Preset, env: Mapping[str, str]) -> list[Check]:
+    """report_to's trackers: installed (they are optional extras), and for W&B, a login (else the run logs
+    offline). Nothing is imported: find_spec, the environment and ~/.netrc only."""
+    from hvtui.core.trackers import missing_packages, wandb_credentials, wanted
+
+    names = wanted(preset.report_to)
+    if not names:
+        return []
+    missing = missing_packages(preset.report_to)
+    if missing:
+        return [Check("trackers", WARN, f"report_to = {preset.report_to}: {', '.join(n for n, _ in missing)} not "
+                      "installed; the run trains without it", "pip install " + " ".join(f"'{x}'" for _, x in missing),
+                      "system")]
+    mode = env.get("WANDB_MODE", "").strip().lower()
+    if "wandb" in names and mode not in ("offline", "dryrun", "disabled") and not wandb_credentials(env):
+        return [Check("trackers", WARN, "no W&B login: the run logs to wandb offline (OUTPUT_DIR/wandb/)",
+                      "run `wandb login` (or set WANDB_API_KEY); `wandb sync DIR` uploads an offline run later",
+                      "system")]
+    return [Check("trackers", OK, ", ".join(names) + (f" (WANDB_MODE={mode})" if "wandb" in names and mode else ""),
+                  group="system")]
+
+
 def check_preset(preset: Preset, env) -> Check:
     """The preset's own errors (what `hvtui check` says): the doctor is never "ready" for a preset --run refuses."""
     from hvtui.core.validate import validate_for_run
@@ -664,6 +686,7 @@ def run_doctor(preset: Preset, system: bool = True, *, env: Mapping[str, str] | 
         report.checks += run("host memory", "system", check_host_memory, preset)
         report.checks += run("disk", "system", check_disk, preset)
         report.checks.append(check_session(env))
+        report.checks += run("trackers", "system", check_trackers, preset, env)
     report.checks += run("preset", "preset", check_preset, preset, env)
     model = run("model", "model", check_model_root, preset, env)
     report.checks += model

@@ -2,7 +2,7 @@
 
 The trainer publishes them on the bus; the JSONL run log, the console line and the TUI are views of them.
 Kinds and the keys their `data` carries (all optional unless noted):
-  run_started   preset, output_dir, max_steps, flavour, device, resume_from, global_batch
+  run_started   preset, output_dir, max_steps, flavour, device, resume_from, resume_step, global_batch
   phase         phase (loading|caching|training|validating|saving|done), detail
   progress      phase, done, total, what              -- caching and other long work
   step          step, max_steps, epoch, loss, loss_smooth, lr, grad_norm, step_time, samples_per_s,
@@ -10,7 +10,9 @@ Kinds and the keys their `data` carries (all optional unless noted):
   gpu           gpus: [{index, name, mem_used, mem_total, util, temp, power}], offload: {...}
   state         state (idle|running|paused|stopping|stopped|finished|failed)
   checkpoint    step, path, lora_path
-  sample        step, path, prompt
+  sample        step, path, prompt, index (of the prompt), sheet (the contact sheet PNG beside the mp4, if written)
+  tracker       name (tensorboard|wandb), status (logging|offline|failed|finished), where (a folder or URL),
+                message -- an experiment tracker started, fell back, gave up or ended (trackers.py)
   log           level (info|warning|error), message
   error         message, hint
   finished      status (completed|stopped|interrupted|failed), exit_code, step
@@ -24,7 +26,7 @@ from typing import Any, Mapping
 
 SCHEMA_VERSION = 1
 KINDS = ("run_started", "phase", "progress", "step", "gpu", "state", "checkpoint", "sample", "log", "error",
-         "finished")
+         "finished", "tracker")
 PHASES = ("loading", "caching", "training", "validating", "saving", "done")
 
 

@@ -149,6 +149,13 @@ class Preset:
         "sampling steps (default: the checkpoint's: 50, 12 for the step-distilled i2v)", minimum=1, maximum=200,
         section="validation"))
     validation_seed: int = field(default=0, metadata=meta("sampling seed", minimum=0, section="validation"))
+    # --- logging (experiment trackers through accelerate's; events.jsonl is always written)
+    report_to: str = field(default="none", metadata=meta(
+        "experiment tracker: tensorboard, wandb, all (both) or none", choices=("none", "tensorboard", "wandb", "all"),
+        section="logging"))
+    tracker_project_name: str = field(default="hvtui", metadata=meta("wandb project", section="logging"))
+    tracker_run_name: str | None = field(default=None, metadata=meta(
+        "run name in the tracker (default: the output_dir's folder name)", section="logging"))
     # --- data
     dataset_backend_config: str | None = field(default=None, metadata=meta(
         "separate dataset file (JSON list or TOML [[datasets]]) instead of [[datasets]] here", section="data"))

@@ -54,15 +54,15 @@ LATENT_ALIASES = {**ALIASES, "cache_dir_vae": "cache_dir"}
 DROP_REASONS = {
     "num_train_epochs": "hvtui counts max_train_steps only",
     "resume_from_checkpoint": "use `hvtui --run PRESET --resume auto`",
-    "report_to": "hvtui logs to OUTPUT_DIR/events.jsonl and its own UI",
+    "logging_dir": "hvtui writes TensorBoard logs to OUTPUT_DIR/tensorboard",
+    "tracker_image_layout": "hvtui logs each validation video and its contact sheet",
     "push_to_hub": "hvtui does not upload", "hub_model_id": "hvtui does not upload",
     "lora_type": "hvtui trains standard LoRA",
     "aspect_bucket_rounding": "hvtui buckets to multiples of 16",
     "cache_dir_vae": "the latent cache of a video or image dataset; this dataset has no latents",
     "compress_disk_cache": "hvtui's cache entries are uncompressed safetensors",
     "disable_benchmark": "hvtui runs no start-up benchmark (validation_steps samples during training)",
-    "tracker_project_name": "hvtui logs to OUTPUT_DIR/events.jsonl", "tracker_run_name": "hvtui logs to "
-    "OUTPUT_DIR/events.jsonl", "push_checkpoints_to_hub": "hvtui does not upload",
+    "push_checkpoints_to_hub": "hvtui does not upload",
     "vae_batch_size": "hvtui encodes one clip at a time", "vae_enable_slicing": "hvtui encodes one clip at a "
     "time (slicing splits a batch)",
     "validation_prompt_library": "hvtui has no prompt library; validation_prompt / validation_prompts are used",
@@ -82,7 +82,7 @@ PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 ST_AREA_MAP = {0.25: 512 ** 2, 0.5: 768 ** 2, 1.0: 1024 ** 2, 2.0: 1536 ** 2, 4.0: 2048 ** 2}
 TOP_PATHS = ("output_dir", "text_encoder_path", "vision_encoder_path")
 DATASET_PATHS = ("instance_data_dir", "cache_dir", "metadata_file")
-SECTION_ORDER = ("model", "lora", "training", "memory", "validation", "data")
+SECTION_ORDER = ("model", "lora", "training", "memory", "validation", "logging", "data")
 
 
 @dataclass
@@ -195,8 +195,24 @@ class _Converter:
                             f"{limit} would clip far harder, so it is not carried over: hvtui's default "
                             "max_grad_norm 1.0 (by norm) applies (set max_grad_norm = 0 to turn clipping off)")
 
+    def report_to(self, value):
+        """SimpleTuner's report_to is a tracker or a comma list ("wandb,tensorboard"); hvtui's is one of
+        none / tensorboard / wandb / all. Trackers hvtui lacks (comet_ml, ...) are named in a note."""
+        if not isinstance(value, str):
+            return value
+        names = [n.strip().lower() for n in value.split(",") if n.strip()]
+        known = [n for n in ("tensorboard", "wandb") if n in names or "all" in names]
+        other = [n for n in names if n not in ("tensorboard", "wandb", "all", "none")]
+        result = "all" if len(known) == 2 else (known[0] if known else "none")
+        if other:
+            self.notes.append(f"report_to: {', '.join(other)} not supported by hvtui (tensorboard and wandb are); "
+                              f"using {json.dumps(result)}")
+        return result
+
     def preset(self, config: dict) -> dict:
         self.grad_clip(config)
+        if "report_to" in config:
+            config = {**config, "report_to": self.report_to(config["report_to"])}
         out = self.table(Preset, config, "", skip=("dataset_backend_config",))
         precision = out.get("base_model_precision")
         if precision is not None and precision not in SUPPORTED_BASE_PRECISION:

@@ -10,7 +10,7 @@ from typing import Any
 from hvtui.core.preset import DatasetSpec, Preset, VideoSpec, field_specs
 from hvtui.core.validate import display_key, field_hints, field_type
 
-SECTION_ORDER = ("model", "lora", "training", "memory", "validation", "data")
+SECTION_ORDER = ("model", "lora", "training", "memory", "validation", "logging", "data")
 LIST_SEPARATOR = " | "
 
 

@@ -35,6 +35,8 @@ class TrainState:
     logs: deque = field(default_factory=lambda: deque(maxlen=400))
     checkpoints: list[tuple[int, str]] = field(default_factory=list)
     samples: list[tuple[int, str, str]] = field(default_factory=list)
+    preview: tuple[int, str, str] | None = None    # (step, contact sheet PNG, prompt) of the latest sample
+    trackers: dict[str, dict] = field(default_factory=dict)   # name -> its latest `tracker` event's data
     finished: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     log_count: int = 0                  # log lines ever added (views append those they have not shown)
@@ -121,6 +123,11 @@ class TrainState:
 
     def _on_sample(self, d, t):
         self.samples.append((int(d.get("step", 0)), str(d.get("path", "")), str(d.get("prompt", ""))))
+        if d.get("sheet"):
+            self.preview = (int(d.get("step", 0)), str(d["sheet"]), str(d.get("prompt", "")))
+
+    def _on_tracker(self, d, t):
+        self.trackers[str(d.get("name", "?"))] = dict(d)
 
     def _on_log(self, d, t):
         self.add_log(d.get("level", "info"), str(d.get("message", "")), t)

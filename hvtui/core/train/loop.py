@@ -185,6 +185,7 @@ class Trainer:
         self.preset, self.bus, self.control, self.options = preset, bus, control, options
         self.out: Path = preset.resolve_path(preset.output_dir)
         self.writer = None
+        self.trackers = None          # trackers.TrackerSink on rank 0 when report_to asks for one
         self.step = 0
         self.last_saved_step = -1
         self.last_validated_step = -1
@@ -263,6 +264,10 @@ class Trainer:
         if self.telemetry is not None:
             self.telemetry.stop()
             self.telemetry = None
+        if self.trackers is not None:   # before the writer goes: its last words land in events.jsonl
+            self.bus.remove_sink(self.trackers)
+            self.trackers.close()
+            self.trackers = None
         if self.writer is not None:
             self.bus.remove_sink(self.writer)
             self.writer.close()
@@ -280,6 +285,7 @@ class Trainer:
 
             self.writer = RunLogWriter(self.out)
             self.bus.add_sink(self.writer)
+        self._start_trackers()
         self.publish(events.state("running"))
         self._doctor()
         report = self._scan()
@@ -312,7 +318,8 @@ class Trainer:
         self.publish(Event("run_started", {
             "preset": str(p.source) if p.source else "", "output_dir": str(self.out),
             "max_steps": p.max_train_steps, "flavour": p.model_flavour, "device": str(acc.device),
-            "resume_from": str(resume.path) if resume else None, "global_batch": global_batch,
+            "resume_from": str(resume.path) if resume else None, "resume_step": resume.step if resume else None,
+            "global_batch": global_batch,
             "num_processes": acc.num_processes, "mixed_precision": mp}))
         self.log(describe_global_batch(p, acc.num_processes))
         if acc.num_processes > 1:
@@ -349,6 +356,15 @@ class Trainer:
             self._restore(resume)
         self._train_loop(cache)
         self._final_save()
+
+    def _start_trackers(self) -> None:
+        """report_to's experiment trackers, as a sink of this run's events on rank 0 (trackers.py): they start
+        at run_started, in their own thread, and can neither fail nor stall the run."""
+        from hvtui.core.trackers import TrackerSink, wanted
+
+        if self.is_main and wanted(self.preset.report_to):
+            self.trackers = TrackerSink(self.preset, self.out, self.bus.publish)
+            self.bus.add_sink(self.trackers)
 
     def _validate(self) -> None:
         from hvtui.core.validate import validate_for_run

@@ -16,6 +16,8 @@ the allocator's cache of training-sized blocks is given back first, the denoisin
 buffers are given back, and only then the VAE decodes (spatially tiled with vae_enable_tiling), so the decode
 never stacks on the transformer's working set. The estimate of this phase is hvtui.core.fit's "validation".
 
+Each mp4 gets a contact sheet (contact_sheet.py) beside it, named in the sample event (`sheet`).
+
 A failure or OOM raises `ValidationError` (memory is freed first); the loop reports it and keeps training.
 """
 from __future__ import annotations
@@ -145,8 +147,23 @@ class Validator:
             path = self.output_dir / f"step{step:06d}-{i}.mp4"
             write_mp4(frames, path, fps=self.fps)
             paths.append(path)
-            self.publish(events.Event("sample", {"step": step, "path": str(path), "prompt": prompt}))
+            data = {"step": step, "path": str(path), "prompt": prompt, "index": i}
+            sheet = self._contact_sheet(frames, path)
+            if sheet is not None:
+                data["sheet"] = str(sheet)
+            self.publish(events.Event("sample", data))
         return paths
+
+    def _contact_sheet(self, frames, video: Path) -> Path | None:
+        """The PNG grid beside the mp4 (what the TUI preview and the trackers show). The video is the sample:
+        a sheet that cannot be written (full disk) is a warning."""
+        from hvtui.core.contact_sheet import sheet_path_for, write_contact_sheet
+
+        try:
+            return write_contact_sheet(frames, sheet_path_for(video))
+        except (OSError, ValueError) as e:
+            self.publish(events.log(f"contact sheet for {video.name} not written: {e}", "warning"))
+            return None
 
     @torch.no_grad()
     def sample_frames(self, model, i: int = 0, pipe=None):

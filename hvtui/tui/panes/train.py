@@ -1,5 +1,6 @@
-"""Train pane: run controls' state, phase with progress, loss chart, numbers, GPU and offload panels, log
-lines, checkpoints and samples written. It only draws a TrainState; the app feeds it from the run."""
+"""Train pane: run controls' state, phase with progress, where the run logs (trackers), loss chart, the latest
+sample's preview, numbers, GPU and offload panels, log lines, checkpoints and samples written. It only draws a
+TrainState; the app feeds it from the run."""
 from __future__ import annotations
 
 import time
@@ -16,6 +17,8 @@ from hvtui.tui.train_state import TrainState, format_duration
 from hvtui.tui.widgets.gpu_panel import GpuPanel
 from hvtui.tui.widgets.loss_chart import LossChart
 from hvtui.tui.widgets.offload_panel import OffloadPanel
+from hvtui.tui.widgets.sample_preview import SamplePreview
+from hvtui.tui.widgets.tracker_line import TrackerLine
 
 STATE_COLOUR = {"running": "hvtui-ok", "finished": "hvtui-ok", "paused": "hvtui-warn", "stopping": "hvtui-warn",
                 "starting": "hvtui-warn", "failed": "hvtui-fail"}
@@ -53,8 +56,10 @@ class TrainPane(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static(id="train-head")
+        yield TrackerLine(id="tracker-line")
         with Horizontal(id="train-row1"):
             yield LossChart(id="loss-chart")
+            yield SamplePreview(id="sample-preview")
             yield Static(id="train-stats")
         yield GpuPanel(id="gpu-panel")
         yield OffloadPanel(id="offload-panel")
@@ -78,6 +83,8 @@ class TrainPane(Vertical):
             return
         self._version = st.version
         self.query_one(LossChart).set_data(st.steps, st.losses, st.smooth)
+        self.query_one(SamplePreview).show(st.preview)
+        self.query_one(TrackerLine).show(st.trackers)
         self._show_stats(st)
         self.query_one(GpuPanel).show(st.gpus, st.step, telemetry=telemetry, device=st.started.get("device", ""),
                                       note=st.gpu_note, torch_mem=st.torch_mem)
