@@ -4,21 +4,28 @@ from __future__ import annotations
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
 
 class ChoiceScreen(ModalScreen):
-    """Dismisses with the chosen value, or None on escape. choices: (key, label, value)."""
+    """Dismisses with the chosen value, or None on escape. choices: (key, label, value).
 
+    It fits an 80x24 terminal with every button visible: the buttons stand in a row when they fit the
+    dialog's width, else one per line, and a long message scrolls inside the dialog."""
+
+    WIDTH = 64
     DEFAULT_CSS = """
     ChoiceScreen { align: center middle; }
-    ChoiceScreen > Vertical { width: 64; max-width: 95%; height: auto; border: thick $primary;
-                              background: $surface; padding: 1 2; }
+    ChoiceScreen > Vertical { width: 64; max-width: 95%; height: auto; max-height: 100%; border: thick $primary;
+                              background: $surface; padding: 0 1; }
     ChoiceScreen #choice-title { text-style: bold; margin-bottom: 1; }
-    ChoiceScreen Horizontal { height: auto; margin-top: 1; }
-    ChoiceScreen Button { margin-right: 2; }
+    ChoiceScreen #choice-scroll { height: auto; max-height: 12; }
+    ChoiceScreen #choice-buttons { height: auto; margin-top: 1; }
+    ChoiceScreen #choice-buttons.-row { layout: horizontal; }
+    ChoiceScreen #choice-buttons.-row Button { margin-right: 2; }
+    ChoiceScreen #choice-buttons.-column Button { width: 100%; }
     """
     BINDINGS = [Binding("escape", "choose_none", "Cancel", show=False)]
 
@@ -26,14 +33,25 @@ class ChoiceScreen(ModalScreen):
         super().__init__()
         self.title_text, self.message, self.choices = title, message, choices
 
+    @classmethod
+    def fits_in_a_row(cls, labels: list[str], width: int) -> bool:
+        inner = width - 2 - 2          # thick border, padding
+        return sum(len(label) + 2 for label in labels) + 2 * (len(labels) - 1) <= inner
+
     def compose(self) -> ComposeResult:
+        labels = [f"{key}: {label}" for key, label, _ in self.choices]
+        width = min(self.WIDTH, int(self.app.size.width * 0.95))
         with Vertical():
             yield Static(Text(self.title_text), id="choice-title")
-            yield Static(Text(self.message), id="choice-message")
-            with Horizontal():
-                for i, (key, label, _) in enumerate(self.choices):
-                    yield Button(Text(f"{key}: {label}"), id=f"choice-{i}", variant="primary" if i == 0 else "default",
+            with VerticalScroll(id="choice-scroll"):
+                yield Static(Text(self.message), id="choice-message")
+            with Vertical(id="choice-buttons", classes="-row" if self.fits_in_a_row(labels, width) else "-column"):
+                for i, label in enumerate(labels):
+                    yield Button(Text(label), id=f"choice-{i}", variant="primary" if i == 0 else "default",
                                  compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#choice-0", Button).focus()
 
     def on_key(self, event) -> None:
         for key, _, value in self.choices:

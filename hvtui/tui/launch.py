@@ -58,6 +58,19 @@ def plan(args) -> tuple[list[Path], int, str | None]:
     return presets, active, None
 
 
+def no_terminal_problem() -> str | None:
+    """The TUI reads keys from stdin and draws on stderr: without a terminal there it would wait forever."""
+    for name, stream in (("stdin", sys.stdin), ("stderr", sys.stderr)):
+        try:
+            ok = stream is not None and stream.isatty()
+        except (ValueError, OSError):
+            ok = False
+        if not ok:
+            return (f"hvtui: the TUI needs a terminal ({name} is not one); for scripts and nohup train headless "
+                    "with hvtui --run PRESET, and watch it from a terminal with hvtui --attach OUTPUT_DIR")
+    return None
+
+
 def main(args) -> int:
     from hvtui.tui.runs import attach_problem
 
@@ -68,6 +81,9 @@ def main(args) -> int:
     attach = Path(args.attach) if getattr(args, "attach", None) else None
     if attach is not None and (problem := attach_problem(attach)):
         _say(f"hvtui --attach: {problem}")
+        return exitcodes.INVALID
+    if problem := no_terminal_problem():
+        _say(problem)
         return exitcodes.INVALID
 
     from hvtui.tui.app import HvtuiApp

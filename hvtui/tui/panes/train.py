@@ -18,7 +18,7 @@ from hvtui.tui.widgets.loss_chart import LossChart
 from hvtui.tui.widgets.offload_panel import OffloadPanel
 
 STATE_COLOUR = {"running": "hvtui-ok", "finished": "hvtui-ok", "paused": "hvtui-warn", "stopping": "hvtui-warn",
-                "starting": "hvtui-warn", "failed": "hvtui-fail"}
+                "starting": "hvtui-warn", "interrupted": "hvtui-warn", "failed": "hvtui-fail"}
 LEVEL_STYLE = {"warning": "yellow", "error": "bold red"}
 
 
@@ -48,6 +48,7 @@ class TrainPane(Vertical):
         super().__init__(**kwargs)
         self._version = -1
         self._logs_seen = 0
+        self._generation = 0      # TrainState.generation drawn: a new run clears the log
         self.note = ""            # set by the app: e.g. "loading torch + diffusers…", "no preset"
         self.ready = False        # children composed and mounted
 
@@ -77,6 +78,10 @@ class TrainPane(Vertical):
         if st.version == self._version and not force:
             return
         self._version = st.version
+        log = self.query_one("#train-log", RichLog)
+        if st.generation != self._generation:
+            self._generation, self._logs_seen = st.generation, 0
+            log.clear()
         self.query_one(LossChart).set_data(st.steps, st.losses, st.smooth)
         self._show_stats(st)
         self.query_one(GpuPanel).show(st.gpus, st.step, telemetry=telemetry, device=st.started.get("device", ""),
@@ -84,7 +89,6 @@ class TrainPane(Vertical):
         offload = self.query_one(OffloadPanel)
         offload.set_class(offload_enabled or bool(st.offload), "-on")
         offload.show(st.offload)
-        log = self.query_one("#train-log", RichLog)
         for _, t, level, message in st.new_logs(self._logs_seen):
             stamp = time.strftime("%H:%M:%S ", time.localtime(t)) if t else ""
             log.write(Text(stamp, style="dim") + Text(message, style=LEVEL_STYLE.get(level, "")))
@@ -115,7 +119,8 @@ class TrainPane(Vertical):
         elif what or st.phase_detail:
             t.append(what or st.phase_detail, style="dim")
         elif not st.active:
-            t.append(f"{keys.get('run.start', 's')}: start", style="dim")
+            more = " (resume it or start fresh)" if st.started or st.steps else ""
+            t.append(f"{keys.get('run.start', 's')}: start{more}", style="dim")
         else:
             t.append(f"{keys.get('run.pause', 'p')}: pause/resume  {keys.get('run.stop', 'x')}: stop  "
                      f"{keys.get('run.save', 'c')}: checkpoint now  {keys.get('run.sample', 'v')}: sample now",
@@ -135,7 +140,7 @@ class TrainPane(Vertical):
             ("smoothed", f"{st.smooth[-1]:.4f}" if st.smooth else "--"),
             ("lr", num("lr", ".2e")),
             ("s/step", num("step_time", ".2f")),
-            ("ETA", format_duration(d.get("eta_s")) if d else "--"),
+            ("ETA", format_duration(d.get("eta_s")) if d and st.active else "--"),
             ("epoch", num("epoch", "")),
             ("grad norm", num("grad_norm", ".3f")),
             ("samples/s", num("samples_per_s", ".2f")),
