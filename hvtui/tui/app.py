@@ -30,6 +30,7 @@ from hvtui.tui.services import Services
 from hvtui.tui.settings import DEFAULT_THEME, Settings, save_theme
 from hvtui.tui.themes import REPO_THEMES, load_themes, variable_defaults
 from hvtui.tui.train_state import TrainState, format_duration
+from hvtui.tui.words import tui_event
 from hvtui.tui.widgets.status_bar import StatusBar
 
 # The other panes are built (and their modules imported) when first shown: less work before the first paint.
@@ -90,7 +91,9 @@ class HvtuiApp(App):
     TabbedContent > ContentSwitcher { height: 1fr; }
     TabPane { padding: 0; height: 1fr; }
     """
-    BINDINGS = keymap.bindings(keymap.APP_KEYS)
+    # the panes' own keys (r: rescan, ctrl+s: save, ...) also answer from here, for the visible pane, so they
+    # work whatever has the focus (the tab bar, nothing); a pane's own binding wins when it has the focus
+    BINDINGS = keymap.bindings(keymap.APP_KEYS) + keymap.pane_fallbacks()
     COMMANDS = App.COMMANDS | {HvtuiCommands}
 
     def __init__(self, presets: list[Path], active: int = 0, *, services: Services | None = None,
@@ -299,7 +302,12 @@ class HvtuiApp(App):
     # ------------------------------------------------------------------ panes and themes
 
     def action_show_pane(self, pane: str) -> None:
-        self.query_one(TabbedContent).active = pane
+        tabs = self.query_one(TabbedContent)
+        if tabs.active != pane and self.focused is not None:
+            # the focus leaves the pane first: Textual moves a focus that is hidden to the next widget of the
+            # same pane, whose focus message then switches back to it
+            self.screen.set_focus(None)
+        tabs.active = pane
 
     def action_cycle_pane(self, delta: int) -> None:
         names = [p for p, _, _ in PANES]
@@ -333,6 +341,9 @@ class HvtuiApp(App):
         elif pane == "train":
             self._show_train(force=True)
 
+    def action_pane_key(self, pane: str, action: str) -> None:
+        getattr(self.pane(pane), f"action_{action}")()
+
     async def run_pane_action(self, pane: str, action: str) -> None:
         self.action_show_pane(pane)
         widget = self.query_one(ConfigPane) if pane == "config" else await self.ensure_pane(pane)
@@ -358,6 +369,8 @@ class HvtuiApp(App):
         """Footer shows only what can be done now; the keys of the rest do nothing."""
         if len(self.screen_stack) > 1:
             return False    # a question or the palette is open: its own keys only (escape closes it)
+        if action == "pane_key":
+            return parameters[0] == self.visible_pane and self.pane(parameters[0]) is not None
         if action not in RUN_ACTIONS:
             return True
         running = (self.current_run is not None and self.current_run.active
@@ -478,6 +491,12 @@ class HvtuiApp(App):
         events = source.poll() if source is not None else []
         if events:
             self._starting_note = ""
+            keys = self._pane_keys()
+            events = [tui_event(e, keys) for e in events]
+            if any(e.kind == "finished" and e.get("exit_code") == exitcodes.DOCTOR_FAILED for e in events):
+                env = self.pane("environment")
+                if env is not None:
+                    env.stale = True      # F3 shows the checks as they are now
         self.train_state.apply(events)
         if isinstance(source, FollowedRun) and source.just_caught_up:
             self.train_state.sync_outputs(source.checkpoints_on_disk())   # pruned / moved ones are not listed
@@ -506,6 +525,9 @@ class HvtuiApp(App):
         offload = bool(getattr(getattr(self.current_run, "preset", None) or preset, "enable_group_offload", False))
         pane.show(self.train_state, offload_enabled=offload, telemetry=self.telemetry_available,
                   keys={k.id: keymap.key_for(k.id, self.keymap) for k in keymap.APP_KEYS}, force=force)
+
+    def _pane_keys(self) -> dict[str, str]:
+        return {pane_id: keymap.key_for(pane_id, self.keymap) for _, _, pane_id in PANES}
 
     def _waiting_note(self) -> str:
         st = self.train_state

@@ -68,30 +68,41 @@ class ChoiceScreen(ModalScreen):
 
 
 class DiffScreen(ModalScreen):
-    """Shows a unified diff; dismisses True to save (y), False to cancel (n / escape)."""
+    """Shows a unified diff; dismisses True to save (y), False to cancel (n / escape). With `errors` (the
+    preset's validation errors after the edit) it says so first and lists them whole: a preset with errors
+    is saved only when the user confirms it."""
 
     DEFAULT_CSS = """
     DiffScreen { align: center middle; }
     DiffScreen > Vertical { width: 90%; height: 85%; border: thick $primary; background: $surface; padding: 0 1; }
-    DiffScreen #diff-title { text-style: bold; height: 1; }
+    DiffScreen #diff-title { text-style: bold; height: auto; }
     DiffScreen VerticalScroll { height: 1fr; }
+    DiffScreen #diff-errors { color: $hvtui-fail; margin-bottom: 1; }
     DiffScreen #diff-keys { height: 1; color: $foreground-muted; }
     """
     BINDINGS = [Binding("y", "answer(True)", "Save"), Binding("n,escape", "answer(False)", "Cancel")]
 
-    def __init__(self, path: str, diff: str):
+    def __init__(self, path: str, diff: str, errors: list[str] | tuple = ()):
         super().__init__()
-        self.path, self.diff = path, diff
+        self.path, self.diff, self.errors = path, diff, list(errors)
 
     def compose(self) -> ComposeResult:
         from rich.syntax import Syntax   # pygments: only when a diff is shown, not at start-up
 
+        n = len(self.errors)
         with Vertical():
-            yield Static(Text(f"Save {self.path}? Changes (comments and order are kept):"), id="diff-title")
+            if n:
+                title = (f"{self.path} has {n} error{'s' * (n != 1)} after these changes: `hvtui check` and a run "
+                         "refuse it until they are fixed. Save anyway?")
+            else:
+                title = f"Save {self.path}? Changes (comments and order are kept):"
+            yield Static(Text(title), id="diff-title")
             with VerticalScroll():
+                if n:
+                    yield Static(Text("\n".join(f"✗ {e}" for e in self.errors)), id="diff-errors")
                 theme = "ansi_dark" if self.app.current_theme.dark else "ansi_light"
                 yield Static(Syntax(self.diff, "diff", theme=theme, word_wrap=False), id="diff-text")
-            yield Static(Text("y: save   n / escape: cancel"), id="diff-keys")
+            yield Static(Text(("y: save anyway" if n else "y: save") + "   n / escape: cancel"), id="diff-keys")
 
     def action_answer(self, value: bool) -> None:
         self.dismiss(value)

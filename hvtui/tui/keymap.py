@@ -62,6 +62,16 @@ def bindings(keys: tuple[Key, ...]) -> list[Binding]:
     return [Binding(k.keys, k.action, k.description, show=k.show, priority=k.priority, id=k.id) for k in keys]
 
 
+def pane_fallbacks() -> list[Binding]:
+    """App-level copies of the panes' keys (same ids, so a remap moves both, hidden from the footer): the
+    app runs them on the visible pane when the focus is outside it."""
+    out = []
+    for pane, keys in (("config", CONFIG_KEYS), ("dataset", DATASET_KEYS), ("environment", ENVIRONMENT_KEYS)):
+        out += [Binding(k.keys, f"pane_key('{pane}', '{k.action}')", k.description, show=False, id=k.id)
+                for k in keys]
+    return out
+
+
 def read_keymap(path: Path, problems: list[str]) -> dict[str, str]:
     """binding id -> keys from keys.toml; unknown ids and non-string keys are reported and skipped.
 

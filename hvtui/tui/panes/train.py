@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from rich.console import Group
 from rich.style import Style
 from rich.text import Text
 from textual.color import Color, ColorParseError
@@ -30,7 +31,7 @@ def bar(fraction: float, width: int) -> str:
 class TrainPane(Vertical):
     DEFAULT_CSS = """
     TrainPane { height: 1fr; }
-    TrainPane #train-head { height: 2; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }
+    TrainPane #train-head { height: auto; min-height: 2; max-height: 5; padding: 0 1; }
     TrainPane #train-row1 { height: 1fr; min-height: 7; }
     TrainPane LossChart { width: 1fr; height: 100%; }
     TrainPane #train-stats { width: 27; height: 100%; border: round $panel-lighten-2; padding: 0 1; }
@@ -60,7 +61,7 @@ class TrainPane(Vertical):
         yield GpuPanel(id="gpu-panel")
         yield OffloadPanel(id="offload-panel")
         with Horizontal(id="train-row3"):
-            yield RichLog(id="train-log", max_lines=300, wrap=False, markup=False)
+            yield RichLog(id="train-log", max_lines=300, wrap=True, min_width=20, markup=False)   # whole lines
             yield Static(id="train-outputs")
 
     def on_mount(self) -> None:
@@ -109,23 +110,23 @@ class TrainPane(Vertical):
                     t.append(f"  ETA {format_duration(st.step.get('eta_s'))}")
         elif total:
             t.append(f"  {done}/{total} {bar(done / total, 20)} {100 * done / total:.0f}%")
-        t.append("\n")
+        second = Text()   # wraps: an error and its fix are read whole
         if self.note:
-            t.append(self.note, style="bold")
+            second.append(self.note, style="bold")
         elif st.error and st.state == "failed":
-            t.append(f"error: {st.error.get('message', '')}", style="bold red")
+            second.append(f"error: {st.error.get('message', '')}", style="bold red")
             if st.error.get("hint"):
-                t.append(f" — {st.error['hint']}", style="dim")
+                second.append(f" — {st.error['hint']}", style="dim")
         elif what or st.phase_detail:
-            t.append(what or st.phase_detail, style="dim")
+            second = Text(what or st.phase_detail, style="dim", no_wrap=True, overflow="ellipsis")
         elif not st.active:
             more = " (resume it or start fresh)" if st.started or st.steps else ""
-            t.append(f"{keys.get('run.start', 's')}: start{more}", style="dim")
+            second.append(f"{keys.get('run.start', 's')}: start{more}", style="dim")
         else:
-            t.append(f"{keys.get('run.pause', 'p')}: pause/resume  {keys.get('run.stop', 'x')}: stop  "
-                     f"{keys.get('run.save', 'c')}: checkpoint now  {keys.get('run.sample', 'v')}: sample now",
-                     style="dim")
-        self.query_one("#train-head", Static).update(t)
+            second.append(f"{keys.get('run.pause', 'p')}: pause/resume  {keys.get('run.stop', 'x')}: stop  "
+                          f"{keys.get('run.save', 'c')}: checkpoint now  {keys.get('run.sample', 'v')}: sample now",
+                          style="dim")
+        self.query_one("#train-head", Static).update(Group(t, second))
 
     def _show_stats(self, st: TrainState) -> None:
         d = st.step
