@@ -16,6 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from hvtui.core.eta import format_duration  # noqa: F401  (the TUI's name for it)
 from hvtui.core.events import Event
 
 MAX_POINTS = 4000
@@ -216,17 +217,6 @@ class TrainState:
             self.state = "finished"
         self.add_log("info" if status == "completed" else "warning",
                      f"run {status} (exit code {d.get('exit_code', '?')})", t)
-
-
-def format_duration(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds) or seconds < 0:
-        return "--"
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
 def format_bytes(n: float | None) -> str:
