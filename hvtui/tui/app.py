@@ -132,6 +132,7 @@ class HvtuiApp(App):
         self._quit_when_stopped = False
         self._starting_note = ""
         self._allowed_actions: tuple = ()
+        self.event_loop = None
 
     def say(self, message: str, **kwargs) -> None:
         """A toast of plain text: paths and key names like [keys] must not be read as markup."""
@@ -181,6 +182,9 @@ class HvtuiApp(App):
         return widget
 
     async def on_mount(self) -> None:
+        import asyncio
+
+        self.event_loop = asyncio.get_running_loop()   # for threads that must reach the app without waiting
         self.set_interval(POLL_INTERVAL, self.tick)
         if self.install_signal_handlers:
             self._install_signal_handlers()

@@ -88,14 +88,18 @@ def main(args) -> int:
 
     from hvtui.tui.app import HvtuiApp
     from hvtui.tui.settings import load_settings
+    from hvtui.tui.terminal_watch import TerminalWatch
 
     settings = load_settings()
     result = None
     with native_output_diverted(native_output_log()) as log:
         app = HvtuiApp(presets, active, settings=settings, attach=attach, install_signal_handlers=True)
+        terminal = tuple(fd for fd in (TERMINAL_FD[0],) if fd is not None)
+        watch = TerminalWatch(app, extra_fds=terminal).start()   # leaves when the terminal does
         try:
             result = app.run()
         finally:
+            watch.stop()
             code = _finish_run(app)
     if log and log.is_file() and log.stat().st_size:
         _say(f"hvtui: libraries wrote to the terminal while the UI ran; kept in {log}")
