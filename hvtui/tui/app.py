@@ -528,7 +528,8 @@ class HvtuiApp(App):
         preset = self.query_one(ConfigPane).preset
         offload = bool(getattr(getattr(self.current_run, "preset", None) or preset, "enable_group_offload", False))
         pane.show(self.train_state, offload_enabled=offload, telemetry=self.telemetry_available,
-                  keys={k.id: keymap.key_for(k.id, self.keymap) for k in keymap.APP_KEYS}, force=force)
+                  keys={k.id: keymap.key_for(k.id, self.keymap) for k in keymap.APP_KEYS}, force=force,
+                  can_start=not self.attach_dir)
 
     def _pane_keys(self) -> dict[str, str]:
         return {pane_id: keymap.key_for(pane_id, self.keymap) for _, _, pane_id in PANES}

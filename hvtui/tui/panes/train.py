@@ -71,11 +71,11 @@ class TrainPane(Vertical):
         self.ready = True
 
     def show(self, st: TrainState, *, offload_enabled: bool = False, telemetry: bool = True,
-             keys: dict[str, str] | None = None, force: bool = False) -> None:
+             keys: dict[str, str] | None = None, force: bool = False, can_start: bool = True) -> None:
         if not self.ready:
             return
         keys = keys or {}
-        self._show_head(st, keys)
+        self._show_head(st, keys, can_start)
         if st.version == self._version and not force:
             return
         self._version = st.version
@@ -96,7 +96,7 @@ class TrainPane(Vertical):
         self._logs_seen = st.log_count
         self._show_outputs(st)
 
-    def _show_head(self, st: TrainState, keys: dict[str, str]) -> None:
+    def _show_head(self, st: TrainState, keys: dict[str, str], can_start: bool = True) -> None:
         t = Text(no_wrap=True, overflow="ellipsis")
         t.append(f"● {st.state.upper()}", style=theme_style(self.app, STATE_COLOUR.get(st.state), bold=True))
         step, max_steps = st.step.get("step"), st.step.get("max_steps") or st.started.get("max_steps")
@@ -117,8 +117,11 @@ class TrainPane(Vertical):
             second.append(f"error: {st.error.get('message', '')}", style="bold red")
             if st.error.get("hint"):
                 second.append(f" — {st.error['hint']}", style="dim")
-        elif what or st.phase_detail:
+        elif (what or st.phase_detail) and st.active and st.phase != "training":   # training: the keys
             second = Text(what or st.phase_detail, style="dim", no_wrap=True, overflow="ellipsis")
+        elif not st.active and not can_start:   # attached: the run belongs to another process
+            if st.state != "idle":
+                second.append(f"the run is over; {keys.get('quit', 'q')} quits", style="dim")
         elif not st.active:
             more = " (resume it or start fresh)" if st.started or st.steps else ""
             second.append(f"{keys.get('run.start', 's')}: start{more}", style="dim")
