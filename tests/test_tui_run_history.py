@@ -233,3 +233,34 @@ def test_attach_waits_for_a_run_that_is_starting(tmp_path, monkeypatch):
             assert await wait_for(pilot, lambda: app.train_state.started.get("max_steps") == 8)
             assert app.train_state.steps == [1, 2]
     asyncio.run(go())
+
+
+def test_no_start_beside_a_run_another_process_is_training_here(tmp_path):
+    out = tmp_path / "presets" / "out" / "alpha"
+    write_presets(tmp_path / "presets")
+    write_process(out, first=1, last=4, max_steps=30, end=None, checkpoints=(4,))   # its writer (us) is alive
+    helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    text = (out / "events.jsonl").read_text().replace(f'"pid": {os.getpid()}', f'"pid": {helper.pid}')
+    (out / "events.jsonl").write_text(text)
+    started = []
+
+    def backend(preset, bus, control, options):
+        started.append(options)
+        return 0
+
+    async def go():
+        from test_tui_app import make_app
+
+        app = make_app(tmp_path, backend=backend)
+        async with app.run_test(size=(80, 24)) as pilot:
+            assert await wait_for(pilot, lambda: app.query_one(ConfigPane).preset is not None)
+            assert await wait_for(pilot, lambda: app.train_state.state == "running")
+            await pilot.press("s")
+            await pilot.pause(0.3)
+            assert not isinstance(app.screen, ChoiceScreen) and started == []
+            assert any(f"pid {helper.pid}" in str(n.message) for n in app._notifications)
+    try:
+        asyncio.run(go())
+    finally:
+        helper.kill()
+        helper.wait()

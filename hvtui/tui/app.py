@@ -20,12 +20,13 @@ from textual.widgets import Footer, Static, TabbedContent, TabPane
 
 from hvtui.core import exitcodes
 from hvtui.core.bus import Bus
+from hvtui.core.run_history import process_alive
 from hvtui.core.session import RunOptions
 from hvtui.tui import keymap
 from hvtui.tui.dialogs import ChoiceScreen
 from hvtui.tui.panes.config import ConfigPane, PresetList
 from hvtui.tui.runs import AttachedRun, FollowedRun, LaunchedRun, LocalRun, PastRun, gpu_choices
-from hvtui.tui.resume_question import resume_question
+from hvtui.tui.resume_question import resume_question, short_path
 from hvtui.tui.services import Services
 from hvtui.tui.settings import DEFAULT_THEME, Settings, save_theme
 from hvtui.tui.themes import REPO_THEMES, load_themes, variable_defaults
@@ -420,6 +421,12 @@ class HvtuiApp(App):
             self.action_show_pane("config")
             return
         preset = validation.preset
+        if (pid := self._other_writer()) is not None:
+            out = short_path(preset.resolve_path(preset.output_dir))
+            self.say(f"{out} has a run in progress in another process (pid {pid}); two runs in one output_dir "
+                     f"would mix: watch it with hvtui --attach {out}", title="cannot start", severity="warning",
+                     timeout=10)
+            return
         newest = newest_checkpoint(preset)
         if newest is None:
             self._launch(preset, RunOptions())
@@ -433,6 +440,13 @@ class HvtuiApp(App):
             if choice is not None:   # "": start over (the earlier run is moved aside, not deleted)
                 self._launch(preset, RunOptions(resume=choice or None, fresh=not choice))
         self.push_screen(ChoiceScreen(q.title, q.message, q.choices), answered)
+
+    def _other_writer(self) -> int | None:
+        """The pid of another process training in the active preset's output_dir right now, or None."""
+        if self.history is None or not self.train_state.active:
+            return None
+        pid = self.history.follower.pid
+        return pid if pid != os.getpid() and process_alive(pid) else None
 
     def _launch(self, preset, options: RunOptions) -> None:
         options.resume = options.resume or None

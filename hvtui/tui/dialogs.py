@@ -33,10 +33,13 @@ class ChoiceScreen(ModalScreen):
         super().__init__()
         self.title_text, self.message, self.choices = title, message, choices
 
+    BUTTON_MIN_WIDTH = 16          # Textual's Button min-width
+
     @classmethod
     def fits_in_a_row(cls, labels: list[str], width: int) -> bool:
         inner = width - 2 - 2          # thick border, padding
-        return sum(len(label) + 2 for label in labels) + 2 * (len(labels) - 1) <= inner
+        need = sum(max(len(label) + 2, cls.BUTTON_MIN_WIDTH) for label in labels) + 2 * (len(labels) - 1)
+        return need <= inner
 
     def compose(self) -> ComposeResult:
         labels = [f"{key}: {label}" for key, label, _ in self.choices]
