@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tui_fakes import screen_text, wait_for  # noqa: E402
+from tui_fakes import edit_field, screen_text, wait_for  # noqa: E402
 
 from hvtui.tui.dialogs import ChoiceScreen  # noqa: E402
 from hvtui.tui.panes.config import ConfigPane  # noqa: E402
@@ -34,8 +34,7 @@ def test_every_question_fits_80x24(tmp_path):
         async with app.run_test(size=SIZE) as pilot:
             assert await wait_for(pilot, lambda: app.query_one(ConfigPane).preset is not None)
             config = app.query_one(ConfigPane)
-            config.select_field("learning_rate")
-            await pilot.press("enter", "ctrl+a", "ctrl+k", *"5e-05", "enter")
+            await edit_field(pilot, "learning_rate", "5e-05")
             assert await wait_for(pilot, lambda: config.dirty)
             asked = []
             for key in ("s", "2", "q"):          # start, switch preset, quit: each with unsaved edits

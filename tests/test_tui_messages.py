@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tui_fakes import screen_text, wait_for, write_presets  # noqa: E402
+from tui_fakes import edit_field, screen_text, wait_for, write_presets  # noqa: E402
 
 from hvtui.core import exitcodes  # noqa: E402
 from hvtui.core.events import Event, state  # noqa: E402
@@ -66,8 +66,7 @@ def test_a_fields_problem_is_shown_whole_with_its_fix(tmp_path):
         async with app.run_test(size=SIZE) as pilot:
             await ready(pilot)
             config = app.query_one(ConfigPane)
-            config.select_field("datasets.0.video.num_frames")
-            await pilot.press("enter", "ctrl+a", "ctrl+k", *"10", "enter")
+            await edit_field(pilot, "datasets.0.video.num_frames", "10")
             assert await wait_for(pilot, lambda: config.error_count > 0)
             config.select_field("datasets.0.video.num_frames")
             await pilot.pause(0.1)
@@ -85,8 +84,7 @@ def test_saving_a_preset_with_errors_asks_first_and_names_them(tmp_path):
             await ready(pilot)
             config = app.query_one(ConfigPane)
             before = config.path.read_text()
-            config.select_field("datasets.0.video.num_frames")
-            await pilot.press("enter", "ctrl+a", "ctrl+k", *"10", "enter")
+            await edit_field(pilot, "datasets.0.video.num_frames", "10")
             assert await wait_for(pilot, lambda: config.error_count > 0)
             await pilot.press("ctrl+s")
             assert await wait_for(pilot, lambda: isinstance(app.screen, DiffScreen))
@@ -109,8 +107,8 @@ def test_saving_a_valid_preset_does_not_warn(tmp_path):
         async with app.run_test(size=SIZE) as pilot:
             await ready(pilot)
             config = app.query_one(ConfigPane)
-            config.select_field("learning_rate")
-            await pilot.press("enter", "ctrl+a", "ctrl+k", *"5e-05", "enter", "ctrl+s")
+            await edit_field(pilot, "learning_rate", "5e-05")
+            await pilot.press("ctrl+s")
             assert await wait_for(pilot, lambda: isinstance(app.screen, DiffScreen))
             assert app.screen.errors == [] and "Save anyway" not in screen_text(app)
     asyncio.run(go())
@@ -179,8 +177,7 @@ def test_pane_keys_work_with_the_focus_on_the_tab_bar(tmp_path):
             assert len(scans) == 2                                           # r went to the visible pane only
             await pilot.press("f1")
             config = app.query_one(ConfigPane)
-            config.select_field("learning_rate")
-            await pilot.press("enter", "ctrl+a", "ctrl+k", *"5e-05", "enter")
+            await edit_field(pilot, "learning_rate", "5e-05")
             app.query_one(Tabs).focus()
             await pilot.press("ctrl+s")
             assert await wait_for(pilot, lambda: isinstance(app.screen, DiffScreen))
