@@ -17,21 +17,57 @@ output_dir (--resume auto or --fresh) or a damaged checkpoint, 3 doctor check fa
 129/130/143 stopped by SIGHUP/SIGINT/SIGTERM after saving, 141 output pipe closed (`hvtui doctor P | head -1`)."""
 
 
+USAGE = """hvtui [PRESET] [--presets DIR]       the TUI
+       hvtui --run PRESET [--resume auto|PATH] [--fresh] [--allow-changed] [--gpus N]   headless training
+       hvtui --attach OUTPUT_DIR           the Train pane on a headless run
+       hvtui COMMAND ...                   (hvtui COMMAND --help shows its options)"""
+
+# Flags that only mean something to a headless run: given without --run they are an error (exit 2), never
+# silently dropped (the TUI would open, or hang without a terminal).
+RUN_ONLY_FLAGS = (("resume", "--resume"), ("fresh", "--fresh"), ("allow_changed", "--allow-changed"),
+                  ("gpus", "--gpus"))
+
+
+def commands_help() -> str:
+    """One line per subcommand, read from the subcommand parser itself (one place: a new command appears
+    in `hvtui --help` by being added there)."""
+    rows = [(a.dest, a.help or "") for action in build_subparsers()._subparsers._group_actions
+            for a in action._choices_actions]
+    width = max(len(name) for name, _ in rows) + 2
+    return "commands:\n" + "\n".join(f"  {name:<{width}}{text}" for name, text in rows)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hvtui", description="Train HunyuanVideo 1.5 LoRAs from the terminal.",
+    p = argparse.ArgumentParser(prog="hvtui", usage=USAGE, description="Train HunyuanVideo 1.5 LoRAs from the "
+                                "terminal.\n\n" + commands_help(),
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"hvtui {__version__}")
     p.add_argument("--run", metavar="PRESET", help="train headless with this preset (no UI)")
     p.add_argument("--resume", metavar="auto|PATH", help="with --run: continue from a checkpoint")
     p.add_argument("--allow-changed", action="store_true",
-                   help="with --resume: accept changed batch size / buckets / LR")
+                   help="with --run --resume: accept changed batch size / buckets / LR")
     p.add_argument("--fresh", action="store_true",
                    help="with --run: start over where output_dir holds an earlier run (moved to output_dir/previous-TIME/)")
     p.add_argument("--gpus", type=int, default=None, metavar="N", help="with --run: data-parallel over N GPUs")
-    p.add_argument("--attach", metavar="OUTPUT_DIR", help="open the Train pane on a headless run's output dir")
+    p.add_argument("--attach", metavar="OUTPUT_DIR", help="open the Train pane on a headless run's output dir "
+                   "(waits for a run that is starting)")
     p.add_argument("--presets", metavar="DIR", default=None, help="TUI: folder of presets (default: ./presets)")
     p.add_argument("preset", nargs="?", help="TUI: preset to open first")
     return p
+
+
+def run_only_problem(args, argv: list[str]) -> str | None:
+    """Why these arguments cannot go together, or None."""
+    if args.run:
+        if args.attach:
+            return "--attach follows a run another process owns; give --run or --attach, not both"
+        return None
+    given = [flag for attr, flag in RUN_ONLY_FLAGS if getattr(args, attr) not in (None, False)]
+    if not given:
+        return None
+    rest = [a for a in argv if a != args.preset]
+    return (f"{' and '.join(given)} only work{'s' * (len(given) == 1)} with --run PRESET (headless training): "
+            f"hvtui --run {args.preset or 'PRESET'} {' '.join(rest)}")
 
 
 def build_subparsers() -> argparse.ArgumentParser:
@@ -107,7 +143,10 @@ def _main(argv: list[str] | None = None) -> int:
         else:
             from hvtui.commands.import_simpletuner import main as cmd
         return cmd(args)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if problem := run_only_problem(args, argv):
+        parser.error(problem)     # usage + the message on stderr, exit 2
     if args.run:
         from hvtui.commands.run import main as cmd
         return cmd(args)

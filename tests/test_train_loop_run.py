@@ -54,6 +54,8 @@ def test_overfit_loss_falls_and_writes_lora_checkpoints_sample_and_events(tmp_pa
     step = [e for e in events if e.kind == "step"][-1]
     for key in ("loss_smooth", "lr", "grad_norm", "step_time", "samples_per_s", "eta_s", "sample_ids"):
         assert step.get(key) is not None, key
+    etas = [e.get("eta_s") for e in events if e.kind == "step"]
+    assert etas[-1] == 0 and all(v > 0 for v in etas[:-1])     # hvtui.core.eta: nothing left at the end
     out = tmp_path / "out"
     assert (out / "pytorch_lora_weights.safetensors").is_file()
     assert (out / "pytorch_lora_weights_comfy.safetensors").is_file()

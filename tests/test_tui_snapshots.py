@@ -116,6 +116,13 @@ def write_run(out: Path) -> None:
     bus.publish(at(state("finished"), 97))
     bus.publish(at(Event("finished", {"status": "completed", "exit_code": 0, "step": 60}), 97))
     writer.close()
+    for step in (30, 60):   # what the events name is on disk (the pane lists what is there)
+        ckpt = out / f"checkpoints/checkpoint-{step:06d}"
+        ckpt.mkdir(parents=True)
+        (ckpt / "state.json").write_text(f'{{"step": {step}}}')
+        (ckpt / "COMPLETE").write_text("")
+    (out / "samples").mkdir()
+    (out / "samples/step-000060-0.mp4").write_bytes(b"")
 
 
 def test_snapshot_train_finished_run_attached(tmp_path, monkeypatch):

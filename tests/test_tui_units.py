@@ -222,9 +222,14 @@ def test_cli_exit_codes_for_bad_arguments(tmp_path):
     r = subprocess.run([sys.executable, "-m", "hvtui", "--presets", str(tmp_path)], capture_output=True, text=True,
                        timeout=60, stdin=subprocess.DEVNULL)
     assert r.returncode == 2 and "no presets in" in r.stderr
+    (tmp_path / "a-file").write_text("")
+    r = subprocess.run([sys.executable, "-m", "hvtui", "--attach", str(tmp_path / "a-file")], capture_output=True,
+                       text=True, timeout=60, stdin=subprocess.DEVNULL, cwd=REPO)
+    assert r.returncode == 2 and "a file, not a folder" in r.stderr
+    # a folder a run has not made yet is fine (attach waits for it), but not without a terminal
     r = subprocess.run([sys.executable, "-m", "hvtui", "--attach", str(tmp_path / "none")], capture_output=True,
                        text=True, timeout=60, stdin=subprocess.DEVNULL, cwd=REPO)
-    assert r.returncode == 2 and "no such folder" in r.stderr
+    assert r.returncode == 2 and "needs a terminal (stdin is not one)" in r.stderr and "hvtui --run" in r.stderr
 
 
 def test_tui_imports_no_ml_stack_before_paint():

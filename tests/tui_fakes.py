@@ -175,3 +175,11 @@ async def wait_for(pilot, condition, timeout: float = 10.0, step: float = 0.05) 
             return True
         await pilot.pause(step)
     return condition()
+
+
+async def edit_field(pilot, key: str, text: str) -> None:
+    """Type a new value into a Config pane field (by its dotted key), as a user would: Enter, clear, type."""
+    from hvtui.tui.panes.config import ConfigPane
+
+    pilot.app.query_one(ConfigPane).select_field(key)
+    await pilot.press("enter", "ctrl+a", "ctrl+k", *text, "enter")

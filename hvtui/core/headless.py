@@ -18,6 +18,7 @@ import time
 from dataclasses import replace
 
 from hvtui.core import exitcodes
+from hvtui.core.eta import format_duration
 from hvtui.core.events import Event
 from hvtui.core.preset import PresetError, load_preset
 from hvtui.core.session import RunOptions, Session
@@ -25,15 +26,6 @@ from hvtui.core.session import RunOptions, Session
 PROGRESS_EVERY_S = 5.0      # a plain progress line this often when stdout is not a terminal
 REDRAW_EVERY_S = 0.5        # the live bar on a terminal
 SIGNAL_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
-
-
-def fmt_duration(s: float | None) -> str:
-    if s is None or s != s or s < 0:
-        return "?"
-    s = int(round(s))
-    h, rem = divmod(s, 3600)
-    m, sec = divmod(rem, 60)
-    return f"{h}h{m:02d}m" if h else (f"{m}m{sec:02d}s" if m else f"{sec}s")
 
 
 def progress_text(step: Event | None, prog: Event | None, phase: str) -> str:
@@ -52,7 +44,7 @@ def progress_text(step: Event | None, prog: Event | None, phase: str) -> str:
             parts.append(f"{d['step_time']:.2f} s/step")
         if d.get("mem_peak"):
             parts.append(f"peak {d['mem_peak'] / 2**30:.1f} GiB")
-        parts.append(f"ETA {fmt_duration(d.get('eta_s'))}")
+        parts.append(f"ETA {format_duration(d.get('eta_s'), unknown='?')}")
         return "  ".join(parts)
     if prog is not None and prog.get("phase") == phase:
         d = prog.data

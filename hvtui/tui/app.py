@@ -20,15 +20,18 @@ from textual.widgets import Footer, Static, TabbedContent, TabPane
 
 from hvtui.core import exitcodes
 from hvtui.core.bus import Bus
+from hvtui.core.run_history import process_alive
 from hvtui.core.session import RunOptions
 from hvtui.tui import keymap
 from hvtui.tui.dialogs import ChoiceScreen
 from hvtui.tui.panes.config import ConfigPane, PresetList
-from hvtui.tui.runs import AttachedRun, LaunchedRun, LocalRun, gpu_choices
+from hvtui.tui.runs import AttachedRun, FollowedRun, LaunchedRun, LocalRun, PastRun, gpu_choices
+from hvtui.tui.resume_question import resume_question, short_path
 from hvtui.tui.services import Services
 from hvtui.tui.settings import DEFAULT_THEME, Settings, save_theme
 from hvtui.tui.themes import REPO_THEMES, load_themes, variable_defaults
 from hvtui.tui.train_state import TrainState, format_duration
+from hvtui.tui.words import tui_event
 from hvtui.tui.widgets.status_bar import StatusBar
 
 # The other panes are built (and their modules imported) when first shown: less work before the first paint.
@@ -89,7 +92,9 @@ class HvtuiApp(App):
     TabbedContent > ContentSwitcher { height: 1fr; }
     TabPane { padding: 0; height: 1fr; }
     """
-    BINDINGS = keymap.bindings(keymap.APP_KEYS)
+    # the panes' own keys (r: rescan, ctrl+s: save, ...) also answer from here, for the visible pane, so they
+    # work whatever has the focus (the tab bar, nothing); a pane's own binding wins when it has the focus
+    BINDINGS = keymap.bindings(keymap.APP_KEYS) + keymap.pane_fallbacks()
     COMMANDS = App.COMMANDS | {HvtuiCommands}
 
     def __init__(self, presets: list[Path], active: int = 0, *, services: Services | None = None,
@@ -119,6 +124,7 @@ class HvtuiApp(App):
         self.train_state = TrainState()
         self.pane_preset = None        # the active preset as on disk (None: missing or unreadable)
         self.current_run = AttachedRun(self.attach_dir) if self.attach_dir else None
+        self.history: PastRun | None = None    # the run in the active preset's output_dir, until one starts here
         self.monitor_bus = Bus(capacity=64)
         self._monitor_cursor = 0
         self.telemetry = None
@@ -127,6 +133,7 @@ class HvtuiApp(App):
         self._quit_when_stopped = False
         self._starting_note = ""
         self._allowed_actions: tuple = ()
+        self.event_loop = None
 
     def say(self, message: str, **kwargs) -> None:
         """A toast of plain text: paths and key names like [keys] must not be read as markup."""
@@ -176,6 +183,9 @@ class HvtuiApp(App):
         return widget
 
     async def on_mount(self) -> None:
+        import asyncio
+
+        self.event_loop = asyncio.get_running_loop()   # for threads that must reach the app without waiting
         self.set_interval(POLL_INTERVAL, self.tick)
         if self.install_signal_handlers:
             self._install_signal_handlers()
@@ -229,12 +239,27 @@ class HvtuiApp(App):
 
     def _preset_changed(self, preset) -> None:
         self.pane_preset = preset
+        self._follow_output_dir(preset)
         for name in ("dataset", "environment"):
             widget = self.pane(name)
             if widget is not None:
                 widget.set_preset(preset)
         self._refresh_visible_pane()
         self.update_status()
+
+    def _follow_output_dir(self, preset) -> None:
+        """With no run of this UI in progress, the Train pane shows the run in the active preset's output_dir
+        (its state, loss history, checkpoints and samples), read from its events.jsonl."""
+        if self.attach_dir or (self.current_run is not None and self.current_run.active):
+            return
+        out = preset.resolve_path(preset.output_dir) if preset is not None and preset.output_dir else None
+        shown = self.current_run if self.current_run is not None else self.history
+        if shown is not None and out is not None and _same_path(shown.output_dir, out):
+            return
+        self.current_run = None
+        self.history = PastRun(out) if out is not None else None
+        self.train_state.reset()
+        self._allowed_actions = ()
 
     def preset_saved(self) -> None:
         """After a save or an editor session: the other panes see the file as it is now."""
@@ -282,7 +307,12 @@ class HvtuiApp(App):
     # ------------------------------------------------------------------ panes and themes
 
     def action_show_pane(self, pane: str) -> None:
-        self.query_one(TabbedContent).active = pane
+        tabs = self.query_one(TabbedContent)
+        if tabs.active != pane and self.focused is not None:
+            # the focus leaves the pane first: Textual moves a focus that is hidden to the next widget of the
+            # same pane, whose focus message then switches back to it
+            self.screen.set_focus(None)
+        tabs.active = pane
 
     def action_cycle_pane(self, delta: int) -> None:
         names = [p for p, _, _ in PANES]
@@ -316,6 +346,9 @@ class HvtuiApp(App):
         elif pane == "train":
             self._show_train(force=True)
 
+    def action_pane_key(self, pane: str, action: str) -> None:
+        getattr(self.pane(pane), f"action_{action}")()
+
     async def run_pane_action(self, pane: str, action: str) -> None:
         self.action_show_pane(pane)
         widget = self.query_one(ConfigPane) if pane == "config" else await self.ensure_pane(pane)
@@ -341,6 +374,8 @@ class HvtuiApp(App):
         """Footer shows only what can be done now; the keys of the rest do nothing."""
         if len(self.screen_stack) > 1:
             return False    # a question or the palette is open: its own keys only (escape closes it)
+        if action == "pane_key":
+            return parameters[0] == self.visible_pane and self.pane(parameters[0]) is not None
         if action not in RUN_ACTIONS:
             return True
         running = (self.current_run is not None and self.current_run.active
@@ -386,18 +421,32 @@ class HvtuiApp(App):
             self.action_show_pane("config")
             return
         preset = validation.preset
+        if (pid := self._other_writer()) is not None:
+            out = short_path(preset.resolve_path(preset.output_dir))
+            self.say(f"{out} has a run in progress in another process (pid {pid}); two runs in one output_dir "
+                     f"would mix: watch it with hvtui --attach {out}", title="cannot start", severity="warning",
+                     timeout=10)
+            return
         newest = newest_checkpoint(preset)
         if newest is None:
             self._launch(preset, RunOptions())
             return
+        out = preset.resolve_path(preset.output_dir)
+        shown = self.current_run if self.current_run is not None else self.history
+        known = self.train_state if shown is not None and _same_path(shown.output_dir, out) else None
+        q = resume_question(out, newest.path, newest.step, preset.max_train_steps, known)
 
         def answered(choice) -> None:
             if choice is not None:   # "": start over (the earlier run is moved aside, not deleted)
                 self._launch(preset, RunOptions(resume=choice or None, fresh=not choice))
-        self.push_screen(ChoiceScreen(
-            "Resume?", f"{newest} holds a complete checkpoint of this preset's output_dir.",
-            [("r", "Resume from it", str(newest)), ("f", "Start fresh (move the earlier run to previous-TIME/)", ""),
-             ("n", "Cancel", None)]), answered)
+        self.push_screen(ChoiceScreen(q.title, q.message, q.choices), answered)
+
+    def _other_writer(self) -> int | None:
+        """The pid of another process training in the active preset's output_dir right now, or None."""
+        if self.history is None or not self.train_state.active:
+            return None
+        pid = self.history.follower.pid
+        return pid if pid != os.getpid() and process_alive(pid) else None
 
     def _launch(self, preset, options: RunOptions) -> None:
         options.resume = options.resume or None
@@ -415,8 +464,8 @@ class HvtuiApp(App):
         self._start(preset, options, 1)
 
     def _start(self, preset, options: RunOptions, gpus: int) -> None:
-        self.train_state.reset()
-        self.train_state.state = "starting"
+        self.train_state.begin_run(resume=bool(options.resume))   # a resume keeps the history shown
+        self.history = None
         if gpus > 1:
             self.current_run = LaunchedRun(preset, gpus, options=options)
             self.say(f"{gpus} GPUs: output in {self.current_run.log_path}; hvtui --attach "
@@ -456,10 +505,19 @@ class HvtuiApp(App):
         """Pull new events (never blocks) and redraw what changed."""
         if not self.screen_stack or not self.query(StatusBar):
             return  # starting up or shutting down
-        events = self.current_run.poll() if self.current_run is not None else []
+        source = self.current_run if self.current_run is not None else self.history
+        events = source.poll() if source is not None else []
         if events:
             self._starting_note = ""
+            keys = self._pane_keys()
+            events = [tui_event(e, keys) for e in events]
+            if any(e.kind == "finished" and e.get("exit_code") == exitcodes.DOCTOR_FAILED for e in events):
+                env = self.pane("environment")
+                if env is not None:
+                    env.stale = True      # F3 shows the checks as they are now
         self.train_state.apply(events)
+        if isinstance(source, FollowedRun) and source.just_caught_up:
+            self.train_state.sync_outputs(source.checkpoints_on_disk())   # pruned / moved ones are not listed
         monitor, self._monitor_cursor = self.monitor_bus.since(self._monitor_cursor)
         self.train_state.apply(monitor)
         if isinstance(self.current_run, LocalRun) and not self.current_run.active and self.train_state.active:
@@ -480,11 +538,22 @@ class HvtuiApp(App):
         pane = self.pane("train")
         if pane is None:
             return
-        pane.note = self._starting_note
+        pane.note = self._starting_note or self._waiting_note()
         preset = self.query_one(ConfigPane).preset
         offload = bool(getattr(getattr(self.current_run, "preset", None) or preset, "enable_group_offload", False))
         pane.show(self.train_state, offload_enabled=offload, telemetry=self.telemetry_available,
-                  keys={k.id: keymap.key_for(k.id, self.keymap) for k in keymap.APP_KEYS}, force=force)
+                  keys={k.id: keymap.key_for(k.id, self.keymap) for k in keymap.APP_KEYS}, force=force,
+                  can_start=not self.attach_dir)
+
+    def _pane_keys(self) -> dict[str, str]:
+        return {pane_id: keymap.key_for(pane_id, self.keymap) for _, _, pane_id in PANES}
+
+    def _waiting_note(self) -> str:
+        st = self.train_state
+        if self.attach_dir and st.state == "idle" and not st.started and not st.phase:
+            return (f"waiting for a run in {self.attach_dir}: nothing written there yet (a run started with "
+                    "hvtui --run PRESET writes its events once its checks pass)")
+        return ""
 
     def update_status(self) -> None:
         st = self.train_state
@@ -561,18 +630,25 @@ def write_paint_probe(path: Path) -> None:
     path.write_text(json.dumps({"cpu_s": round(time.process_time(), 3), "wall_s": wall}))
 
 
-def newest_checkpoint(preset) -> Path | None:
-    """The newest complete checkpoint in the preset's output_dir (the checkpoint module imports no torch)."""
+def newest_checkpoint(preset):
+    """The newest complete checkpoint (CheckpointInfo) in the preset's output_dir, or None; what the trainer
+    counts as an earlier run there (the checkpoint module imports no torch)."""
     try:
         from hvtui.core.train.checkpoint import find_newest
     except ImportError:
         return None
     out = preset.resolve_path(preset.output_dir)
     try:
-        info = find_newest(out) if out else None
+        return find_newest(out) if out else None
     except Exception:  # an unreadable folder: start fresh rather than fail here
         return None
-    return info.path if info else None
+
+
+def _same_path(a, b) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return Path(a) == Path(b)
 
 
 def _log_event(message: str, level: str):

@@ -1,7 +1,8 @@
-"""Every key binding hvtui has, with a stable id, in one table; users remap them by id in keys.toml:
+"""Every key binding hvtui has, with a stable id, in one table; users remap them by id in keys.toml, flat
+or under a [keys] table (README.md shows both; a test reads its example):
 
+    "run.start" = "g"
     [keys]
-    "run.start" = "s"
     "pane.train" = "f4,ctrl+t"     # several keys: comma-separated
 
 Keys are chosen to survive SSH and tmux: letters, digits, F-keys, brackets (no ctrl+enter, no ctrl+shift).
@@ -61,23 +62,46 @@ def bindings(keys: tuple[Key, ...]) -> list[Binding]:
     return [Binding(k.keys, k.action, k.description, show=k.show, priority=k.priority, id=k.id) for k in keys]
 
 
+def pane_fallbacks() -> list[Binding]:
+    """App-level copies of the panes' keys (same ids, so a remap moves both, hidden from the footer): the
+    app runs them on the visible pane when the focus is outside it."""
+    out = []
+    for pane, keys in (("config", CONFIG_KEYS), ("dataset", DATASET_KEYS), ("environment", ENVIRONMENT_KEYS)):
+        out += [Binding(k.keys, f"pane_key('{pane}', '{k.action}')", k.description, show=False, id=k.id)
+                for k in keys]
+    return out
+
+
 def read_keymap(path: Path, problems: list[str]) -> dict[str, str]:
-    """binding id -> keys from keys.toml; unknown ids and non-string keys are reported and skipped."""
+    """binding id -> keys from keys.toml; unknown ids and non-string keys are reported and skipped.
+
+    Ids may sit at the top level or in a [keys] table, quoted ("run.start" = "g") or as TOML dotted keys
+    (run.start = "g", which TOML reads as a table `run` holding `start`): all mean the same binding."""
     from hvtui.tui.settings import read_toml
 
     data = read_toml(path, problems)
-    table = data.get("keys", {})
+    table = data.pop("keys", {})
     if not isinstance(table, dict):
         problems.append(f"{path}: [keys] must be a table of binding id = \"key\"")
-        return {}
+        table = {}
     out: dict[str, str] = {}
-    for binding_id, keys in table.items():
+    for binding_id, keys in [*_flatten(data), *_flatten(table)]:
         if binding_id not in KEY_IDS:
             problems.append(f"{path}: unknown binding id {binding_id!r} (ignored); ids: {', '.join(sorted(KEY_IDS))}")
         elif not isinstance(keys, str) or not keys.strip():
             problems.append(f"{path}: {binding_id} must be a key string like \"f5\" or \"s,ctrl+s\"")
         else:
             out[binding_id] = keys.replace(" ", "")
+    return out
+
+
+def _flatten(table: dict, prefix: str = "") -> list[tuple[str, object]]:
+    out: list[tuple[str, object]] = []
+    for key, value in table.items():
+        if isinstance(value, dict):
+            out += _flatten(value, f"{prefix}{key}.")
+        else:
+            out.append((f"{prefix}{key}", value))
     return out
 
 

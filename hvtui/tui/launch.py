@@ -58,6 +58,19 @@ def plan(args) -> tuple[list[Path], int, str | None]:
     return presets, active, None
 
 
+def no_terminal_problem() -> str | None:
+    """The TUI reads keys from stdin and draws on stderr: without a terminal there it would wait forever."""
+    for name, stream in (("stdin", sys.stdin), ("stderr", sys.stderr)):
+        try:
+            ok = stream is not None and stream.isatty()
+        except (ValueError, OSError):
+            ok = False
+        if not ok:
+            return (f"hvtui: the TUI needs a terminal ({name} is not one); for scripts and nohup train headless "
+                    "with hvtui --run PRESET, and watch it from a terminal with hvtui --attach OUTPUT_DIR")
+    return None
+
+
 def main(args) -> int:
     from hvtui.tui.runs import attach_problem
 
@@ -69,17 +82,24 @@ def main(args) -> int:
     if attach is not None and (problem := attach_problem(attach)):
         _say(f"hvtui --attach: {problem}")
         return exitcodes.INVALID
+    if problem := no_terminal_problem():
+        _say(problem)
+        return exitcodes.INVALID
 
     from hvtui.tui.app import HvtuiApp
     from hvtui.tui.settings import load_settings
+    from hvtui.tui.terminal_watch import TerminalWatch
 
     settings = load_settings()
     result = None
     with native_output_diverted(native_output_log()) as log:
         app = HvtuiApp(presets, active, settings=settings, attach=attach, install_signal_handlers=True)
+        terminal = tuple(fd for fd in (TERMINAL_FD[0],) if fd is not None)
+        watch = TerminalWatch(app, extra_fds=terminal).start()   # leaves when the terminal does
         try:
             result = app.run()
         finally:
+            watch.stop()
             code = _finish_run(app)
     if log and log.is_file() and log.stat().st_size:
         _say(f"hvtui: libraries wrote to the terminal while the UI ran; kept in {log}")

@@ -9,7 +9,8 @@ from pathlib import Path
 from hvtui.core.control import FileControl
 from hvtui.core.events import Event
 from hvtui.core.preset import Preset
-from hvtui.core.runlog import FILENAME, RunLogFollower
+from hvtui.core.run_history import RunFollower, ended_without_final_event, gone_event
+from hvtui.core.runlog import FILENAME
 from hvtui.core.session import Backend, RunOptions, Session
 
 
@@ -47,41 +48,85 @@ class LocalRun:
         return self.session.join(timeout)
 
 
-class AttachedRun:
-    """Follows a run another process owns. Commands go through OUTPUT_DIR/control/; it keeps running when
-    this UI quits."""
+class FollowedRun:
+    """A run read from OUTPUT_DIR/events.jsonl, from its first line (the history) and then as it grows.
+    A run whose process vanished without a final event (kill -9) is reported as interrupted."""
     attached = True
+    QUIET_S = 3.0       # the file must be this quiet before a vanished writer counts as gone (see process_alive)
 
     def __init__(self, output_dir: Path):
         self.output_dir = Path(output_dir)
         self.events_path = self.output_dir / FILENAME
-        self.follower = RunLogFollower(self.events_path)
-        self.control = FileControl(self.output_dir / "control")
+        self.follower = RunFollower(self.events_path)
         self._finished = False
+        self._gone = False
         self.exit_code: int | None = None
+        self.caught_up_once = False     # the history has been read whole at least once
 
     def start(self) -> None:
         raise RuntimeError("an attached run is started by `hvtui --run`, not from this UI")
 
-    def poll(self) -> list[Event]:
+    def poll(self) -> list:
         events = self.follower.poll()
         for e in events:
             if e.kind == "finished":
                 self._finished = True
                 self.exit_code = e.get("exit_code")
-            elif e.kind == "run_started":
-                self._finished = False
+            elif e.kind in ("run_started", "process_start"):
+                self._finished = self._gone = False
+        if (not events and not self._finished and not self._gone and self.follower.pid
+                and ended_without_final_event(self.follower, self.QUIET_S)):
+            self._gone = True
+            events = gone_event(self.follower.pid)
         return events
+
+    @property
+    def just_caught_up(self) -> bool:
+        """True once: the whole history has been read (the view then checks the outputs on disk)."""
+        if self.follower.caught_up and not self.caught_up_once:
+            self.caught_up_once = True
+            return True
+        return False
+
+    def checkpoints_on_disk(self) -> list[tuple[int, str]]:
+        from hvtui.core.train.checkpoint import list_complete
+
+        try:
+            return [(c.step, str(c.path)) for c in list_complete(self.output_dir)]
+        except OSError:
+            return []
+
+    def request(self, command: str, reason: str = "") -> None:
+        pass
+
+    @property
+    def active(self) -> bool:
+        return False
+
+    def join(self, timeout: float | None = None) -> bool:
+        return True
+
+
+class PastRun(FollowedRun):
+    """The run already in a preset's output_dir, shown in the Train pane until a run is started here. Only
+    read: the run keys do not reach it (a run another process owns is followed with `hvtui --attach`)."""
+    attached = False
+
+
+class AttachedRun(FollowedRun):
+    """Follows a run another process owns. Commands go through OUTPUT_DIR/control/; it keeps running when
+    this UI quits. Before the run has written anything (it is still starting), it waits."""
+
+    def __init__(self, output_dir: Path):
+        super().__init__(output_dir)
+        self.control = FileControl(self.output_dir / "control")
 
     def request(self, command: str, reason: str = "") -> None:
         self.control.send(command)
 
     @property
     def active(self) -> bool:
-        return not self._finished
-
-    def join(self, timeout: float | None = None) -> bool:
-        return True
+        return not self._finished and not self._gone
 
 
 class LaunchedRun(AttachedRun):
@@ -113,10 +158,7 @@ class LaunchedRun(AttachedRun):
         import subprocess
 
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        try:   # follow only what this run writes (a resumed run appends to the same file)
-            self.follower._pos = self.events_path.stat().st_size
-        except OSError:
-            pass
+        self.follower.skip_to_end()   # follow only what this run writes (a resumed run appends to the same file)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                          start_new_session=True)
@@ -137,7 +179,7 @@ class LaunchedRun(AttachedRun):
 
     @property
     def active(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None and not self._finished
+        return self.proc is not None and self.proc.poll() is None and not self._finished and not self._gone
 
 
 def _tail(path: Path, lines: int = 3) -> str:
@@ -158,11 +200,10 @@ def gpu_choices(count: int) -> list[int]:
 
 
 def attach_problem(output_dir: Path) -> str | None:
-    """Why `--attach OUTPUT_DIR` cannot work, or None."""
-    if not output_dir.is_dir():
-        what = "a file, not a folder" if output_dir.exists() else "no such folder"
-        return f"{output_dir}: {what}; pass the output_dir of a run started with `hvtui --run PRESET`"
-    if not (output_dir / FILENAME).is_file():
-        return (f"{output_dir}: no {FILENAME} here; is this the output_dir of a `hvtui --run` run "
-                f"(the preset's output_dir)?")
+    """Why `--attach OUTPUT_DIR` cannot work, or None. A folder without events.jsonl yet (or not made yet) is
+    fine: the run may be starting, and the Train pane says it is waiting for it."""
+    if output_dir.exists() and not output_dir.is_dir():
+        return f"{output_dir}: a file, not a folder; pass the output_dir of a run started with `hvtui --run PRESET`"
+    if (output_dir / FILENAME).exists() and not (output_dir / FILENAME).is_file():
+        return f"{output_dir / FILENAME}: not a file"
     return None

@@ -43,6 +43,7 @@ from pathlib import Path
 import torch
 
 from hvtui.core import events, exitcodes
+from hvtui.core.eta import EtaClock
 from hvtui.core.events import Event
 from hvtui.core.preset import BUILTIN_TINY
 from hvtui.core.train import checkpoint as ckpt
@@ -632,7 +633,7 @@ class Trainer:
     def _train_loop(self, cache) -> None:
         p, acc = self.preset, self.accelerator
         self.phase("training", f"steps {self.step + 1} to {p.max_train_steps}")   # stays true as steps pass
-        times: list[float] = []
+        clock = EtaClock(p.max_train_steps, p.checkpointing_steps, p.validation_steps)   # eta_s, one source
         nonfinite_run: list[str] = []   # sample ids of consecutive non-finite steps
         nonfinite_streak = oom_run = overflow_run = 0
         attempt = 0                     # retries of the current step (a skipped step draws new noise)
@@ -686,14 +687,18 @@ class Trainer:
             attempt = nonfinite_streak = 0
             self.step += 1
             dt = time.perf_counter() - t0
-            times.append(dt)
-            self._publish_step(result, dt, times)
+            clock.step_done(dt)
+            self._publish_step(result, dt, clock)
             if self.inject.step_sleep:
                 time.sleep(self.inject.step_sleep)
             if p.checkpointing_steps and self.step % p.checkpointing_steps == 0 and self.step < p.max_train_steps:
+                t0 = time.perf_counter()
                 self._checkpoint()
+                clock.pause_done("checkpoint", time.perf_counter() - t0)
             if p.validation_steps and self.step % p.validation_steps == 0:
+                t0 = time.perf_counter()
                 self._validate_sample(cache, then="training" if self.step < p.max_train_steps else None)
+                clock.pause_done("validation", time.perf_counter() - t0)
         self._boundary(cache, final=True)
 
     def _agree_control(self, commands: set[str], paused: bool) -> tuple[set[str], bool]:
@@ -824,20 +829,17 @@ class Trainer:
         self.coll.average_gradients_(synced)
         return OK, counts[2] / self.coll.world
 
-    def _publish_step(self, result: dict, dt: float, times: list[float]) -> None:
+    def _publish_step(self, result: dict, dt: float, clock: EtaClock) -> None:
         p, acc = self.preset, self.accelerator
         loss = result["loss"]
         self.ema = EMA_BETA * (self.ema or 0.0) + (1 - EMA_BETA) * loss   # bias-corrected below
         self.ema_n += 1
         smooth = self.ema / (1 - EMA_BETA ** self.ema_n)
-        # the first step warms up (compile, allocator): not in the ETA; no copy of the whole history per step
-        recent = times[-20:] if len(times) > 20 else (times[1:] or times)
-        per_step = sum(recent) / len(recent)
         samples = len(result["ids"]) * acc.num_processes
         data = {"step": self.step, "max_steps": p.max_train_steps, "epoch": result["epoch"], "loss": loss,
                 "loss_smooth": smooth, "lr": self.scheduler.get_last_lr()[0], "grad_norm": result["grad_norm"],
                 "step_time": dt, "samples_per_s": samples / dt if dt > 0 else None,
-                "eta_s": per_step * (p.max_train_steps - self.step), "sample_ids": result["ids"]}
+                "eta_s": clock.remaining(self.step), "sample_ids": result["ids"]}
         if acc.device.type == "cuda":
             data.update(mem_allocated=torch.cuda.memory_allocated(acc.device),
                         mem_reserved=torch.cuda.memory_reserved(acc.device),

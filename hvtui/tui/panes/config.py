@@ -13,7 +13,7 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Label, ListItem, ListView, OptionList, Static
@@ -94,9 +94,10 @@ class ConfigPane(Horizontal):
     ConfigPane #preset-list { width: 22; height: 1fr; border: round $panel-lighten-2; }
     ConfigPane #config-main { width: 1fr; }
     ConfigPane #config-head { height: 1; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }
-    ConfigPane #config-problems { height: auto; max-height: 5; padding: 0 1; color: $hvtui-fail; }
+    ConfigPane #config-problems-scroll { height: auto; max-height: 6; }
+    ConfigPane #config-problems { height: auto; padding: 0 1; color: $hvtui-fail; }
     ConfigPane #field-table { height: 1fr; border: round $panel-lighten-2; }
-    ConfigPane #field-info { height: 2; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }
+    ConfigPane #field-info { height: auto; max-height: 8; padding: 0 1; }
     ConfigPane #edit-bar { height: 1; display: none; }
     ConfigPane #edit-bar.-editing { display: block; }
     ConfigPane #edit-label { width: auto; max-width: 30; padding: 0 1; text-style: bold; }
@@ -124,7 +125,8 @@ class ConfigPane(Horizontal):
         yield PresetList(id="preset-list")
         with Vertical(id="config-main"):
             yield Static(id="config-head")
-            yield Static(id="config-problems")
+            with VerticalScroll(id="config-problems-scroll"):   # file-level problems, whole; scrolls when many
+                yield Static(id="config-problems")
             yield FieldTable(id="field-table", cursor_type="row", zebra_stripes=False)
             with Horizontal(id="edit-bar"):
                 yield Label("", id="edit-label", markup=False)
@@ -153,13 +155,13 @@ class ConfigPane(Horizontal):
             self._show_head()
             self.query_one("#config-problems", Static).update(
                 Text("No presets found. Pass a preset file or --presets DIR.", style="bold"))
-            self.query_one("#config-problems").display = True
+            self.query_one("#config-problems-scroll").display = True
             return
         try:
             validation = self.services.validate_file(path)
         except Unavailable as e:
             self.query_one("#config-problems", Static).update(Text(str(e), style="bold"))
-            self.query_one("#config-problems").display = True
+            self.query_one("#config-problems-scroll").display = True
             self._show_head()
             return
         self.problems = list(validation.problems)
@@ -343,31 +345,30 @@ class ConfigPane(Horizontal):
         t.rstrip()
         problems = self.query_one("#config-problems", Static)
         problems.update(t)
-        problems.display = bool(t.plain)
+        self.query_one("#config-problems-scroll").display = bool(t.plain)
         self._show_head()
         self._show_info(self.editing or self.highlighted)
 
     def _show_info(self, f: FormField | None) -> None:
+        """The highlighted field's problems in full (wrapped: the fix is the part that matters), then its help."""
         info = self.query_one("#field-info", Static)
         if f is None:
             info.update("")
             return
-        t = Text(no_wrap=True, overflow="ellipsis")
+        t = Text()
         if f.key in self.field_errors:
-            t.append(f"✗ {self.field_errors[f.key]}", style="bold red")
-        else:
-            problems = self._problems_by_key().get(f.key, [])
-            if problems:
-                p = problems[0]
-                t.append(f"{'✗' if p.severity == 'error' else '!'} {p.message}; {p.fix}",
-                         style="bold red" if p.severity == "error" else "bold yellow")
-            else:
-                t.append(f.key, style="bold")
+            t.append(f"✗ {self.field_errors[f.key]}\n", style="bold red")
+        problems = self._problems_by_key().get(f.key, [])
+        for p in problems:
+            t.append(f"{'✗' if p.severity == 'error' else '!'} {p.message}; {p.fix}\n",
+                     style="bold red" if p.severity == "error" else "bold yellow")
+        if f.key not in self.field_errors and not problems:
+            t.append(f.key + "\n", style="bold")
         bounds = [f"min {f.minimum:g}"] if f.minimum is not None else []
         bounds += [f"max {f.maximum:g}"] if f.maximum is not None else []
         if f.choices:
             bounds.append("one of: " + ", ".join(map(str, f.choices)))
-        t.append("\n" + f.help + (f" ({'; '.join(bounds)})" if bounds else ""), style="dim")
+        t.append(f.help + (f" ({'; '.join(bounds)})" if bounds else ""), style="dim")
         info.update(t)
 
     # ------------------------------------------------------------------ actions
@@ -393,7 +394,8 @@ class ConfigPane(Horizontal):
                 self._show_head()
                 self.app.say(f"saved {self.path.name}")
                 self.app.preset_saved()
-        self.app.push_screen(DiffScreen(str(self.path), diff), answered)
+        errors = [f"{p.key}: {p.message}; {p.fix}" for p in self.problems if p.severity == "error"]
+        self.app.push_screen(DiffScreen(str(self.path), diff, errors), answered)
 
     def action_revert(self) -> None:
         self.app.call_later(self.load, self.path)

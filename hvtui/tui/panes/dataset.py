@@ -1,5 +1,7 @@
 """Dataset pane: the bucket table, the clips of the selected bucket, discarded files grouped by reason.
-The scan runs in a worker thread (it probes every clip) and reports progress through messages."""
+The scan runs in a worker thread (it probes every clip) and reports progress through messages. Messages are
+readable whole: the scan's errors and warnings and the discard reasons wrap in a scrollable panel, and the
+selected clip's path and caption are shown in full under the clip table."""
 from __future__ import annotations
 
 import time
@@ -7,7 +9,7 @@ import time
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
@@ -22,8 +24,9 @@ class DatasetPane(Vertical):
     DatasetPane #dataset-head { height: 2; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }
     DatasetPane #dataset-top { height: 1fr; }
     DatasetPane #bucket-table { width: 1fr; height: 100%; border: round $panel-lighten-2; }
-    DatasetPane #discards { width: 1fr; height: 100%; border: round $panel-lighten-2; padding: 0 1; overflow-y: auto; }
+    DatasetPane #discards-scroll { width: 1fr; height: 100%; border: round $panel-lighten-2; padding: 0 1; }
     DatasetPane #clip-table { height: 1fr; border: round $panel-lighten-2; }
+    DatasetPane #clip-info { height: auto; max-height: 4; padding: 0 1; }
     """
 
     class Progress(Message):
@@ -39,6 +42,7 @@ class DatasetPane(Vertical):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.report = None
+        self._bucket = None       # the bucket whose clips are listed
         self.stale = True
         self.scanning = False
         self.preset = None
@@ -47,8 +51,10 @@ class DatasetPane(Vertical):
         yield Static(id="dataset-head")
         with Horizontal(id="dataset-top"):
             yield DataTable(id="bucket-table", cursor_type="row", zebra_stripes=True)
-            yield Static(id="discards")
+            with VerticalScroll(id="discards-scroll"):
+                yield Static(id="discards")
         yield DataTable(id="clip-table", cursor_type="row")
+        yield Static(id="clip-info")
 
     def on_mount(self) -> None:
         buckets = self.query_one("#bucket-table", DataTable)
@@ -57,7 +63,7 @@ class DatasetPane(Vertical):
         clips = self.query_one("#clip-table", DataTable)
         clips.border_title = "clips in bucket"
         clips.add_columns("clip", "source", "frames", "fps", "caption")
-        self.query_one("#discards").border_title = "discarded"
+        self.query_one("#discards-scroll").border_title = "problems & discarded"
         self._head("not scanned yet")
 
     def _head(self, line1: str, line2: str = "") -> None:
@@ -118,19 +124,24 @@ class DatasetPane(Vertical):
             buckets.add_row(*plain(b.key, len(b.samples), b.samples_per_epoch,
                                    f"{100 * b.samples_per_epoch / total:.0f}%"), key=b.key)
         discards = Text()
+        for e in report.errors:
+            discards.append(f"✗ {e}\n", style="bold red")
+        for w in report.warnings:
+            discards.append(f"! {w}\n", style="yellow")
         for category, items in report.discarded.items():
             title = _category_title(category)
             discards.append(f"{title} ({len(items)})\n", style="bold")
             for d in items[:20]:
                 discards.append(f"  {d}\n")
             if len(items) > 20:
-                discards.append(f"  … {len(items) - 20} more\n", style="dim")
+                discards.append(f"  … {len(items) - 20} more (hvtui buckets PRESET lists every one)\n", style="dim")
         discards.rstrip()
         self.query_one("#discards", Static).update(discards if discards.plain else Text("none", style="dim"))
         line1 = (f"{report.clips_kept} clips kept, {report.clips_discarded} discarded, {len(report.buckets)} "
                  f"buckets, {report.samples_per_epoch} samples/epoch")
-        problems = [f"✗ {e}" for e in report.errors] + [f"! {w}" for w in report.warnings]
-        self._head(line1, "  ".join(problems))
+        counts = [f"{n} {what}{'s' * (n != 1)}" for n, what in ((len(report.errors), "error"),
+                                                                  (len(report.warnings), "warning")) if n]
+        self._head(line1, f"{', '.join(counts)}: in full on the right" if counts else "")
         self._show_clips(report.buckets[0].key if report.buckets else None)
 
     @on(DataTable.RowHighlighted, "#bucket-table")
@@ -142,6 +153,8 @@ class DatasetPane(Vertical):
         clips.clear()
         bucket = self.report.bucket(key) if self.report and key else None
         clips.border_title = f"clips in {key}" if key else "clips in bucket"
+        self._bucket = bucket
+        self._show_clip(None)
         if bucket is None:
             return
         for s in bucket.samples:
@@ -150,6 +163,23 @@ class DatasetPane(Vertical):
             caption = s.captions[0] if s.captions else ""
             clips.add_row(*plain(s.relpath or s.path.name, source, f"{s.frames}/{s.source_frames or '?'}", fps,
                                  caption[:60]), key=s.id)
+        if bucket.samples:
+            self._show_clip(bucket.samples[0].id)
+
+    @on(DataTable.RowHighlighted, "#clip-table")
+    def _clip_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show_clip(event.row_key.value if event.row_key else None)
+
+    def _show_clip(self, sample_id: str | None) -> None:
+        """The selected clip in full: the table cuts long names and captions."""
+        bucket = self._bucket
+        sample = next((s for s in bucket.samples if s.id == sample_id), None) if bucket and sample_id else None
+        t = Text()
+        if sample is not None:
+            t.append(str(sample.path), style="bold")
+            for caption in sample.captions or ["(no caption)"]:
+                t.append("\n" + caption)
+        self.query_one("#clip-info", Static).update(t)
 
 
 def plain(*values) -> list[Text]:

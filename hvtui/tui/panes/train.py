@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from rich.console import Group
 from rich.style import Style
 from rich.text import Text
 from textual.color import Color, ColorParseError
@@ -21,7 +22,7 @@ from hvtui.tui.widgets.sample_preview import SamplePreview
 from hvtui.tui.widgets.tracker_line import TrackerLine
 
 STATE_COLOUR = {"running": "hvtui-ok", "finished": "hvtui-ok", "paused": "hvtui-warn", "stopping": "hvtui-warn",
-                "starting": "hvtui-warn", "failed": "hvtui-fail"}
+                "starting": "hvtui-warn", "interrupted": "hvtui-warn", "failed": "hvtui-fail"}
 LEVEL_STYLE = {"warning": "yellow", "error": "bold red"}
 
 
@@ -33,7 +34,7 @@ def bar(fraction: float, width: int) -> str:
 class TrainPane(Vertical):
     DEFAULT_CSS = """
     TrainPane { height: 1fr; }
-    TrainPane #train-head { height: 2; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }
+    TrainPane #train-head { height: auto; min-height: 2; max-height: 5; padding: 0 1; }
     TrainPane #train-row1 { height: 1fr; min-height: 7; }
     TrainPane LossChart { width: 1fr; height: 100%; }
     TrainPane #train-stats { width: 27; height: 100%; border: round $panel-lighten-2; padding: 0 1; }
@@ -51,6 +52,7 @@ class TrainPane(Vertical):
         super().__init__(**kwargs)
         self._version = -1
         self._logs_seen = 0
+        self._generation = 0      # TrainState.generation drawn: a new run clears the log
         self.note = ""            # set by the app: e.g. "loading torch + diffusers…", "no preset"
         self.ready = False        # children composed and mounted
 
@@ -64,7 +66,7 @@ class TrainPane(Vertical):
         yield GpuPanel(id="gpu-panel")
         yield OffloadPanel(id="offload-panel")
         with Horizontal(id="train-row3"):
-            yield RichLog(id="train-log", max_lines=300, wrap=False, markup=False)
+            yield RichLog(id="train-log", max_lines=300, wrap=True, min_width=20, markup=False)   # whole lines
             yield Static(id="train-outputs")
 
     def on_mount(self) -> None:
@@ -74,14 +76,18 @@ class TrainPane(Vertical):
         self.ready = True
 
     def show(self, st: TrainState, *, offload_enabled: bool = False, telemetry: bool = True,
-             keys: dict[str, str] | None = None, force: bool = False) -> None:
+             keys: dict[str, str] | None = None, force: bool = False, can_start: bool = True) -> None:
         if not self.ready:
             return
         keys = keys or {}
-        self._show_head(st, keys)
+        self._show_head(st, keys, can_start)
         if st.version == self._version and not force:
             return
         self._version = st.version
+        log = self.query_one("#train-log", RichLog)
+        if st.generation != self._generation:
+            self._generation, self._logs_seen = st.generation, 0
+            log.clear()
         self.query_one(LossChart).set_data(st.steps, st.losses, st.smooth)
         self.query_one(SamplePreview).show(st.preview)
         self.query_one(TrackerLine).show(st.trackers)
@@ -91,14 +97,13 @@ class TrainPane(Vertical):
         offload = self.query_one(OffloadPanel)
         offload.set_class(offload_enabled or bool(st.offload), "-on")
         offload.show(st.offload)
-        log = self.query_one("#train-log", RichLog)
         for _, t, level, message in st.new_logs(self._logs_seen):
             stamp = time.strftime("%H:%M:%S ", time.localtime(t)) if t else ""
             log.write(Text(stamp, style="dim") + Text(message, style=LEVEL_STYLE.get(level, "")))
         self._logs_seen = st.log_count
         self._show_outputs(st)
 
-    def _show_head(self, st: TrainState, keys: dict[str, str]) -> None:
+    def _show_head(self, st: TrainState, keys: dict[str, str], can_start: bool = True) -> None:
         t = Text(no_wrap=True, overflow="ellipsis")
         t.append(f"● {st.state.upper()}", style=theme_style(self.app, STATE_COLOUR.get(st.state), bold=True))
         step, max_steps = st.step.get("step"), st.step.get("max_steps") or st.started.get("max_steps")
@@ -112,22 +117,26 @@ class TrainPane(Vertical):
                     t.append(f"  ETA {format_duration(st.step.get('eta_s'))}")
         elif total:
             t.append(f"  {done}/{total} {bar(done / total, 20)} {100 * done / total:.0f}%")
-        t.append("\n")
+        second = Text()   # wraps: an error and its fix are read whole
         if self.note:
-            t.append(self.note, style="bold")
+            second.append(self.note, style="bold")
         elif st.error and st.state == "failed":
-            t.append(f"error: {st.error.get('message', '')}", style="bold red")
+            second.append(f"error: {st.error.get('message', '')}", style="bold red")
             if st.error.get("hint"):
-                t.append(f" — {st.error['hint']}", style="dim")
-        elif what or st.phase_detail:
-            t.append(what or st.phase_detail, style="dim")
+                second.append(f" — {st.error['hint']}", style="dim")
+        elif (what or st.phase_detail) and st.active and st.phase != "training":   # training: the keys
+            second = Text(what or st.phase_detail, style="dim", no_wrap=True, overflow="ellipsis")
+        elif not st.active and not can_start:   # attached: the run belongs to another process
+            if st.state != "idle":
+                second.append(f"the run is over; {keys.get('quit', 'q')} quits", style="dim")
         elif not st.active:
-            t.append(f"{keys.get('run.start', 's')}: start", style="dim")
+            more = " (resume it or start fresh)" if st.started or st.steps else ""
+            second.append(f"{keys.get('run.start', 's')}: start{more}", style="dim")
         else:
-            t.append(f"{keys.get('run.pause', 'p')}: pause/resume  {keys.get('run.stop', 'x')}: stop  "
-                     f"{keys.get('run.save', 'c')}: checkpoint now  {keys.get('run.sample', 'v')}: sample now",
-                     style="dim")
-        self.query_one("#train-head", Static).update(t)
+            second.append(f"{keys.get('run.pause', 'p')}: pause/resume  {keys.get('run.stop', 'x')}: stop  "
+                          f"{keys.get('run.save', 'c')}: checkpoint now  {keys.get('run.sample', 'v')}: sample now",
+                          style="dim")
+        self.query_one("#train-head", Static).update(Group(t, second))
 
     def _show_stats(self, st: TrainState) -> None:
         d = st.step
@@ -142,7 +151,7 @@ class TrainPane(Vertical):
             ("smoothed", f"{st.smooth[-1]:.4f}" if st.smooth else "--"),
             ("lr", num("lr", ".2e")),
             ("s/step", num("step_time", ".2f")),
-            ("ETA", format_duration(d.get("eta_s")) if d else "--"),
+            ("ETA", format_duration(d.get("eta_s")) if d and st.active else "--"),
             ("epoch", num("epoch", "")),
             ("grad norm", num("grad_norm", ".3f")),
             ("samples/s", num("samples_per_s", ".2f")),
