@@ -30,7 +30,7 @@ RED = (200, 40, 40)
 
 
 def clip_frames() -> np.ndarray:
-    return np.stack(decode_frames(CLIP, list(range(9)), backend="pyav"))
+    return np.stack(decode_frames(CLIP, list(range(9))))
 
 
 def attached_run_with_sample(root: Path) -> Path:
