@@ -113,10 +113,7 @@ class LaunchedRun(AttachedRun):
         import subprocess
 
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        try:   # follow only what this run writes (a resumed run appends to the same file)
-            self.follower._pos = self.events_path.stat().st_size
-        except OSError:
-            pass
+        self.follower.skip_existing()   # only what this run writes (a resumed run appends to the same file)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                          start_new_session=True)

@@ -6,7 +6,8 @@ Keys
 - latent entry: sha256 of (file path, size, mtime, frame indices, bucket W x H x F, fps, model identity +
   dtype, VAE tiling, t2v/i2v). Holds the posterior mean and std ([32, T, h, w]) and, for i2v, the first-frame
   cond ([33, T, h, w]) and SigLIP tokens ([N, Di]).
-Files are safetensors written to a temp name and renamed, so an interrupted run never leaves half an entry.
+Files are safetensors written to a temp name and renamed, so an interrupted run never leaves half an entry;
+they carry their key and a checksum, and are verified before they are trusted (cache_verify.py).
 
 Latent sampling: the cache stores mean + std instead of one sample (SimpleTuner stores a sample) so each load
 can draw a fresh posterior sample from the trainer's generator (`load(entry, generator=g)`), keeping runs
@@ -17,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -101,21 +101,35 @@ class CacheIndex:
 
 
 def _read(path: Path) -> dict:
-    from safetensors.torch import load_file
+    """An entry's tensors, verified (CacheEntryDamaged names the file when they cannot be trusted)."""
+    from hvtui.core.train.cache_verify import load
 
-    return load_file(str(path))
+    return load(path)
 
 
 def _write(path: Path, tensors: dict, metadata: dict | None = None) -> None:
+    """Write an entry atomically. The temp name is made here, not by mkstemp, so the file gets the umask's
+    mode (mkstemp's 0600 would stay). A refused write (full disk, read-only...) is a WriteFailure naming it."""
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=path.parent)
-    os.close(fd)
+    from hvtui.core.train import write_guard
+    from hvtui.core.train.cache_verify import NonFiniteEncoding, nonfinite, stamp
+
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    bad = nonfinite(tensors)
+    if bad:   # an encoder's overflow, not damage: saying so here beats a "damaged entry" at every start
+        raise NonFiniteEncoding((metadata or {}).get("path") or repr((metadata or {}).get("caption", "")), bad)
+    tmp = path.parent / f".tmp-{path.stem}-{os.getpid()}-{os.urandom(3).hex()}.safetensors"
     try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp,
-                  metadata={k: str(v) for k, v in (metadata or {}).items()})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_guard.inject("cache", path)
+        save_file(tensors, str(tmp), metadata={k: str(v) for k, v in stamp(path, tensors, metadata).items()})
         os.replace(tmp, path)
+    except Exception as e:
+        failure = write_guard.classify(e, path) if write_guard.is_write_error(e) else None
+        if failure is None:
+            raise
+        raise failure from e
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -169,6 +183,7 @@ class CachePlan:
     todo_latents: list                   # samples
     prompts: list[str]
     samples: list
+    damaged: list[str] = field(default_factory=list)   # entries found damaged, deleted and to encode again
 
     def shard(self, rank: int, world: int) -> "CachePlan":
         """The share of the missing entries process `rank` of `world` encodes (data-parallel caching: every
@@ -179,7 +194,7 @@ class CachePlan:
         todo_text, todo_ids = set(self.todo_text), {s.id for s in self.todo_latents}
         text = [c for i, c in enumerate(self.text_paths) if i % world == rank and c in todo_text]
         latents = [s for i, s in enumerate(self.samples) if i % world == rank and s.id in todo_ids]
-        return CachePlan(self.text_paths, self.latent_paths, text, latents, self.prompts, self.samples)
+        return CachePlan(self.text_paths, self.latent_paths, text, latents, self.prompts, self.samples, self.damaged)
 
     @property
     def parts_needed(self) -> set[str]:
@@ -207,8 +222,14 @@ def plan_cache(preset, report, info) -> CachePlan:
         folder = latent_dirs.get(s.dataset_id) or out / "cache" / s.dataset_id
         key = latent_key(s, model_key, preset.is_i2v, tiling, str(preset.vision_encoder_path or ""))
         latent_paths[s.id] = folder / f"{key}.safetensors"
-    return CachePlan(text_paths, latent_paths, [c for c in captions if not text_paths[c].is_file()],
-                     [s for s in samples if not latent_paths[s.id].is_file()], prompts, samples)
+    # an existing entry counts only when intact (cache_verify.py): a damaged one is deleted and encoded again
+    from hvtui.core.train.cache_verify import check_latent, check_text, usable
+
+    damaged: list[str] = []
+    todo_text = [c for c in captions if not usable(text_paths[c], check_text, damaged)]
+    todo_latents = [s for s in samples if not usable(
+        latent_paths[s.id], lambda p, s=s: check_latent(p, s.bucket_key, preset.is_i2v, info.dtype), damaged)]
+    return CachePlan(text_paths, latent_paths, todo_text, todo_latents, prompts, samples, damaged)
 
 
 def _stopped(control) -> bool:
