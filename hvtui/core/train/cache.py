@@ -112,6 +112,7 @@ def _write(path: Path, tensors: dict, metadata: dict | None = None) -> None:
     mode (mkstemp's 0600 would stay). A refused write (full disk, read-only...) is a WriteFailure naming it."""
     from safetensors.torch import save_file
 
+    from hvtui.core.file_mode import follow_umask
     from hvtui.core.train import write_guard
     from hvtui.core.train.cache_verify import NonFiniteEncoding, nonfinite, stamp
 
@@ -124,6 +125,7 @@ def _write(path: Path, tensors: dict, metadata: dict | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_guard.inject("cache", path)
         save_file(tensors, str(tmp), metadata={k: str(v) for k, v in stamp(path, tensors, metadata).items()})
+        follow_umask(tmp)   # safetensors writes through a 0600 temp file of its own
         os.replace(tmp, path)
     except Exception as e:
         failure = write_guard.classify(e, path) if write_guard.is_write_error(e) else None

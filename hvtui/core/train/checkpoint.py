@@ -261,7 +261,10 @@ def commit(output_dir: Path, tmp: Path, step: int, state: dict, limit: int, rank
     state = {**state, "step": step, "saved_at": time.time(), "ranks": ranks}
     (tmp / STATE_FILE).write_text(json.dumps(state, indent=1, default=str), encoding="utf-8")
     _test_sleep(step)
+    from hvtui.core.file_mode import follow_umask
+
     for p in tmp.iterdir():
+        follow_umask(p)   # safetensors' files come out 0600; the umask decides, as for every output
         _fsync(p)
     (tmp / MARKER).write_text(ckpt_manifest.build(tmp, step, skip=(MARKER,)), encoding="utf-8")
     _fsync(tmp / MARKER)

@@ -114,7 +114,14 @@ def space_text(path: Path) -> str:
     where = mount_point(path)
     free = free_bytes(path)
     ro = " (mounted read-only)" if read_only(path) else ""
-    return f"{human(free)} free on {where or 'its disk'}{ro}"
+    q = _existing(path)
+    try:
+        st = os.statvfs(q) if q is not None else None
+    except OSError:
+        st = None
+    inodes = (f", and no free inodes (all {st.f_files} files it can hold exist)"
+              if st is not None and st.f_files and st.f_favail == 0 else "")
+    return f"{human(free)} free on {where or 'its disk'}{ro}{inodes}"
 
 
 _STRERROR = {os.strerror(e).lower(): e for e in WRITE_ERRNOS}
