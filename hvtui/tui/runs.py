@@ -59,12 +59,18 @@ class AttachedRun:
         self.control = FileControl(self.output_dir / "control")
         self._finished = False
         self.exit_code: int | None = None
+        self._said_holder = False
 
     def start(self) -> None:
         raise RuntimeError("an attached run is started by `hvtui --run`, not from this UI")
 
     def poll(self) -> list[Event]:
         events = self.follower.poll()
+        if not self._said_holder:   # who holds the folder (core/train/run_lock.py), first thing in the log
+            self._said_holder = True
+            line = holder_line(self.output_dir)
+            if line:
+                events.insert(0, Event("log", {"level": "info", "message": line}))
         for e in events:
             if e.kind == "finished":
                 self._finished = True
@@ -95,6 +101,7 @@ class LaunchedRun(AttachedRun):
         if preset.source is None:
             raise ValueError("a multi-GPU run needs a preset saved to a file")
         super().__init__(preset.resolve_path(preset.output_dir))
+        self._said_holder = True   # its own child will hold the folder: nothing to say about it
         self.preset, self.gpus = preset, gpus
         self.options = options or RunOptions()
         self.proc = None
@@ -154,12 +161,23 @@ def gpu_choices(count: int) -> list[int]:
     return out + [count]
 
 
+def holder_line(output_dir: Path) -> str:
+    """Who holds OUTPUT_DIR now ("" when no live run does)."""
+    from hvtui.core.train.run_lock import holder
+
+    h = holder(output_dir)
+    return f"attached to the live run holding {output_dir}: {h.describe()}" if h is not None else ""
+
+
 def attach_problem(output_dir: Path) -> str | None:
-    """Why `--attach OUTPUT_DIR` cannot work, or None."""
+    """Why `--attach OUTPUT_DIR` cannot work, or None. A run that holds the folder but has not written its
+    events yet (it is still checking and scanning) can be attached to."""
+    from hvtui.core.train.run_lock import holder
+
     if not output_dir.is_dir():
         what = "a file, not a folder" if output_dir.exists() else "no such folder"
         return f"{output_dir}: {what}; pass the output_dir of a run started with `hvtui --run PRESET`"
-    if not (output_dir / FILENAME).is_file():
+    if not (output_dir / FILENAME).is_file() and holder(output_dir) is None:
         return (f"{output_dir}: no {FILENAME} here; is this the output_dir of a `hvtui --run` run "
                 f"(the preset's output_dir)?")
     return None
