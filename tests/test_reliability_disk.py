@@ -200,3 +200,17 @@ def test_output_files_follow_the_umask(tmp_path, clips):
     assert any(f.suffix == ".safetensors" for f in files)
     private = [str(f) for f in files if not f.stat().st_mode & stat.S_IROTH]
     assert not private, private                    # 0644 files, 0755 folders: others on the box can read them
+
+
+def test_an_events_file_that_cannot_be_opened_is_named_before_training(tmp_path, clips):
+    preset = _preset(tmp_path, clips, "ev", max_train_steps=3)
+    assert K.run(preset).session.exit_code == 0
+    (tmp_path / "ev" / "events.jsonl").unlink()
+    (tmp_path / "ev" / "events.jsonl").mkdir()        # what an unwritable events file looks like to open()
+    longer = _preset(tmp_path, clips, "ev", max_train_steps=5)
+    run = K.run(longer, resume="auto")
+    assert run.session.exit_code == exitcodes.WRITE_FAILED
+    message, hint = run.errors()[-1]
+    assert str(tmp_path / "ev" / "events.jsonl") in message and "Is a directory" in message
+    assert "fix that path" in hint and "checkpoint-000003" in hint
+    assert not [e for e in run.events() if e.kind == "step"]     # nothing trained that the log could not show

@@ -284,8 +284,7 @@ class Trainer:
         newest = ckpt.find_newest(self.out) if self.is_main else None
         kept = (f"the last good checkpoint is {newest.path} (step {newest.step}), intact" if newest is not None
                 else "no checkpoint was written yet")
-        fix = ("make the folder writable (or set another output_dir)"
-               if w.failure is not None and w.failure.errno in write_guard.NOT_WRITABLE else "free space on that disk")
+        fix = w.failure.fix if w.failure is not None else "free space on that disk"
         if self.is_main:
             message = w.failure.message if w.failure is not None else (
                 f"stopped at step {self.step} while a checkpoint still fits: {w.low_space}")

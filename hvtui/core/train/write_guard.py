@@ -57,6 +57,17 @@ class WriteFailure(Exception):
     def __str__(self) -> str:
         return self.message
 
+    @property
+    def fix(self) -> str:
+        """What the user does about it, by cause."""
+        if self.errno in NOT_WRITABLE:
+            return "make the folder writable (or set another output_dir)"
+        if self.errno == errno_mod.EIO:
+            return "check that disk (dmesg shows I/O errors), or set another output_dir"
+        if self.errno in (None, errno_mod.ENOSPC, errno_mod.EDQUOT, errno_mod.EFBIG):
+            return "free space on that disk (or raise the quota)"
+        return "fix that path (hvtui writes a file there)"
+
 
 def human(n: int | None) -> str:
     if n is None:
