@@ -103,8 +103,12 @@ def list_complete(output_dir: Path, problems: list[str] | None = None) -> list[C
     not complete (no marker, unreadable state) is left out, and said in `problems` when given."""
     d = root(output_dir)
     out = []
-    if d.is_dir():
-        for p in d.iterdir():
+    try:
+        entries = list(d.iterdir()) if d.is_dir() else []
+    except FileNotFoundError:   # moved aside meanwhile (--fresh on rank 0 of a data-parallel run)
+        entries = []
+    if entries:
+        for p in entries:
             if not _NAME.match(p.name):
                 continue
             try:

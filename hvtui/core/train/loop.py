@@ -795,7 +795,8 @@ class Trainer:
 
     def _boundary(self, cache, final: bool = False) -> bool:
         """Control requests between steps. True when the run must stop now."""
-        if not final and self.writes.check_space():   # stop while a checkpoint still fits (write_guard.py)
+        # stop while a checkpoint still fits (write_guard.py); rank 0 writes the checkpoints: it decides
+        if not final and self.is_main and self.writes.check_space():
             self.control.request("stop", reason=write_guard.STOP_REASON)
         commands = self.control.take()
         paused = self.control.paused
