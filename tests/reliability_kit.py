@@ -130,3 +130,17 @@ def run(preset_path: Path, **options) -> InProcessRun:
     r = InProcessRun(preset_path, **options).start()
     r.join()
     return r
+
+
+def clips_fixture(name: str, n: int = 2):
+    """A module-scoped `clips` fixture: (n synthetic clips with captions, a cache folder the module shares)."""
+    import pytest
+
+    import loop_presets as L
+
+    @pytest.fixture(scope="module")
+    def clips(tmp_path_factory):
+        root = tmp_path_factory.mktemp(name)
+        return L.write_clips(root / "data", n), root / "cache"
+
+    return clips

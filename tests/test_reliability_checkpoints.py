@@ -15,10 +15,7 @@ pytestmark = pytest.mark.slow
 STEPS = 8
 
 
-@pytest.fixture(scope="module")
-def clips(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ckpt")
-    return L.write_clips(root / "data", 3), root / "cache"
+clips = K.clips_fixture("ckpt", 3)
 
 
 def _preset(tmp_path, clips, name="p", **kw):

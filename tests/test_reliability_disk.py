@@ -24,10 +24,7 @@ MOUNT = K.mount_problem()
 needs_mount = pytest.mark.skipif(MOUNT is not None, reason=MOUNT or "")
 
 
-@pytest.fixture(scope="module")
-def clips(tmp_path_factory):
-    root = tmp_path_factory.mktemp("disk")
-    return L.write_clips(root / "data", 2), root / "cache"
+clips = K.clips_fixture("disk", 2)
 
 
 @pytest.fixture(scope="module")

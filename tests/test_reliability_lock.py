@@ -16,10 +16,7 @@ from hvtui.core.train.run_lock import LOCK_FILE, RunLock, RunLocked, holder
 STEPS = 8
 
 
-@pytest.fixture(scope="module")
-def clips(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lock")
-    return L.write_clips(root / "data", 2), root / "cache"
+clips = K.clips_fixture("lock", 2)
 
 
 def _preset(tmp_path, clips, name="p", **kw):
