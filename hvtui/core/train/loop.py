@@ -257,7 +257,11 @@ class Trainer:
                                    "interrupted": "stopped"}.get(status, "failed")))
         self.publish(events.phase("done", status))
         self.publish(Event("finished", {"status": status, "exit_code": code, "step": self.step}))
-        self._release(clean=clean)
+        try:
+            self._release(clean=clean)
+        finally:   # last, and always (a TUI process outlives its runs): the folder is free once this run wrote
+            if self.claim is not None:   # all it will; a refused start leaves nothing behind (run_claim.py)
+                self.claim.release()
         return code
 
     def _unexpected(self, e: Exception) -> tuple[int, str, bool]:
@@ -280,16 +284,9 @@ class Trainer:
     def _write_outcome(self, code: int, status: str) -> tuple[int, str]:
         """The error event of a run stopped by a write failure or a disk too full for the next save, and its
         exit code: WRITE_FAILED, unless a signal stopped the run first (it keeps 129/130/143)."""
-        w = self.writes
-        newest = ckpt.find_newest(self.out) if self.is_main else None
-        kept = (f"the last good checkpoint is {newest.path} (step {newest.step}), intact" if newest is not None
-                else "no checkpoint was written yet")
-        fix = w.failure.fix if w.failure is not None else "free space on that disk"
         if self.is_main:
-            message = w.failure.message if w.failure is not None else (
-                f"stopped at step {self.step} while a checkpoint still fits: {w.low_space}")
-            self.publish(Event("error", {"message": message,
-                                         "hint": f"{kept}; {fix}, then continue with --resume auto"}))
+            message, hint = self.writes.explain(self.step, ckpt.find_newest(self.out))
+            self.publish(Event("error", {"message": message, "hint": hint}))
         if self.control.stop_reason in STOP_EXIT:
             return STOP_EXIT[self.control.stop_reason], status
         return exitcodes.WRITE_FAILED, "failed"
@@ -300,8 +297,6 @@ class Trainer:
         return STOP_EXIT.get(reason, exitcodes.OK), ("interrupted" if reason in STOP_EXIT else "stopped")
 
     def _release(self, clean: bool = True) -> None:
-        if self.claim is not None:   # a refused start leaves nothing behind (run_claim.py)
-            self.claim.release()
         if clean and self.coll is not None and self.coll.distributed:
             import torch.distributed as dist
 
@@ -415,15 +410,14 @@ class Trainer:
         except OSError as e:
             raise write_guard.classify(e, self.out) or e
         if self.options.write_events and self.is_main:
-            self.writer = RunLogWriter(self.out, held=True, on_error=lambda e, path: self.writes.report(
-                write_guard.classify(e, path) or write_guard.WriteFailure(path, str(e))))
+            self.writer = RunLogWriter(self.out, held=True, on_error=self.writes.report_error)
             self.bus.add_sink(self.writer)
 
     def _check_room_to_save(self, params) -> None:
-        """No run trains steps it cannot save: one checkpoint (LoRA twice, AdamW's two moments, some slack)
-        must fit on output_dir's disk before the first step; later checkpoints' measured size is used."""
-        n = sum(q.numel() for q in params)
-        self.writes.save_bytes = n * 4 * (4 + int(self.preset.export_comfyui)) + (256 << 10)
+        """No run trains steps it cannot save: one checkpoint must fit on output_dir's disk before the first
+        step (write_guard.estimate_save_bytes; later checkpoints' measured size is used)."""
+        self.writes.save_bytes = write_guard.estimate_save_bytes(sum(q.numel() for q in params),
+                                                                 self.preset.export_comfyui)
         short = self.writes.space_short()
         if self.coll.distributed and self.coll.max([bool(short)])[0] and not short:
             short = "another process found too little free space for a checkpoint"
@@ -988,8 +982,7 @@ class Trainer:
                              scheduler=self.scheduler, state=state, limit=p.checkpoints_total_limit,
                              rank=self.accelerator.process_index, sync=self.coll if self.coll.distributed else None)
         except ckpt.CheckpointError as e:
-            failure = write_guard.classify(e.cause, e.path) if e.cause is not None else None
-            self.writes.report(failure or write_guard.WriteFailure(e.path or self.out, str(e)))
+            self.writes.report_error(e.cause or e, e.path or self.out)
             self.log(f"{e}; stopping (the previous checkpoint is intact)", "warning")
             if then:
                 self.phase(then, "")

@@ -205,6 +205,12 @@ def classify(exc: BaseException, path: Path | str | None, at_write_site: bool = 
     return None
 
 
+def estimate_save_bytes(n_params: int, comfy: bool = False) -> int:
+    """One save before any was measured: the LoRA twice (folded file + exact state, fp32), AdamW's two
+    moments, the ComfyUI copy when exported, and slack for the small files."""
+    return n_params * 4 * (4 + int(comfy)) + (256 << 10)
+
+
 def tree_size(path: Path) -> int:
     total = 0
     for root, _, files in os.walk(path):
@@ -227,6 +233,20 @@ class WriteGuard:
         self._on_failure = on_failure   # called once, with the failure (the trainer requests a stop)
         self._lock = threading.Lock()
         self._checked = 0.0
+
+    def report_error(self, exc: BaseException, path: Path) -> None:
+        """An exception from writing `path`: reported as a WriteFailure (with its cause in words)."""
+        self.report(classify(exc, path) or WriteFailure(Path(path), f"{type(exc).__name__}: {exc}"))
+
+    def explain(self, step: int, newest) -> tuple[str, str]:
+        """(message, hint) of the run's end: what could not be written (or why it stopped while a save still
+        fit), the last good checkpoint (`newest`: checkpoint.CheckpointInfo or None) and what to do."""
+        kept = (f"the last good checkpoint is {newest.path} (step {newest.step}), intact" if newest is not None
+                else "no checkpoint was written yet")
+        if self.failure is not None:
+            return self.failure.message, f"{kept}; {self.failure.fix}, then continue with --resume auto"
+        return (f"stopped at step {step} while a checkpoint still fits: {self.low_space}",
+                f"{kept}; free space on that disk, then continue with --resume auto")
 
     def report(self, failure: WriteFailure) -> None:
         with self._lock:
