@@ -185,7 +185,6 @@ class CachePlan:
     todo_latents: list                   # samples
     prompts: list[str]
     samples: list
-    damaged: list[str] = field(default_factory=list)   # entries found damaged, deleted and to encode again
 
     def shard(self, rank: int, world: int) -> "CachePlan":
         """The share of the missing entries process `rank` of `world` encodes (data-parallel caching: every
@@ -196,7 +195,7 @@ class CachePlan:
         todo_text, todo_ids = set(self.todo_text), {s.id for s in self.todo_latents}
         text = [c for i, c in enumerate(self.text_paths) if i % world == rank and c in todo_text]
         latents = [s for i, s in enumerate(self.samples) if i % world == rank and s.id in todo_ids]
-        return CachePlan(self.text_paths, self.latent_paths, text, latents, self.prompts, self.samples, self.damaged)
+        return CachePlan(self.text_paths, self.latent_paths, text, latents, self.prompts, self.samples)
 
     @property
     def parts_needed(self) -> set[str]:
@@ -224,14 +223,8 @@ def plan_cache(preset, report, info) -> CachePlan:
         folder = latent_dirs.get(s.dataset_id) or out / "cache" / s.dataset_id
         key = latent_key(s, model_key, preset.is_i2v, tiling, str(preset.vision_encoder_path or ""))
         latent_paths[s.id] = folder / f"{key}.safetensors"
-    # an existing entry counts only when intact (cache_verify.py): a damaged one is deleted and encoded again
-    from hvtui.core.train.cache_verify import check_latent, check_text, usable
-
-    damaged: list[str] = []
-    todo_text = [c for c in captions if not usable(text_paths[c], check_text, damaged)]
-    todo_latents = [s for s in samples if not usable(
-        latent_paths[s.id], lambda p, s=s: check_latent(p, s.bucket_key, preset.is_i2v, info.dtype), damaged)]
-    return CachePlan(text_paths, latent_paths, todo_text, todo_latents, prompts, samples, damaged)
+    return CachePlan(text_paths, latent_paths, [c for c in captions if not text_paths[c].is_file()],
+                     [s for s in samples if not latent_paths[s.id].is_file()], prompts, samples)
 
 
 def _stopped(control) -> bool:

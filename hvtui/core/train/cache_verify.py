@@ -1,6 +1,6 @@
 """Cache entries are verified before they are trusted.
 
-When a run starts (`plan_cache`), every existing entry's file is checked without reading its tensors: a
+When a run starts (`drop_damaged`, on `plan_cache`'s plan), every existing entry's file is checked without reading its tensors: a
 zero-byte, truncated or bad-header file, missing tensors, a dtype or shape that does not fit the entry (the
 bucket's latent size, the model's dtype), or an entry stored under another key than its name (the source's
 fingerprint: file path, size and mtime are in the key) is damaged. A damaged entry is deleted with its path and
@@ -182,6 +182,21 @@ def nonfinite(tensors: dict) -> str:
     import torch
 
     return ", ".join(k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all()))
+
+
+def drop_damaged(plan, i2v: bool, dtype=None) -> list[str]:
+    """Check every entry `plan` (cache.plan_cache) found on disk; delete the damaged ones (a new plan then
+    encodes them). Returns what was wrong with each, for the log. CacheEntryDamaged when one cannot be
+    deleted."""
+    todo_text, todo_latents = set(plan.todo_text), {s.id for s in plan.todo_latents}
+    damaged: list[str] = []
+    for caption, path in plan.text_paths.items():
+        if caption not in todo_text:
+            usable(path, check_text, damaged)
+    for s in plan.samples:
+        if s.id not in todo_latents:
+            usable(plan.latent_paths[s.id], lambda p, s=s: check_latent(p, s.bucket_key, i2v, dtype), damaged)
+    return damaged
 
 
 def load(path: Path) -> dict:

@@ -587,19 +587,23 @@ class Trainer:
 
     def _load_and_cache_share(self, report, shard: tuple[int, int]):
         from hvtui.core.train.cache import CacheInterrupted, build_cache, plan_cache
-        from hvtui.core.train.cache_verify import CacheEntryDamaged, NonFiniteEncoding
+        from hvtui.core.train.cache_verify import CacheEntryDamaged, NonFiniteEncoding, drop_damaged
         from hvtui.core.train.components import ModelLoadError, load_components, model_info
 
         p, device = self.preset, self.accelerator.device
         self.phase("loading", f"model {p.pretrained_model_name_or_path}")
         try:
             # one load, on the CPU; the transformer waits there while the encoders use the GPU for caching
-            try:
-                plan = plan_cache(p, report, model_info(p))
+            info = model_info(p)
+            plan = plan_cache(p, report, info)
+            try:   # an entry on disk is used only when intact: a damaged one is deleted and encoded again
+                damaged = drop_damaged(plan, p.is_i2v, info.dtype)
             except CacheEntryDamaged as e:   # damaged, and its folder does not let it be deleted
                 raise Abort(exitcodes.INVALID, str(e), "delete that file (or make its folder writable) and run again")
-            for line in plan.damaged:
+            for line in damaged:
                 self.log(line, "warning")
+            if damaged:
+                plan = plan_cache(p, report, info)
             mine = plan.shard(*shard)   # the encoders this process needs for its share
             parts = {"transformer"} | set(mine.parts_needed)
             if mine.todo_latents and p.is_i2v:
