@@ -53,7 +53,7 @@ def checksum(tensors: dict) -> str:
         t = tensors[name].detach().cpu().contiguous()
         crc = zlib.crc32(f"{name}|{t.dtype}|{tuple(t.shape)}".encode(), crc)
         if t.numel():
-            crc = zlib.crc32(t.reshape(-1).view(torch.uint8).numpy().tobytes(), crc)
+            crc = zlib.crc32(memoryview(t.reshape(-1).view(torch.uint8).numpy()), crc)
     return f"{crc:08x}"
 
 
@@ -178,10 +178,15 @@ def usable(path: Path, check, damaged: list[str]) -> bool:
 
 
 def nonfinite(tensors: dict) -> str:
-    """The names of float tensors holding NaN / inf ("" when none)."""
+    """The names of float tensors holding NaN / inf ("" when none). One reduction per tensor: the largest
+    magnitude is NaN or inf exactly when some value is (amax propagates NaN); on a CPU that is ~0.2 ms for a
+    480p x 61 bf16 latent, where isfinite(t).all() takes tens of ms in bf16."""
     import torch
 
-    return ", ".join(k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all()))
+    def finite(t) -> bool:
+        return t.numel() == 0 or bool(torch.isfinite(t.abs().amax()))
+
+    return ", ".join(k for k, t in tensors.items() if t.is_floating_point() and not finite(t))
 
 
 def drop_damaged(plan, i2v: bool, dtype=None) -> list[str]:
