@@ -11,10 +11,11 @@ import sys
 
 from hvtui import __version__
 
-EPILOG = """exit codes: 0 ok, 1 unexpected error (a bug), 2 invalid preset, dataset or folder, an earlier run in
-output_dir (--resume auto or --fresh) or a damaged checkpoint, 3 doctor check failed, 4 training failed
-(repeated OOM / non-finite loss), 5 resume would change the run (--allow-changed) or cannot fit it,
-129/130/143 stopped by SIGHUP/SIGINT/SIGTERM after saving, 141 output pipe closed (`hvtui doctor P | head -1`)."""
+EPILOG = """exit codes: 0 ok, 1 unexpected error (a bug), 2 invalid preset, dataset or folder, another live run in
+output_dir, an earlier run there (--resume auto or --fresh) or a damaged checkpoint, 3 doctor check failed,
+4 training failed (repeated OOM / non-finite loss), 5 resume would change the run (--allow-changed) or cannot
+fit it, 6 a write failed (disk full, read-only...: the last good checkpoint is kept), 129/130/143 stopped by
+SIGHUP/SIGINT/SIGTERM after saving, 141 output pipe closed (`hvtui doctor P | head -1`)."""
 
 
 USAGE = """hvtui [PRESET] [--presets DIR]       the TUI

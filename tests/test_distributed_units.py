@@ -2,6 +2,7 @@
 split of caching and of the sample order, resuming the order with another process count, the checkpoint
 marker refusing a missing rank's part, and the TUI's launched run."""
 import json
+import os
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -52,6 +53,11 @@ def test_finished_code_reads_only_this_launchs_events(tmp_path):
     with open(path, "a") as f:
         f.write(json.dumps({"kind": "finished", "exit_code": 143, "time": 2.0}) + "\n")
     assert launch.finished_code(path, offset) == 143 and launch.finished_code(path, 0) == 143
+    # --fresh: the run moved the earlier events aside and began a new (shorter) file: read from its start
+    inode = path.stat().st_ino
+    os.replace(path, tmp_path / "earlier.jsonl")
+    path.write_text(json.dumps({"kind": "finished", "exit_code": 6, "time": 3.0}) + "\n")
+    assert launch.finished_code(path, offset, inode) == 6
 
 
 def test_run_command_rejects_impossible_gpu_counts(capsys):

@@ -27,7 +27,8 @@ def clips(tmp_path_factory):
 def _run(tmp_path, clips, name="p", resume=None, allow_changed=False, **overrides):
     data, cache = clips
     preset = load_preset(L.write_preset(tmp_path / f"{name}.toml", data, cache, tmp_path / "out", **overrides))
-    s = Session(preset, options=RunOptions(resume=resume, allow_changed=allow_changed), bus=Bus())
+    global _last
+    _last = s = Session(preset, options=RunOptions(resume=resume, allow_changed=allow_changed), bus=Bus())
     s.start()
     s.join()
     return s.exit_code, L.read_events(tmp_path / "out")
@@ -112,11 +113,11 @@ def test_one_oom_skips_the_batch(tmp_path, clips, monkeypatch):
 def test_resume_with_changed_batch_size_needs_the_flag(tmp_path, clips):
     code, _ = _run(tmp_path, clips, max_train_steps=2)
     assert code == 0
-    code, events = _run(tmp_path, clips, name="q", resume="auto", max_train_steps=4, train_batch_size=2)
+    code, _ = _run(tmp_path, clips, name="q", resume="auto", max_train_steps=4, train_batch_size=2)
     assert code == exitcodes.RESUME_MISMATCH == 5
-    assert "train_batch_size: 1 -> 2" in _errors(events)
-    code, events = _run(tmp_path, clips, name="q", resume=str(tmp_path / "nowhere"), max_train_steps=4)
-    assert code == exitcodes.INVALID and "no such checkpoint folder" in _errors(events)
+    assert "train_batch_size: 1 -> 2" in _errors(_last.bus.since(0)[0])   # a refused start: console only
+    code, _ = _run(tmp_path, clips, name="q", resume=str(tmp_path / "nowhere"), max_train_steps=4)
+    assert code == exitcodes.INVALID and "no such checkpoint folder" in _errors(_last.bus.since(0)[0])
     path = ckpt.find_newest(tmp_path / "out").path      # --resume PATH
     code, events = _run(tmp_path, clips, name="q", resume=str(path), allow_changed=True, max_train_steps=4,
                         train_batch_size=2)
@@ -186,6 +187,8 @@ def test_invalid_preset_exits_2_and_failing_doctor_exits_3(tmp_path, clips):
     code, _ = _run(tmp_path, clips, name="bad", learning_rate=-1.0)
     assert code == exitcodes.INVALID
     assert not (tmp_path / "out").exists()                # nothing written before the preset is valid
-    code, events = _run(tmp_path, clips, name="doc", pretrained_model_name_or_path=str(tmp_path / "no-model"))
+    code, _ = _run(tmp_path, clips, name="doc", pretrained_model_name_or_path=str(tmp_path / "no-model"))
     assert code == exitcodes.DOCTOR_FAILED
+    events = _last.bus.since(0)[0]
     assert "does not exist" in _errors(events) and not L.losses(events)
+    assert not (tmp_path / "out").exists()                # a refused start leaves nothing (not even the lock)

@@ -61,14 +61,18 @@ class Control:
             out, self._pending = self._pending, set()
         return out
 
-    def wait_while_paused(self, on_pause=None, poll: float = 0.2) -> None:
-        """Block the trainer while paused; returns at once on resume or stop."""
+    def wait_while_paused(self, on_pause=None, poll: float = 0.2, until_command: bool = False) -> None:
+        """Block the trainer while paused; returns at once on resume or stop. `until_command`: also when a
+        one-shot command (save, sample) arrives, so the trainer can carry it out while paused (a checkpoint
+        asked for during a pause is written then, not after the resume)."""
         self._poll_files()
         if not self._paused.is_set():
             return
         if on_pause:
             on_pause()
         while self._paused.is_set() and not self._stop.is_set():
+            if until_command and self._pending:
+                return
             self._wake.wait(poll)
             self._wake.clear()
             self._poll_files()

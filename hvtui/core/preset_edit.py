@@ -63,7 +63,7 @@ class PresetDocument:
     def open(cls, path: str | Path) -> "PresetDocument":
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as e:
             raise PresetError(f"{path}: cannot read preset: {getattr(e, 'strerror', None) or e}") from None
         return cls(path, text)
@@ -155,6 +155,10 @@ class PresetDocument:
                 f.write(text)
             if target.exists():
                 os.chmod(tmp, target.stat().st_mode & 0o7777)
+            else:   # a new preset: the umask decides (mkstemp's 0600 would stay)
+                from hvtui.core.file_mode import follow_umask
+
+                follow_umask(tmp)
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -22,10 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from hvtui.core.preset import (
-    BUILTIN_TINY, DatasetSpec, Preset, VideoSpec, field_specs, flavour_height, is_i2v, preset_from_dict,
+    BUILTIN_TINY, SIDE_MAX, DatasetSpec, Preset, VideoSpec, field_specs, flavour_height, is_i2v, preset_from_dict,
     read_dataset_file,
 )
 from hvtui.core.tomlpos import key_lines, line_of
+from hvtui.core.validate_bounds import (
+    check_clip_memory, check_output_outside_datasets, check_paths, not_finite, path_problem,
+)
 
 ERROR = "error"
 WARNING = "warning"
@@ -309,6 +312,12 @@ class _Checker:
                            f"{hint}use one of: {', '.join(choices)}")
                 continue
             low, high = meta.get("min"), meta.get("max")
+            if not_finite(value):   # TOML has nan and inf; every number hvtui takes is finite
+                self.bad.add(path)
+                self.error(path, f"{value} is not a finite number",
+                           "use a number" + (f" between {_format_number(low)} and {_format_number(high)}"
+                                             if low is not None and high is not None else ""))
+                continue
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 if (low is not None and value < low) or (high is not None and value > high):
                     self.bad.add(path)
@@ -429,7 +438,10 @@ def _check_validation(c: _Checker, p: Preset) -> None:
             return
         for w, h in resolutions:
             bad = [(name, v) for name, v in (("width", w), ("height", h)) if v % 16]
-            if bad:
+            if not (16 <= w <= SIDE_MAX and 16 <= h <= SIDE_MAX):   # "0x0" divides by 16 too
+                c.error(("validation_resolution",), f"{w}x{h}: each side must be 16 to {SIDE_MAX} pixels",
+                        "use a size like 848x480 (480p) or 1280x720 (720p)")
+            elif bad:
                 fixed_w = w if w % 16 == 0 else _closest16(w)
                 fixed_h = h if h % 16 == 0 else _closest16(h)
                 what = " and ".join(f"{name} {v}" for name, v in bad)
@@ -600,7 +612,7 @@ def _read_lines(path: Path | None) -> tuple[str, dict]:
     if path is None:
         return "<preset>", {}
     try:
-        return str(path), key_lines(path.read_text(encoding="utf-8"))
+        return str(path), key_lines(path.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError):
         return str(path), {}
 
@@ -610,18 +622,23 @@ def _load_dataset_file(c: _Checker, p: Preset, inline: bool) -> list[dict] | Non
     key = ("dataset_backend_config",)
     if not p.dataset_backend_config or not c.good(key):
         return None
-    path = p.resolve_path(p.dataset_backend_config)
     if inline:
         c.warn(key, "ignored: this preset also has [[datasets]] tables, which win",
                "remove dataset_backend_config or the [[datasets]] tables")
         return None
+    path = p.resolve_path(p.dataset_backend_config)
     c.bad.add(("datasets",))  # until the file is read: no "no training dataset" noise on top
+    problem = path_problem(p.dataset_backend_config, str(path))
+    if problem:
+        c.bad.add(key)
+        c.error(key, *problem)
+        return None
     if not path.is_file():
         c.error(key, f"dataset file {path} does not exist" if not path.exists() else f"{path} is not a file",
                 "fix the path (relative paths start at the preset file's folder), or add [[datasets]] tables here")
         return None
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
         tables = read_dataset_file(path)
     except (OSError, UnicodeDecodeError) as e:
         c.error(key, f"cannot read dataset file {path}: {getattr(e, 'strerror', None) or e}",
@@ -697,6 +714,9 @@ def _run_checks(c: _Checker, p: Preset, env) -> None:
         c.fields(d, DatasetSpec, ("datasets", k))
         if isinstance(d.video, VideoSpec):
             c.fields(d.video, VideoSpec, ("datasets", k, "video"))
+    check_paths(c, p)   # first: the checks below stat these paths
+    check_clip_memory(c, p)
+    check_output_outside_datasets(c, p)
     _check_model(c, p, env)
     _check_training(c, p)
     _check_memory(c, p)
@@ -710,7 +730,7 @@ def validate_file(path: str | Path, env: dict | None = None) -> Validation:
     path = Path(path)
     shown = str(path)
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = path.read_bytes().decode("utf-8-sig")   # a BOM (Windows editors write one) is no syntax error
     except OSError as e:
         return Validation(shown, None, [Problem(ERROR, shown, None, "preset", f"cannot read the file: {e.strerror}",
                                                 "check the path")])
@@ -726,6 +746,7 @@ def validate_text(text: str, path: str | Path, env: dict | None = None) -> Valid
     path = Path(path)
     env = os.environ if env is None else env
     shown = str(path)
+    text = text.removeprefix("\ufeff")
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

@@ -62,12 +62,18 @@ class FollowedRun:
         self._gone = False
         self.exit_code: int | None = None
         self.caught_up_once = False     # the history has been read whole at least once
+        self._said_holder = False
 
     def start(self) -> None:
         raise RuntimeError("an attached run is started by `hvtui --run`, not from this UI")
 
     def poll(self) -> list:
         events = self.follower.poll()
+        if not self._said_holder:   # who holds the folder (core/train/run_lock.py), first thing in the log
+            self._said_holder = True
+            line = holder_line(self.output_dir)
+            if line:
+                events.insert(0, Event("log", {"level": "info", "message": line}))
         for e in events:
             if e.kind == "finished":
                 self._finished = True
@@ -140,6 +146,7 @@ class LaunchedRun(AttachedRun):
         if preset.source is None:
             raise ValueError("a multi-GPU run needs a preset saved to a file")
         super().__init__(preset.resolve_path(preset.output_dir))
+        self._said_holder = True   # its own child will hold the folder: nothing to say about it
         self.preset, self.gpus = preset, gpus
         self.options = options or RunOptions()
         self.proc = None
@@ -197,6 +204,14 @@ def gpu_choices(count: int) -> list[int]:
         out.append(n)
         n *= 2
     return out + [count]
+
+
+def holder_line(output_dir: Path) -> str:
+    """Who holds OUTPUT_DIR now ("" when no live run does)."""
+    from hvtui.core.train.run_lock import holder
+
+    h = holder(output_dir)
+    return f"attached to the live run holding {output_dir}: {h.describe()}" if h is not None else ""
 
 
 def attach_problem(output_dir: Path) -> str | None:

@@ -6,7 +6,8 @@ Keys
 - latent entry: sha256 of (file path, size, mtime, frame indices, bucket W x H x F, fps, model identity +
   dtype, VAE tiling, t2v/i2v). Holds the posterior mean and std ([32, T, h, w]) and, for i2v, the first-frame
   cond ([33, T, h, w]) and SigLIP tokens ([N, Di]).
-Files are safetensors written to a temp name and renamed, so an interrupted run never leaves half an entry.
+Files are safetensors written to a temp name and renamed, so an interrupted run never leaves half an entry;
+they carry their key and a checksum, and are verified before they are trusted (cache_verify.py).
 
 A clip whose frames cannot be decoded is dropped from the index with its reason (decode_failures.py); the
 caller stops only when no sample is left.
@@ -20,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -105,21 +105,37 @@ class CacheIndex:
 
 
 def _read(path: Path) -> dict:
-    from safetensors.torch import load_file
+    """An entry's tensors, verified (CacheEntryDamaged names the file when they cannot be trusted)."""
+    from hvtui.core.train.cache_verify import load
 
-    return load_file(str(path))
+    return load(path)
 
 
 def _write(path: Path, tensors: dict, metadata: dict | None = None) -> None:
+    """Write an entry atomically. The temp name is made here, not by mkstemp, so the file gets the umask's
+    mode (mkstemp's 0600 would stay). A refused write (full disk, read-only...) is a WriteFailure naming it."""
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=path.parent)
-    os.close(fd)
+    from hvtui.core.file_mode import follow_umask
+    from hvtui.core.train import write_guard
+    from hvtui.core.train.cache_verify import NonFiniteEncoding, nonfinite, stamp
+
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    bad = nonfinite(tensors)
+    if bad:   # an encoder's overflow, not damage: saying so here beats a "damaged entry" at every start
+        raise NonFiniteEncoding((metadata or {}).get("path") or repr((metadata or {}).get("caption", "")), bad)
+    tmp = path.parent / f".tmp-{path.stem}-{os.getpid()}-{os.urandom(3).hex()}.safetensors"
     try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp,
-                  metadata={k: str(v) for k, v in (metadata or {}).items()})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_guard.inject("cache", path)
+        save_file(tensors, str(tmp), metadata={k: str(v) for k, v in stamp(path, tensors, metadata).items()})
+        follow_umask(tmp)   # safetensors writes through a 0600 temp file of its own
         os.replace(tmp, path)
+    except Exception as e:
+        failure = write_guard.classify(e, path) if write_guard.is_write_error(e) else None
+        if failure is None:
+            raise
+        raise failure from e
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -6,10 +6,15 @@ Layout: OUTPUT_DIR/checkpoints/checkpoint-000040/
   lora_state.safetensors             the PEFT LoRA tensors as trained (unfolded): resume loads these, exactly
   optimizer.pt, scheduler.pt         torch state dicts
   rng_state_R.pt                     python / numpy / torch / cuda RNG of rank R, one file per process
-  state.json                         step, data order position, loss EMA, the run-defining settings
-  COMPLETE                           written last; a folder without it is not a checkpoint
+  state.json                         step, data order position, loss EMA, the run-defining settings, and
+                                     "manual": true for a save-now checkpoint (never pruned)
+  COMPLETE                           written last: the manifest (size + SHA-256 of every file,
+                                     ckpt_manifest.py); a folder without it is not a checkpoint
 Writing goes to checkpoints/.tmp-checkpoint-000040-PID/, the marker is written and synced last, then the
-folder is renamed into place. Old checkpoints beyond the limit are deleted only after that rename.
+folder is renamed into place. Old checkpoints beyond the limit are deleted only after that rename; save-now
+checkpoints ("manual") do not count towards the limit and are never deleted.
+Resuming verifies the manifest first: `resolve_resume(..., "auto")` says which newer checkpoints it skipped and
+why; a damaged checkpoint given by path is a CheckpointError naming the file.
 With several processes (`save(..., sync=Collectives)`): rank 0 makes the folder and writes the shared parts
 (the processes hold identical LoRA / optimizer / scheduler state after each all-reduced step), every rank
 writes its own RNG file into it, all agree that every part is there, then rank 0 alone writes the marker
@@ -47,7 +52,12 @@ INCOMPATIBLE_KEYS = ("model_flavour", "pretrained_model_name_or_path", "lora_ran
 
 
 class CheckpointError(Exception):
-    """A checkpoint that cannot be used (missing, incomplete, unreadable): the message says which and why."""
+    """A checkpoint that cannot be used (missing, incomplete, unreadable) or written: the message says which
+    and why. A failed write carries the file it was writing (`path`) and the exception (`cause`)."""
+
+    def __init__(self, message: str, path: Path | None = None, cause: BaseException | None = None):
+        super().__init__(message)
+        self.path, self.cause = path, cause
 
 
 @dataclass
@@ -66,13 +76,20 @@ def name_for(step: int) -> str:
 
 
 # --- reading -------------------------------------------------------------------------------------------
-def read_checkpoint(path: Path) -> CheckpointInfo:
+def read_checkpoint(path: Path, verify: bool = False) -> CheckpointInfo:
+    """The checkpoint in `path`; `verify`: also every file against its manifest (sizes and checksums)."""
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"{path}: no such checkpoint folder")
     if not (path / MARKER).is_file():
-        raise CheckpointError(f"{path}: incomplete checkpoint (no {MARKER} marker: the write was interrupted); "
-                              "use --resume auto to pick the newest complete one")
+        raise CheckpointError(f"{path}: incomplete checkpoint (no {MARKER} marker: its write did not finish, or "
+                              "the marker was deleted); use --resume auto to pick the newest complete one")
+    if verify:
+        from hvtui.core.train import ckpt_manifest
+
+        problem = ckpt_manifest.verify(path, MARKER, (LORA_STATE_FILE, "pytorch_lora_weights.safetensors"))
+        if problem:
+            raise CheckpointError(f"{problem}: the checkpoint is damaged")
     try:
         state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
         step = int(state["step"])
@@ -81,17 +98,24 @@ def read_checkpoint(path: Path) -> CheckpointInfo:
     return CheckpointInfo(path, step, state)
 
 
-def list_complete(output_dir: Path) -> list[CheckpointInfo]:
-    """Complete checkpoints, oldest step first; incomplete folders and temporary ones are ignored."""
+def list_complete(output_dir: Path, problems: list[str] | None = None) -> list[CheckpointInfo]:
+    """Complete checkpoints, oldest step first; temporary folders are ignored. A checkpoint-N folder that is
+    not complete (no marker, unreadable state) is left out, and said in `problems` when given."""
     d = root(output_dir)
     out = []
-    if d.is_dir():
-        for p in d.iterdir():
-            if _NAME.match(p.name) and (p / MARKER).is_file():
-                try:
-                    out.append(read_checkpoint(p))
-                except CheckpointError:
-                    continue
+    try:
+        entries = list(d.iterdir()) if d.is_dir() else []
+    except FileNotFoundError:   # moved aside meanwhile (--fresh on rank 0 of a data-parallel run)
+        entries = []
+    if entries:
+        for p in entries:
+            if not _NAME.match(p.name):
+                continue
+            try:
+                out.append(read_checkpoint(p))
+            except CheckpointError as e:
+                if problems is not None:
+                    problems.append(str(e))
     return sorted(out, key=lambda c: c.step)
 
 
@@ -118,13 +142,28 @@ def find_newest(output_dir: Path) -> CheckpointInfo | None:
     return done[-1] if done else None
 
 
-def resolve_resume(output_dir: Path, spec: str | None) -> CheckpointInfo | None:
-    """`None` -> fresh run; "auto" -> the newest complete checkpoint or None; else a path (must be complete)."""
+def resolve_resume(output_dir: Path, spec: str | None, skipped=None) -> CheckpointInfo | None:
+    """`None` -> fresh run; "auto" -> the newest checkpoint that is complete and intact (its files match its
+    manifest), or None; else a path (must be complete and intact, else CheckpointError).
+    `skipped(message)` hears about each newer checkpoint "auto" passed over and why."""
     if not spec:
         return None
-    if spec == "auto":
-        return find_newest(output_dir)
-    return read_checkpoint(Path(spec).expanduser())
+    if spec != "auto":
+        return read_checkpoint(Path(spec).expanduser(), verify=True)
+    problems: list[str] = []
+    done = list_complete(output_dir, problems)
+    newest = done[-1].step if done else -1
+    for text in problems:   # incomplete folders newer than the one resumed are news; older ones are noise
+        m = re.search(r"checkpoint-(\d+)", text)
+        if skipped is not None and (m is None or int(m.group(1)) > newest):
+            skipped(f"skipped {text}")
+    for info in reversed(done):
+        try:
+            return read_checkpoint(info.path, verify=True)
+        except CheckpointError as e:
+            if skipped is not None:
+                skipped(f"skipped {info.path.name}: {e}; trying an older checkpoint")
+    return None
 
 
 # --- RNG -----------------------------------------------------------------------------------------------
@@ -216,17 +255,22 @@ def _test_sleep(step: int) -> None:
 
 
 def commit(output_dir: Path, tmp: Path, step: int, state: dict, limit: int, ranks: int = 1) -> CheckpointInfo:
-    """Write state.json, then the marker, sync, rename into place, then prune to `limit` checkpoints.
-    Refuses (CheckpointError) when an RNG file of one of the `ranks` processes is missing."""
+    """Write state.json, then the marker (the manifest), sync, rename into place, then prune to `limit`
+    checkpoints. Refuses (CheckpointError) when an RNG file of one of the `ranks` processes is missing."""
+    from hvtui.core.train import ckpt_manifest
+
     missing = [rng_file(r) for r in range(ranks) if not (tmp / rng_file(r)).is_file()]
     if missing:
         raise CheckpointError(f"{tmp}: {', '.join(missing)} missing; the checkpoint of step {step} is not complete")
     state = {**state, "step": step, "saved_at": time.time(), "ranks": ranks}
     (tmp / STATE_FILE).write_text(json.dumps(state, indent=1, default=str), encoding="utf-8")
     _test_sleep(step)
+    from hvtui.core.file_mode import follow_umask
+
     for p in tmp.iterdir():
+        follow_umask(p)   # safetensors' files come out 0600; the umask decides, as for every output
         _fsync(p)
-    (tmp / MARKER).write_text(f"{step}\n", encoding="utf-8")
+    (tmp / MARKER).write_text(ckpt_manifest.build(tmp, step, skip=(MARKER,)), encoding="utf-8")
     _fsync(tmp / MARKER)
     _fsync(tmp)
     final = root(output_dir) / name_for(step)
@@ -243,7 +287,8 @@ def commit(output_dir: Path, tmp: Path, step: int, state: dict, limit: int, rank
 
 
 def prune(output_dir: Path, limit: int) -> list[Path]:
-    done = list_complete(output_dir)
+    """Keep the newest `limit` checkpoints; save-now ("manual") ones are kept besides and never deleted."""
+    done = [c for c in list_complete(output_dir) if not c.state.get("manual")]
     removed = []
     for c in done[:max(len(done) - max(limit, 1), 0)]:
         shutil.rmtree(c.path, ignore_errors=True)
@@ -260,7 +305,8 @@ def save(output_dir: Path, step: int, *, write_lora: Callable[[Path], object], o
 
     ranks = sync.world if sync is not None else 1
     main = rank == 0
-    tmp, error = None, None
+    final = root(output_dir) / name_for(step)
+    tmp, error, writing = None, None, root(output_dir)   # `writing`: the file being written, as the user sees it
     try:
         if main:
             tmp = begin(output_dir, step)
@@ -272,18 +318,27 @@ def save(output_dir: Path, step: int, *, write_lora: Callable[[Path], object], o
     if tmp is not None:
         try:
             if main:
+                writing = final
                 write_lora(tmp)
+                writing = final / "optimizer.pt"
                 torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+                writing = final / "scheduler.pt"
                 torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+            writing = final / rng_file(rank)
             torch.save(capture_rng(), tmp / rng_file(rank))
             _fsync(tmp / rng_file(rank))
-        except (OSError, RuntimeError) as e:
+        except Exception as e:   # OSError, torch's RuntimeError, SafetensorError: the caller classifies it
+            from hvtui.core.train.write_guard import is_write_error
+
+            if not is_write_error(e):
+                raise
             error = e
     failed = error is not None or tmp is None
     if sync is not None:
         failed = sync.any(failed)       # also the barrier: every rank's part is on disk
     info = None
     if not failed and main:
+        writing = final
         try:
             info = commit(output_dir, tmp, step, state, limit, ranks=ranks)
         except (OSError, CheckpointError) as e:
@@ -294,7 +349,8 @@ def save(output_dir: Path, step: int, *, write_lora: Callable[[Path], object], o
         if main and tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
         raise CheckpointError(f"the checkpoint of step {step} could not be written" +
-                              (f": {error}" if error is not None else " (another process failed to write its part)"))
+                              (f": {error}" if error is not None else " (another process failed to write its part)"),
+                              path=writing, cause=error)
     return info
 
 

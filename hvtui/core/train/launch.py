@@ -125,12 +125,16 @@ def children(pid: int) -> list[int]:
     return out
 
 
-def finished_code(events_path: Path, offset: int) -> int | None:
-    """The exit code in the last `finished` event written after `offset` (this launch's run), or None."""
+def finished_code(events_path: Path, offset: int, inode: int | None = None) -> int | None:
+    """The exit code in the last `finished` event written after `offset` (this launch's run), or None.
+    `inode`: the file's when `offset` was taken; another file there (--fresh moved the earlier run's
+    events aside and this run began a new one) is read from its start."""
     from hvtui.core.runlog import parse_line
 
     try:
         with open(events_path, "r", encoding="utf-8") as f:
+            if inode is not None and os.fstat(f.fileno()).st_ino != inode:
+                offset = 0
             f.seek(offset)
             lines = f.read().splitlines()
     except OSError:
@@ -179,9 +183,10 @@ def launch(preset_path: str, n: int, options, out=sys.stdout, err=sys.stderr) ->
 
     events_path = preset.resolve_path(preset.output_dir) / FILENAME
     try:
-        offset = events_path.stat().st_size
+        st = events_path.stat()
+        offset, inode = st.st_size, st.st_ino
     except OSError:
-        offset = 0
+        offset, inode = 0, None
     proc = subprocess.Popen(cmd, env=launch_env(n), start_new_session=True, preexec_fn=_die_with_parent)
     got: list[int] = []
 
@@ -206,11 +211,15 @@ def launch(preset_path: str, n: int, options, out=sys.stdout, err=sys.stderr) ->
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-    code = finished_code(events_path, offset)
+    code = finished_code(events_path, offset, inode)
     if code is not None:
         return int(code)
     if got:
         return 128 + int(got[0])
+    from hvtui.core.train.torchrun import KNOWN
+
+    if rc in KNOWN and rc != exitcodes.UNEXPECTED:   # rank 0's own code: a start refused before any event
+        return rc
     if rc != 0:
         print(f"error: the worker processes failed (torchrun exit {rc}) before the run finished; their "
               "output is above", file=err)

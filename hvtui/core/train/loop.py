@@ -29,6 +29,13 @@ Control requests are honoured between steps. Test hooks (environment variables, 
   HVTUI_INJECT_RANK=R            the hooks above fire on process R only (data-parallel tests)
   HVTUI_TEST_STEP_SLEEP=S        sleep S seconds after each step (lets a test signal a run mid-training)
   HVTUI_TEST_CHECKPOINT_SLEEP    see checkpoint.py
+  HVTUI_INJECT_WRITE_FAIL        see write_guard.py
+
+Faults: one live run per output_dir (run_claim.py, run_lock.py); a refused start writes nothing there. Write
+failures of any kind stop the run at the next step boundary with the file and the free space named, keep the
+last good checkpoint and exit WRITE_FAILED (write_guard.py); the run also stops and saves while a checkpoint
+still fits. Cache entries and checkpoints are verified before they are trusted (cache_verify.py,
+ckpt_manifest.py).
 """
 from __future__ import annotations
 
@@ -47,11 +54,13 @@ from hvtui.core.eta import EtaClock
 from hvtui.core.events import Event
 from hvtui.core.preset import BUILTIN_TINY
 from hvtui.core.train import checkpoint as ckpt
+from hvtui.core.train import write_guard
 from hvtui.core.train.components import release_memory
 from hvtui.core.train.launch import dist_env
 
 STOP_EXIT = exitcodes.SIGNAL_EXIT
 MAX_OOM_IN_A_ROW = 3
+MAX_DAMAGED_IN_A_ROW = 10   # batches skipped for damaged cache entries before the cache is called damaged
 MAX_OVERFLOW_IN_A_ROW = 30   # fp16 loss scaling starts high and halves on each overflow
 EMA_BETA = 0.9
 OOM_ADVICE = ("set enable_group_offload = true, lower the bucket size (resolution / num_frames), or keep "
@@ -60,7 +69,7 @@ DAMAGED_CHECKPOINT_HINT = "resume from another checkpoint with --resume PATH (ls
 DIST_TIMEOUT_S = 7200    # a collective may wait this long: rank 0 validating, the slowest rank caching
 PAUSE_POLL_S = 0.25      # data-parallel pause: how often the processes agree whether to go on
 SUPPORTED_DISTRIBUTED = ("NO", "MULTI_GPU", "MULTI_CPU")   # accelerate's DistributedType values hvtui runs under
-OK, NONFINITE, OOM = 0, 1, 2   # a step's local outcome; across processes an OOM anywhere beats a NaN anywhere
+OK, NONFINITE, OOM, DAMAGED = 0, 1, 2, 3   # a step's local outcome; across processes: OOM, then damaged, then NaN
 
 
 class Abort(Exception):
@@ -137,6 +146,8 @@ def run_summary(preset, bucket_keys: list[str], num_processes: int) -> dict:
         "max_train_steps": preset.max_train_steps,
         "timestep_sampling": preset.timestep_sampling,
         "shift": preset.shift,
+        "logit_mean": preset.logit_mean,
+        "logit_std": preset.logit_std,
     }
 
 
@@ -203,6 +214,9 @@ class Trainer:
         self.validator = None
         self.cache = None
         self._threads = None
+        self.claim = None             # run_claim.RunClaim: the lock on output_dir, held until the run ends
+        self.writes = write_guard.WriteGuard(self.out, on_failure=self._write_failed)
+        self._data_at_step = None     # the sampler's state after the last completed step
 
     # ------------------------------------------------------------------ events
     def publish(self, e: Event, local: bool = False) -> None:
@@ -232,21 +246,52 @@ class Trainer:
         except Abort as a:
             code, status, clean = a.code, a.status, a.everywhere
             self.publish(Event("error", {"message": a.message, "hint": a.hint}), local=not a.everywhere)
-        except Exception as e:   # a bug or an unexpected library error: report it, keep what was trained
-            code, status, clean = exitcodes.UNEXPECTED, "failed", False
-            where = (f"traceback in {self.out / 'events.jsonl'}" if self.writer is not None
-                     else "please report it with the preset")   # no events.jsonl was opened yet
-            self.publish(Event("error", {"message": f"{type(e).__name__}: {e}",
-                                         "hint": f"unexpected error (likely a bug in hvtui); {where}",
-                                         "traceback": traceback.format_exc()}), local=True)
-            if getattr(self, "optimizer", None) is not None:
-                self._save_on_failure(agreed=False)
+        except Exception as e:
+            failure = write_guard.classify(e, self.out, at_write_site=False)
+            if failure is None:
+                code, status, clean = self._unexpected(e)
+            else:   # a full or read-only disk where no write was expected to fail (caching, --fresh, the lock)
+                self.writes.report(failure)
+                code, status, clean = exitcodes.WRITE_FAILED, "failed", False
+        if self.writes.failure is not None or self.writes.low_space:
+            code, status = self._write_outcome(code, status)
         self.publish(events.state({"completed": "finished", "stopped": "stopped",
                                    "interrupted": "stopped"}.get(status, "failed")))
         self.publish(events.phase("done", status))
         self.publish(Event("finished", {"status": status, "exit_code": code, "step": self.step}))
-        self._release(clean=clean)
+        try:
+            self._release(clean=clean)
+        finally:   # last, and always (a TUI process outlives its runs): the folder is free once this run wrote
+            if self.claim is not None:   # all it will; a refused start leaves nothing behind (run_claim.py)
+                self.claim.release()
         return code
+
+    def _unexpected(self, e: Exception) -> tuple[int, str, bool]:
+        """A bug or an unexpected library error: report it, keep what was trained."""
+        code, status, clean = exitcodes.UNEXPECTED, "failed", False
+        where = (f"traceback in {self.out / 'events.jsonl'}" if self.writer is not None
+                 else "please report it with the preset")   # no events.jsonl was opened yet
+        self.publish(Event("error", {"message": f"{type(e).__name__}: {e}",
+                                     "hint": f"unexpected error (likely a bug in hvtui); {where}",
+                                     "traceback": traceback.format_exc()}), local=True)
+        if getattr(self, "optimizer", None) is not None:
+            self._save_on_failure(agreed=False, data=self._data_at_step)
+        return code, status, clean
+
+    def _write_failed(self, failure) -> None:
+        """A write failed somewhere (any thread): stop at the next step boundary (a signal's stop keeps its
+        reason and exit code)."""
+        self.control.request("stop", reason=write_guard.STOP_REASON)
+
+    def _write_outcome(self, code: int, status: str) -> tuple[int, str]:
+        """The error event of a run stopped by a write failure or a disk too full for the next save, and its
+        exit code: WRITE_FAILED, unless a signal stopped the run first (it keeps 129/130/143)."""
+        if self.is_main:
+            message, hint = self.writes.explain(self.step, ckpt.find_newest(self.out))
+            self.publish(Event("error", {"message": message, "hint": hint}))
+        if self.control.stop_reason in STOP_EXIT:
+            return STOP_EXIT[self.control.stop_reason], status
+        return exitcodes.WRITE_FAILED, "failed"
 
     def _stop_outcome(self) -> tuple[int, str]:
         """(exit code, status) of a run ended by a stop request: a signal's code, else 0."""
@@ -280,17 +325,15 @@ class Trainer:
     def _run(self) -> None:
         p = self.preset
         self._validate()
-        self.out.mkdir(parents=True, exist_ok=True)
-        if self.options.write_events and self.is_main:
-            from hvtui.core.runlog import RunLogWriter
-
-            self.writer = RunLogWriter(self.out)
-            self.bus.add_sink(self.writer)
-        self._start_trackers()
+        self._claim_output_dir()
+        self._start_trackers()   # a sink only: they start at run_started, after the claim is accepted
         self.publish(events.state("running"))
         self._doctor()
         report = self._scan()
         resume = self._resume_target(report)
+        self.claim.accept(self.writer)   # from here on the run writes into output_dir
+        if self.writer is not None and self.writer.failed:
+            raise self.writes.failure
 
         cuda = torch.cuda.is_available()
         mp = p.mixed_precision
@@ -334,7 +377,8 @@ class Trainer:
                          + (" (hvtui's defaults where you set none: ~0.4 GiB less GPU memory per process)"
                             if ours else ""))
         if self.is_main:
-            ckpt.clean_temporaries(self.out)
+            for gone in ckpt.clean_temporaries(self.out):
+                self.log(f"removed {gone}: the remains of a checkpoint write that was interrupted")
         self._check_shared_folders()
 
         if cuda and self.is_main:
@@ -355,6 +399,8 @@ class Trainer:
         self.sampler = self._sampler(cache)
         if resume is not None:
             self._restore(resume)
+        self._data_at_step = self.sampler.state_dict()
+        self._check_room_to_save(params)
         self._train_loop(cache)
         self._final_save()
 
@@ -366,6 +412,35 @@ class Trainer:
         if self.is_main and wanted(self.preset.report_to):
             self.trackers = TrackerSink(self.preset, self.out, self.bus.publish)
             self.bus.add_sink(self.trackers)
+
+    def _claim_output_dir(self) -> None:
+        """The run lock, and events held in memory until the run is accepted (run_claim.py)."""
+        from hvtui.core.runlog import RunLogWriter
+        from hvtui.core.train.run_claim import LOCKED_HINT, RunClaim
+        from hvtui.core.train.run_lock import RunLocked
+
+        self.claim = RunClaim(self.out, main=self.is_main)
+        try:
+            self.claim.acquire()
+        except RunLocked as e:
+            raise Abort(exitcodes.INVALID, str(e), LOCKED_HINT)
+        except OSError as e:
+            raise write_guard.classify(e, self.out) or e
+        if self.options.write_events and self.is_main:
+            self.writer = RunLogWriter(self.out, held=True, on_error=self.writes.report_error)
+            self.bus.add_sink(self.writer)
+
+    def _check_room_to_save(self, params) -> None:
+        """No run trains steps it cannot save: one checkpoint must fit on output_dir's disk before the first
+        step (write_guard.estimate_save_bytes; later checkpoints' measured size is used)."""
+        self.writes.save_bytes = write_guard.estimate_save_bytes(sum(q.numel() for q in params),
+                                                                 self.preset.export_comfyui)
+        short = self.writes.space_short()
+        if self.coll.distributed and self.coll.max([bool(short)])[0] and not short:
+            short = "another process found too little free space for a checkpoint"
+        if short:
+            raise Abort(exitcodes.WRITE_FAILED, f"not enough space to save this run: {short}",
+                        "free space on that disk (or set another output_dir) and run again")
 
     def _validate(self) -> None:
         from hvtui.core.validate import validate_for_run
@@ -418,12 +493,13 @@ class Trainer:
     def _resume_target(self, report):
         spec = self.options.resume
         try:
-            info = ckpt.resolve_resume(self.out, spec)
+            info = ckpt.resolve_resume(self.out, spec, skipped=lambda m: self.log(f"--resume auto: {m}", "warning"))
         except ckpt.CheckpointError as e:
-            raise Abort(exitcodes.INVALID, str(e), "pass --resume auto or the path of a complete checkpoint")
+            raise Abort(exitcodes.INVALID, str(e), "--resume auto takes the newest intact checkpoint; or pass "
+                        "another one's path with --resume PATH (ls OUTPUT_DIR/checkpoints)")
         if spec == "auto" and info is None:
             self.log("--resume auto: no complete checkpoint in " + str(ckpt.root(self.out)) + "; starting fresh")
-        if info is None and not spec:
+        if info is None:
             self._make_room_for_a_new_run()
         if info is None:
             return None
@@ -431,6 +507,9 @@ class Trainer:
         saved = info.state.get("summary", {})
         current = run_summary(self.preset, [b.key for b in report.buckets], num_processes)
         changed, incompatible = ckpt.compare_summary(saved, current)
+        from hvtui.core.train.schedule_check import changes as schedule_changes
+
+        changed += schedule_changes(saved, current, info.step)
         before = saved.get("num_processes", num_processes)
         if before != num_processes:
             old = {**current, **{k: saved[k] for k in ("train_batch_size", "gradient_accumulation_steps")
@@ -455,21 +534,24 @@ class Trainer:
 
     def _make_room_for_a_new_run(self) -> None:
         """A new run in an output_dir that holds an earlier one would prune the earlier checkpoints by step
-        number (or its own), and a later --resume auto could pick the wrong run: refuse, or with --fresh move
-        the earlier run aside."""
-        earlier = ckpt.find_newest(self.out)
-        if earlier is None:
-            return
-        if not self.options.fresh:
-            raise Abort(exitcodes.INVALID, f"{self.out} holds an earlier run (checkpoints up to step {earlier.step}); "
-                        "a new run there would mix with it",
-                        "continue it with --resume auto; or start over with --fresh (its checkpoints, LoRA and "
-                        "samples move to OUTPUT_DIR/previous-TIME/, nothing is deleted); or set another output_dir")
-        if self.is_main:   # the other processes only read the folder after the first collective
-            from hvtui.core.train.lora import COMFY_FILE, LORA_FILE
+        number (or its own), mix two runs in one events.jsonl, and a later --resume auto could pick the wrong
+        run: refuse, or with --fresh move the earlier run aside (run_claim.py)."""
+        from hvtui.core.train.run_claim import EarlierRun
 
-            moved = ckpt.set_aside(self.out, (LORA_FILE, COMFY_FILE, "samples"))
-            self.log(f"--fresh: the earlier run in {self.out} (step {earlier.step}) moved to {moved}")
+        try:
+            moved, step = self.claim.make_room(self.options.fresh)
+        except EarlierRun as e:
+            if self.options.resume:   # --resume auto found checkpoints, none of them intact (said above)
+                raise Abort(exitcodes.INVALID, f"no intact checkpoint to resume in {ckpt.root(self.out)}: each one "
+                            "is damaged (the warnings above name the files)", DAMAGED_CHECKPOINT_HINT + "; or --fresh")
+            raise Abort(exitcodes.INVALID, f"{self.out} holds an earlier run (checkpoints up to step {e.step}); "
+                        "a new run there would mix with it",
+                        "continue it with --resume auto; or start over with --fresh (its checkpoints, LoRA, "
+                        "samples and events.jsonl move to OUTPUT_DIR/previous-TIME/, nothing is deleted); or set "
+                        "another output_dir")
+        if moved is not None:
+            self.log(f"--fresh: the earlier run in {self.out} (step {step}) moved to {moved}" if step is not None
+                     else f"the files of an earlier run in {self.out} (no checkpoint: nothing to resume) moved to {moved}")
 
     def _check_shared_folders(self) -> None:
         from hvtui.core.train.cache import cache_dirs
@@ -531,13 +613,23 @@ class Trainer:
 
     def _load_and_cache_share(self, report, shard: tuple[int, int]):
         from hvtui.core.train.cache import CacheInterrupted, build_cache, plan_cache
+        from hvtui.core.train.cache_verify import CacheEntryDamaged, NonFiniteEncoding, drop_damaged
         from hvtui.core.train.components import ModelLoadError, load_components, model_info
 
         p, device = self.preset, self.accelerator.device
         self.phase("loading", f"model {p.pretrained_model_name_or_path}")
         try:
             # one load, on the CPU; the transformer waits there while the encoders use the GPU for caching
-            plan = plan_cache(p, report, model_info(p))
+            info = model_info(p)
+            plan = plan_cache(p, report, info)
+            try:   # an entry on disk is used only when intact: a damaged one is deleted and encoded again
+                damaged = drop_damaged(plan, p.is_i2v, info.dtype)
+            except CacheEntryDamaged as e:   # damaged, and its folder does not let it be deleted
+                raise Abort(exitcodes.INVALID, str(e), "delete that file (or make its folder writable) and run again")
+            for line in damaged:
+                self.log(line, "warning")
+            if damaged:
+                plan = plan_cache(p, report, info)
             mine = plan.shard(*shard)   # the encoders this process needs for its share
             parts = {"transformer"} | set(mine.parts_needed)
             if mine.todo_latents and p.is_i2v:
@@ -557,6 +649,9 @@ class Trainer:
             return build_cache(p, report, comps, device, self.publish, self.control, shard=shard, plan=plan)
         except CacheInterrupted:
             raise _Stopped()
+        except NonFiniteEncoding as e:
+            raise Abort(exitcodes.TRAINING_FAILED, str(e), "check that clip (hvtui buckets PRESET), or encode in "
+                        "bf16 / fp32 (base_model_precision, mixed_precision): fp16 overflows")
 
     def _prepare_transformer(self):
         from hvtui.core.train.lora import add_lora
@@ -635,7 +730,7 @@ class Trainer:
         self.phase("training", f"steps {self.step + 1} to {p.max_train_steps}")   # stays true as steps pass
         clock = EtaClock(p.max_train_steps, p.checkpointing_steps, p.validation_steps)   # eta_s, one source
         nonfinite_run: list[str] = []   # sample ids of consecutive non-finite steps
-        nonfinite_streak = oom_run = overflow_run = 0
+        nonfinite_streak = oom_run = overflow_run = damaged_run = 0
         attempt = 0                     # retries of the current step (a skipped step draws new noise)
         if acc.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(acc.device)
@@ -661,6 +756,18 @@ class Trainer:
                                 OOM_ADVICE)
                 continue
             oom_run = 0
+            if result["status"] == "damaged":   # cache_verify.py: the entry is deleted, the batch skipped
+                attempt += 1
+                damaged_run += 1
+                self.log(f"step {self.step + 1}: {result['what']}; batch skipped (the entry is deleted and "
+                         "encoded again at the next start)", "warning")
+                if damaged_run >= MAX_DAMAGED_IN_A_ROW:
+                    self._save_on_failure()
+                    raise Abort(exitcodes.TRAINING_FAILED, f"{damaged_run} batches in a row had damaged cache "
+                                f"entries (last: {result['what']})", "the cache folders are damaged: run again "
+                                "with --resume auto (the deleted entries are encoded again), or check the disk")
+                continue
+            damaged_run = 0
             if result["status"] == "overflow":
                 attempt += 1
                 overflow_run += 1
@@ -686,6 +793,7 @@ class Trainer:
             nonfinite_run.clear()
             attempt = nonfinite_streak = 0
             self.step += 1
+            self._data_at_step = self.sampler.state_dict()   # what a save after a failed next step records
             dt = time.perf_counter() - t0
             clock.step_done(dt)
             self._publish_step(result, dt, clock)
@@ -715,6 +823,9 @@ class Trainer:
 
     def _boundary(self, cache, final: bool = False) -> bool:
         """Control requests between steps. True when the run must stop now."""
+        # stop while a checkpoint still fits (write_guard.py); rank 0 writes the checkpoints: it decides
+        if not final and self.is_main and self.writes.check_space():
+            self.control.request("stop", reason=write_guard.STOP_REASON)
         commands = self.control.take()
         paused = self.control.paused
         distributed = self.coll is not None and self.coll.distributed
@@ -722,27 +833,41 @@ class Trainer:
             commands, paused = self._agree_control(commands, paused)
         if not final and paused:
             self.publish(events.state("paused"))
-            if distributed:   # the processes wait together, agreeing a few times a second whether to go on
-                while paused:
-                    time.sleep(PAUSE_POLL_S)
-                    more, paused = self._agree_control(self.control.take(), self.control.paused)
-                    commands |= more
-            else:
-                self.control.wait_while_paused()
-                commands |= self.control.take()
+            commands = self._while_paused(cache, commands, distributed)
             if not self.control.stop_requested:
                 self.publish(events.state("running"))
-        if "save" in commands and self.step > 0:
-            if self.step == self.last_saved_step:
-                self.log(f"save now: the checkpoint of step {self.step} is already written")
-            self._checkpoint(then=None if final else "training")
-        if "sample" in commands:
-            self._validate_sample(cache, then=None if final else "training")
+        self._carry_out(cache, commands, then=None if final else "training")
         if self.control.stop_requested:
             self.publish(events.state("stopping"))
             self.log(f"stopping at step {self.step}: {self.control.stop_reason}")
             return True
         return False
+
+    def _while_paused(self, cache, commands: set[str], distributed: bool) -> set[str]:
+        """Wait for resume or stop. A save or sample asked for meanwhile is carried out at once (a checkpoint
+        taken during a pause is on disk before the user walks away). Data-parallel: the processes wait
+        together, agreeing a few times a second whether to go on."""
+        paused = True
+        while paused:
+            if commands:
+                self._carry_out(cache, commands, then="training")
+                commands = set()
+                self.publish(events.state("paused"))
+            if distributed:
+                time.sleep(PAUSE_POLL_S)
+                commands, paused = self._agree_control(self.control.take(), self.control.paused)
+            else:
+                self.control.wait_while_paused(until_command=True)
+                commands, paused = self.control.take(), self.control.paused and not self.control.stop_requested
+        return commands
+
+    def _carry_out(self, cache, commands: set[str], then: str | None) -> None:
+        if "save" in commands and self.step > 0:
+            if self.step == self.last_saved_step:
+                self.log(f"save now: the checkpoint of step {self.step} is already written")
+            self._checkpoint(then=then, manual=True)
+        if "sample" in commands:
+            self._validate_sample(cache, then=then)
 
     def _one_step(self, cache, step: int, attempt: int) -> dict:
         """One optimizer step over `gradient_accumulation_steps` micro-batches. An OOM in a forward or backward
@@ -757,7 +882,9 @@ class Trainer:
         rank, world = acc.process_index, acc.num_processes
         batches = [self.sampler.next() for _ in range(p.gradient_accumulation_steps)]
         ids = [i for b in batches for i in b.ids]
-        loss_sum, outcome = 0.0, OK
+        loss_sum, outcome, damaged = 0.0, OK, ""
+        from hvtui.core.train.cache_verify import CacheEntryDamaged, discard
+
         for micro, b in enumerate(batches):
             with acc.accumulate(self.model):
                 if outcome != OK:
@@ -788,12 +915,17 @@ class Trainer:
                 except torch.OutOfMemoryError:
                     outcome = OOM
                     continue
+                except CacheEntryDamaged as e:
+                    outcome, damaged = DAMAGED, f"{e} (sample {b.ids})"
+                    discard(e.path)
+                    continue
                 finally:
                     loss = None
                 loss_sum += value / len(batches)
         if coll.distributed:
             outcome, loss_sum = self._agree_and_average(outcome, loss_sum)
-        status, what = {OK: ("ok", ""), NONFINITE: ("nonfinite", "loss"), OOM: ("oom", "")}[outcome]
+        status, what = {OK: ("ok", ""), NONFINITE: ("nonfinite", "loss"), OOM: ("oom", ""),
+                        DAMAGED: ("damaged", damaged or "a cache entry another process read is damaged")}[outcome]
         grad_norm = float("nan")
         if status == "ok":
             grad_norm = acc.clip_grad_norm_(self.params, self.preset.max_grad_norm or float("inf"))
@@ -816,13 +948,15 @@ class Trainer:
         """One collective: the step's outcome (an OOM anywhere beats a non-finite loss anywhere), the loss
         over the global batch, and which LoRA tensors got a gradient on some process (the others keep none,
         as on one process: the optimizer skips them). Then, if every process succeeded, the mean gradient."""
-        counts = self.coll.sum([outcome == OOM, outcome == NONFINITE, loss_sum]
+        counts = self.coll.sum([outcome == OOM, outcome == NONFINITE, loss_sum, outcome == DAMAGED]
                                + [q.grad is not None for q in self.params])
         if counts[0]:
             return OOM, loss_sum
+        if counts[3]:
+            return DAMAGED, loss_sum
         if counts[1]:
             return NONFINITE, loss_sum
-        synced = [q for q, n in zip(self.params, counts[3:]) if n]
+        synced = [q for q, n in zip(self.params, counts[4:]) if n]
         for q in synced:
             if q.grad is None:
                 q.grad = torch.zeros_like(q)
@@ -850,9 +984,11 @@ class Trainer:
     def _unwrapped(self):
         return self.accelerator.unwrap_model(self.model)
 
-    def _checkpoint(self, then: str | None = "training") -> None:
+    def _checkpoint(self, then: str | None = "training", manual: bool = False, data: dict | None = None) -> None:
         """Every process calls this at the same step (data-parallel: each writes its RNG state into the one
-        checkpoint, rank 0 the rest and the marker). A failed write is a warning; training goes on."""
+        checkpoint, rank 0 the rest and the marker). A failed write stops the run at the next step boundary
+        (write_guard.py): no steps are trained that could not be saved. `manual`: a save-now checkpoint,
+        never pruned. `data`: the sampler state to record (default: now)."""
         if self.step == self.last_saved_step:
             return
         from safetensors.torch import save_file
@@ -862,6 +998,7 @@ class Trainer:
         p = self.preset
 
         def write_lora(d: Path) -> None:
+            write_guard.inject("checkpoint", d, self.step)
             save_lora(self._unwrapped(), d)   # folded scale: the file any loader reads
             exact = {k: v.detach().cpu().contiguous() for k, v in lora_state_dict(self._unwrapped()).items()}
             save_file(exact, str(d / ckpt.LORA_STATE_FILE))
@@ -869,27 +1006,42 @@ class Trainer:
         self.phase("saving", f"checkpoint at step {self.step}")
         state = {"summary": run_summary(p, sorted({e.bucket_key for e in self.entries.values()}),
                                         self.accelerator.num_processes),
-                 "data": self.sampler.state_dict(), "loss_ema": self.ema, "loss_ema_n": self.ema_n}
+                 "data": data or self.sampler.state_dict(), "loss_ema": self.ema, "loss_ema_n": self.ema_n,
+                 **({"manual": True} if manual else {})}
         try:
             info = ckpt.save(self.out, self.step, write_lora=write_lora, optimizer=self.optimizer,
                              scheduler=self.scheduler, state=state, limit=p.checkpoints_total_limit,
                              rank=self.accelerator.process_index, sync=self.coll if self.coll.distributed else None)
         except ckpt.CheckpointError as e:
-            self.log(f"{e}; training goes on (the previous checkpoint is intact)", "warning")
+            self.writes.report_error(e.cause or e, e.path or self.out)
+            self.log(f"{e}; stopping (the previous checkpoint is intact)", "warning")
             if then:
                 self.phase(then, "")
             return
         self.last_saved_step = self.step
         if info is not None:
+            self.writes.save_bytes = write_guard.tree_size(info.path) + (info.path / LORA_FILE).stat().st_size * (
+                1 + int(p.export_comfyui))   # the next checkpoint and the final LoRA: what must still fit
             self.publish(Event("checkpoint", {"step": self.step, "path": str(info.path),
                                               "lora_path": str(info.path / LORA_FILE)}))
         if then:
             self.phase(then, "")
 
     def _save_lora(self) -> list[Path]:
-        from hvtui.core.train.lora import save_lora
+        """The final LoRA into output_dir. A refused write is reported (the run then ends WRITE_FAILED) and the
+        earlier LoRA file, if any, stays (the write is atomic)."""
+        from hvtui.core.train.lora import LORA_FILE, save_lora
 
-        return save_lora(self._unwrapped(), self.out, comfy=self.preset.export_comfyui)
+        try:
+            write_guard.inject("lora", self.out / LORA_FILE, self.step)
+            return save_lora(self._unwrapped(), self.out, comfy=self.preset.export_comfyui)
+        except Exception as e:
+            failure = write_guard.classify(e, self.out / LORA_FILE) if write_guard.is_write_error(e) else None
+            if failure is None:
+                raise
+            self.writes.report(failure)
+            self.log(f"the final LoRA was not written: {failure}", "warning")
+            return []
 
     def _final_save(self) -> None:
         """LoRA first (the thing people want; rank 0), then the full state (every process)."""
@@ -906,23 +1058,26 @@ class Trainer:
         if self.is_main:
             self.phase("saving", "final LoRA")
             paths = self._save_lora()
-            self.log("LoRA: " + ", ".join(str(x) for x in paths))
+            if paths:
+                self.log("LoRA: " + ", ".join(str(x) for x in paths))
         self._checkpoint(then=None)
         p = self.preset
         if (p.validation_steps and self.last_validated_step != self.step and not self.control.stop_requested
-                and p.all_validation_prompts):
+                and p.all_validation_prompts and self.writes.failure is None):
             self._validate_sample(None, then=None)
 
-    def _save_on_failure(self, agreed: bool = True) -> None:
+    def _save_on_failure(self, agreed: bool = True, data: dict | None = None) -> None:
         """Training stopped for a repeated failure: the last good state is still worth keeping. `agreed`:
-        every process stops here together (else only this one failed: no collective, rank 0 saves the LoRA)."""
+        every process stops here together (else only this one failed: no collective, rank 0 saves the LoRA).
+        `data`: the sampler state to record (after an error inside a step: the state before that step, so a
+        resume trains its samples)."""
         if self.step > 0 and self.step != self.last_saved_step:
             distributed = self.coll is not None and self.coll.distributed
             try:
                 if self.is_main:
                     self._save_lora()
                 if agreed or not distributed:
-                    self._checkpoint(then=None)
+                    self._checkpoint(then=None, data=data)
             except Exception as e:   # the error being reported matters more
                 self.log(f"could not save after the failure: {e}", "warning")
 
@@ -941,7 +1096,12 @@ class Trainer:
                                            output_dir=self.out, publish=self.publish)
             self.validator.run(self._unwrapped(), self.step)   # publishes a sample event per video
         except ValidationError as e:
-            self.log(f"{e.message}; training goes on" + (f" ({e.hint})" if e.hint else ""), "warning")
+            failure = write_guard.classify(e.__cause__, self.out / "samples", at_write_site=False) \
+                if e.__cause__ is not None else None
+            if failure is not None:   # the disk refused the mp4: the next checkpoint would fail too
+                self.writes.report(failure)
+            self.log(f"{e.message}; " + ("stopping" if failure else "training goes on")
+                     + (f" ({e.hint})" if e.hint else ""), "warning")
         finally:
             release_memory()
             self._unwrapped().train()

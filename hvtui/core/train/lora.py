@@ -156,6 +156,8 @@ def save_lora(transformer, out_dir, comfy: bool = False, weight_name: str = LORA
     from diffusers.loaders import HunyuanVideoLoraLoaderMixin
     from safetensors.torch import save_file
 
+    from hvtui.core.file_mode import follow_umask
+
     model = _unwrap(transformer)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -168,12 +170,14 @@ def save_lora(transformer, out_dir, comfy: bool = False, weight_name: str = LORA
     try:
         HunyuanVideoLoraLoaderMixin.save_lora_weights(tmp, transformer_lora_layers=sd, weight_name=weight_name,
                                                       transformer_lora_adapter_metadata=meta)
+        follow_umask(tmp / weight_name)   # safetensors writes 0600: let the umask decide (others may read it)
         os.replace(tmp / weight_name, out_dir / weight_name)
         paths.append(out_dir / weight_name)
         if comfy:
             name = weight_name.replace(".safetensors", "_comfy.safetensors")
             csd = {k: v.detach().cpu().contiguous() for k, v in comfy_state_dict(model, dtype).items()}
             save_file(csd, str(tmp / name), metadata={"format": "pt", "hvtui": "comfyui-lora"})
+            follow_umask(tmp / name)
             os.replace(tmp / name, out_dir / name)
             paths.append(out_dir / name)
     finally:

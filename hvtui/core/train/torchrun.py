@@ -14,7 +14,7 @@ import sys
 from hvtui.core import exitcodes
 
 KNOWN = {exitcodes.OK, exitcodes.UNEXPECTED, exitcodes.INVALID, exitcodes.DOCTOR_FAILED, exitcodes.TRAINING_FAILED,
-         exitcodes.RESUME_MISMATCH, exitcodes.SIGHUP, exitcodes.SIGINT, exitcodes.SIGTERM}
+         exitcodes.RESUME_MISMATCH, exitcodes.WRITE_FAILED, exitcodes.SIGHUP, exitcodes.SIGINT, exitcodes.SIGTERM}
 
 
 def _shell_code(code: int) -> int:
