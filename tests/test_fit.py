@@ -47,9 +47,10 @@ def test_preset_settings_move_the_estimate():
     base = F.estimate_memory(REF, (848, 480, 61))
     assert base.mask_gib == 0              # hvtui's packed attention at batch 1: no mask
     assert 15.4 < base.weights_gib < 15.6  # 8.33B bf16 params
-    int8 = F.estimate_memory(Preset(pretrained_model_name_or_path="/m", base_model_precision="int8-quanto"),
-                             (848, 480, 61))
-    assert int8.weights_gib < 0.55 * base.weights_gib
+    for mode in ("int8-torchao", "fp8-torchao"):   # quantized blocks: 1 byte per weight (+ bf16 rest)
+        quantized = F.estimate_memory(Preset(pretrained_model_name_or_path="/m", base_model_precision=mode),
+                                      (848, 480, 61))
+        assert 7.8 < quantized.weights_gib < 0.52 * base.weights_gib
     batch2 = F.estimate_memory(Preset(pretrained_model_name_or_path="/m", train_batch_size=2), (848, 480, 61))
     assert batch2.mask_gib > 0 and batch2.activations_gib > 1.9 * base.activations_gib
     no_ckpt = F.estimate_memory(Preset(pretrained_model_name_or_path="/m", gradient_checkpointing=False),

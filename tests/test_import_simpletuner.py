@@ -96,7 +96,7 @@ def test_quickstart_imports_and_passes_check(simpletuner, tmp_path, capsys, monk
 
 
 def test_second_argument_wins_and_unsupported_values_are_dropped(simpletuner, tmp_path):
-    config = dict(CONFIG, **{"--optimizer": "optimi-lion", "--base_model_precision": "int8-torchao",
+    config = dict(CONFIG, **{"--optimizer": "optimi-lion", "--base_model_precision": "fp8-quanto",
                              "--lora_rank": "sixteen", "--model_flavour": "i2v-480p"})
     del config["--dataset_backend_config"]
     cfg = tmp_path / "c.json"
@@ -108,9 +108,10 @@ def test_second_argument_wins_and_unsupported_values_are_dropped(simpletuner, tm
     assert "optimizer: \"optimi-lion\" is not supported by hvtui" in dropped
     assert 'lora_rank: value "sixteen" not understood' in dropped
     assert "datasets[2] (s3): storage type \"aws\" is not supported" in dropped
-    assert result.notes[0] == "base_model_precision: int8-torchao is not supported yet; using bf16"
+    assert result.notes[0] == ("base_model_precision: fp8-quanto -> fp8-torchao (hvtui quantizes with torchao; "
+                               "the same weight format)")
     data = tomllib.loads(result.text)
-    assert "optimizer" not in data and "lora_rank" not in data and data["base_model_precision"] == "bf16"
+    assert "optimizer" not in data and "lora_rank" not in data and data["base_model_precision"] == "fp8-torchao"
     assert len(data["datasets"]) == 2
 
 
@@ -199,4 +200,25 @@ def test_cache_dir_vae_is_the_datasets_latent_cache(simpletuner, tmp_path, capsy
     assert [d for d in result.dropped if "cache_dir" in d] == [
         "datasets[3].cache_dir_vae: empty (null); cache_dir is used",
         "datasets[4].cache_dir_vae: the latent cache of a video or image dataset; this dataset has no latents"]
+    assert validate_file(out).ok
+
+
+@pytest.mark.parametrize("value, kept", [("int8-torchao", "int8-torchao"), ("fp8-torchao", "fp8-torchao"),
+                                         ("int8-quanto", "int8-torchao"), ("int4-quanto", None)])
+def test_quantized_base_precision_keeps_its_meaning(simpletuner, tmp_path, value, kept):
+    """SimpleTuner's HunyuanVideo 1.5 example sets int8-torchao: it stays quantized (quanto's int8 / fp8 become
+    torchao's, a mode hvtui has no equivalent for is dropped with the reason) and the preset passes check."""
+    config = dict(CONFIG, **{"--base_model_precision": value})
+    cfg = simpletuner / "config" / "config.json"
+    cfg.write_text(json.dumps(config))
+    out = tmp_path / "q.toml"
+    result = convert(cfg, None, out, cwd=simpletuner)
+    out.write_text(result.text)
+    data = tomllib.loads(result.text)
+    if kept is None:
+        assert "base_model_precision" not in data
+        assert any(d.startswith('base_model_precision: "int4-quanto" is not supported by hvtui') for d in result.dropped)
+    else:
+        assert data["base_model_precision"] == kept
+        assert not any("base_model_precision" in d for d in result.dropped)
     assert validate_file(out).ok

@@ -24,6 +24,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from hvtui.core.preset import BUILTIN_TINY, Preset, flavour_height, is_i2v
+from hvtui.core.train.quantize import block_bytes_per_param
 
 GiB = 1024 ** 3
 
@@ -55,8 +56,6 @@ VAE_TILED_GIB_480P61 = 9.3            # measured peak, one 848x480x61 clip, tile
 VAE_UNTILED_GIB_480P61 = 44.4         # measured peak, untiled
 SIGLIP_PARAMS = 430_000_000
 
-WEIGHT_BYTES = {"bf16": 2, "no_change": 2, "int8-torchao": 1, "fp8-torchao": 1, "int8-quanto": 1,
-                "fp8-quanto": 1}
 # data-parallel: NCCL's own buffers on each GPU with hvtui's NCCL settings (0.57 GiB measured on 2x H200 by
 # bench/nccl_memory.py; collectives.LEAN_NCCL); the LoRA gradients themselves cost what they cost on one GPU
 DATA_PARALLEL_GIB = 0.6
@@ -219,7 +218,7 @@ def estimate_memory(preset: Preset, bucket: BucketShape | tuple[int, int, int] |
         txt = (text_tokens if text_tokens is not None else TEXT_TOKENS_TYPICAL) + (IMAGE_TOKENS if i2v else 0)
     s = bucket.video_tokens + txt
 
-    wbytes = WEIGHT_BYTES.get(preset.base_model_precision, 2)
+    wbytes = block_bytes_per_param(preset.base_model_precision)   # quantized modes: 1 byte per weight
     if offload:
         groups = 2 * max(1, int(preset.group_offload_blocks_per_group))
         resident = NONBLOCK_PARAMS * 2 + min(groups, NUM_BLOCKS) * BLOCK_PARAMS * wbytes

@@ -136,6 +136,7 @@ def run_summary(preset, bucket_keys: list[str], num_processes: int) -> dict:
         "max_train_steps": preset.max_train_steps,
         "timestep_sampling": preset.timestep_sampling,
         "shift": preset.shift,
+        "base_model_precision": preset.base_model_precision,
     }
 
 
@@ -537,6 +538,14 @@ class Trainer:
 
         p, device = self.preset, self.accelerator.device
         transformer = self.components["transformer"]
+        from hvtui.core.train import quantize
+
+        if quantize.is_quantized(p.base_model_precision):
+            self.phase("loading", f"quantizing the transformer ({p.base_model_precision})")
+            try:   # block by block on the device (with offload, prepare_transformer then moves them to the host)
+                quantize.quantize_transformer(transformer, p.base_model_precision, device, publish=self.publish)
+            except quantize.QuantizationError as e:   # doctor catches these first; `--run` reached here anyway
+                raise Abort(exitcodes.DOCTOR_FAILED, e.message, e.hint)
         params = add_lora(transformer, p)
         try:
             from hvtui.core.train.speed import prepare_transformer
