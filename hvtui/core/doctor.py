@@ -31,7 +31,7 @@ OK, WARN, FAIL = "ok", "warn", "fail"
 
 # (distribution, minimum version, why): minimums follow pyproject.toml
 PACKAGES = (("torch", "2.5", ""), ("diffusers", "0.42", "the HunyuanVideo 1.5 classes"),
-            ("transformers", "4.57", "Qwen2.5-VL text model"), ("peft", "0.17", ""), ("accelerate", "1.0", ""))
+            ("transformers", "4.57", "Qwen2.5-VL text model"), ("peft", "0.19", "LoRA next to torchao >= 0.18"), ("accelerate", "1.0", ""))
 MODEL_COMPONENTS = ("transformer", "vae", "text_encoder", "text_encoder_2", "image_encoder")
 
 

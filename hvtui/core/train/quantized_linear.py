@@ -59,7 +59,8 @@ class Float8Matmul(torch.autograd.Function):
     def forward(ctx, x, q, s, bias, out_dtype):
         x2 = x.reshape(-1, x.shape[-1])
         xq, xs = rowwise_fp8(x2)
-        y = scaled_mm(xq, q.t(), xs, s.reshape(1, -1), out_dtype, True)
+        # CUDA's per-row-scaled kernels answer in bf16 only: other compute dtypes are cast from it
+        y = scaled_mm(xq, q.t(), xs, s.reshape(1, -1), torch.bfloat16, True).to(out_dtype)
         if bias is not None:
             y = y + bias.to(out_dtype)
         ctx.save_for_backward(q, s)
@@ -74,7 +75,7 @@ class Float8Matmul(torch.autograd.Function):
         ones = torch.ones((1, q.shape[1]), dtype=torch.float32, device=q.device)
         # q [out, in] is the second operand as it is stored: scaled_mm reads it transposed (column-major). The
         # gradient's matmul accumulates exactly (no fast accumulation), as in torchao's float8 training.
-        dx = scaled_mm(dq, q, ds, ones, dy.dtype, False)
+        dx = scaled_mm(dq, q, ds, ones, torch.bfloat16, False)
         return dx.reshape(ctx.in_shape).to(ctx.in_dtype), None, None, None, None
 
 
