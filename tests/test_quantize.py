@@ -363,3 +363,62 @@ def test_demo_trains_with_int8_and_its_lora_loads_onto_the_unquantized_model(tmp
         a = step.flow_matching_loss(bare, batch, s, noise, return_pred=True)[1]
         b = step.flow_matching_loss(plain, batch, s, noise, return_pred=True)[1]
     assert _rel(b, a) > 1e-3
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    root = tmp_path_factory.mktemp("quant-loop")
+    return L.write_clips(root / "data", 2), root / "cache"
+
+
+def _session(preset_path, resume=None):
+    from hvtui.core.session import RunOptions, Session
+
+    s = Session(load_preset(preset_path), options=RunOptions(resume=resume))
+    s.start()
+    s.join()
+    return s.exit_code
+
+
+@pytest.mark.slow
+def test_int8_run_resumes_like_an_uninterrupted_one(tmp_path, clips):
+    """The base is quantized again on resume (deterministically): the resumed losses repeat the full run's."""
+    data, cache = clips
+    kw = dict(base_model_precision="int8-torchao", gradient_checkpointing=True, checkpointing_steps=3)
+    full = L.write_preset(tmp_path / "full.toml", data, cache, tmp_path / "full", max_train_steps=6, **kw)
+    assert _session(full) == 0
+    expected = L.losses(L.read_events(tmp_path / "full"))
+    part = L.write_preset(tmp_path / "part.toml", data, cache, tmp_path / "part", max_train_steps=3, **kw)
+    assert _session(part) == 0
+    more = L.write_preset(tmp_path / "part.toml", data, cache, tmp_path / "part", max_train_steps=6, **kw)
+    assert _session(more, resume="auto") == 0
+    got = L.losses(L.read_events(tmp_path / "part"))
+    assert sorted(got) == [1, 2, 3, 4, 5, 6]
+    for k in (4, 5, 6):
+        assert got[k] == pytest.approx(expected[k], abs=1e-5), k
+
+
+@pytest.mark.slow
+def test_int8_data_parallel_matches_one_process_with_accumulation(tmp_path, clips):
+    """2 CPU processes (gloo), each quantizing its own copy of the base, train the LoRA one process trains
+    with gradient_accumulation_steps 2 (tests/test_distributed_run.py explains the equivalence)."""
+    from safetensors.torch import load_file
+
+    from hvtui.core.train import checkpoint as ckpt
+
+    data, _ = clips
+    kw = dict(base_model_precision="int8-torchao", max_train_steps=4, checkpointing_steps=4)
+    single = L.write_preset(tmp_path / "one.toml", data, tmp_path / "c1", tmp_path / "one",
+                            gradient_accumulation_steps=2, **kw)
+    assert _session(single) == 0
+    two = L.write_preset(tmp_path / "two.toml", data, tmp_path / "c2", tmp_path / "two", **kw)
+    run = L.hvtui("--run", two, "--gpus", "2")
+    out, err = run.communicate(timeout=900)
+    assert run.returncode == 0, out + err
+    expected, got = L.losses(L.read_events(tmp_path / "one")), L.losses(L.read_events(tmp_path / "two"))
+    assert sorted(got) == [1, 2, 3, 4]
+    for k, v in got.items():
+        assert v == pytest.approx(expected[k], abs=1e-5), k
+    state = lambda out: load_file(str(out / "checkpoints" / "checkpoint-000004" / ckpt.LORA_STATE_FILE))  # noqa: E731
+    a, b = state(tmp_path / "one"), state(tmp_path / "two")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5

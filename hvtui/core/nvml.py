@@ -168,7 +168,8 @@ class Nvml:
         limit = get(nv.nvmlDeviceGetEnforcedPowerLimit, h)
         g.power_limit = limit / 1000.0 if limit is not None else None
         g.visible = _visible(index, g.uuid, spec)
-        cc = get(nv.nvmlDeviceGetCudaComputeCapability, h)
+        capability = getattr(nv, "nvmlDeviceGetCudaComputeCapability", None)   # absent from old nvidia-ml-py
+        cc = get(capability, h) if capability is not None else None
         g.capability = (int(cc[0]), int(cc[1])) if cc is not None else None
         return g
 
