@@ -19,6 +19,7 @@ from hvtui.core.nvml import GpuSample, NvmlInfo
 from hvtui.core.preset import Preset, load_preset
 from hvtui.core.train import lora, quantize, speed, step, tiny
 from hvtui.core.train.quantized_linear import QuantizedLinear, float8_linear, rowwise_fp8
+from lora_training import batch as _batch, train
 
 PRESET = Preset(pretrained_model_name_or_path="builtin:tiny", lora_rank=4, gradient_checkpointing=True,
                 mixed_precision="no")
@@ -38,30 +39,8 @@ def _quantized(base, mode, fp8_compute=None):
     return tr, report
 
 
-def _batch(seed: int):
-    g = torch.Generator().manual_seed(seed)
-    item = dict(latents=torch.randn(32, 2, 4, 6, generator=g), text=torch.randn(7, 32, generator=g),
-                text_2=torch.zeros(0, 32), image=torch.zeros(0, 32))
-    return step.collate([item])
-
-
 def _train(tr, steps=4, lr=1e-2, **speed_kw):
-    torch.manual_seed(1)
-    params = lora.add_lora(tr, PRESET)
-    handle = speed.prepare_transformer(tr, PRESET, "cpu", **speed_kw) if speed_kw else None
-    opt = torch.optim.AdamW(params, lr=lr)
-    losses = []
-    for s in range(steps):
-        batch = _batch(s)
-        g = torch.Generator().manual_seed(100 + s)
-        loss = step.flow_matching_loss(tr, batch, step.sample_sigmas(PRESET, 1, g),
-                                       torch.randn(batch["latents"].shape, generator=g))
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-    sd = {k: v.detach().clone() for k, v in lora.lora_state_dict(tr).items()}
-    return losses, sd, handle
+    return train(tr, PRESET, steps, lr=lr, **speed_kw)
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
