@@ -401,3 +401,19 @@ def test_int8_data_parallel_matches_one_process_with_accumulation(tmp_path, clip
     state = lambda out: load_file(str(out / "checkpoints" / "checkpoint-000004" / ckpt.LORA_STATE_FILE))  # noqa: E731
     a, b = state(tmp_path / "one"), state(tmp_path / "two")
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+
+
+@pytest.mark.slow
+def test_fp8_that_gets_past_the_doctor_stops_with_exit_3_not_a_traceback(tmp_path, clips, monkeypatch):
+    """If the doctor's answer was wrong (an unknown GPU), quantizing checks the FP8 matmul itself: the run
+    ends with the doctor's exit code and the alternative, after caching, before training."""
+    from hvtui.core import doctor
+
+    monkeypatch.setattr(doctor, "run_doctor", lambda *a, **k: doctor.DoctorReport(None))
+    data, cache = clips
+    p = L.write_preset(tmp_path / "fp8.toml", data, cache, tmp_path / "fp8", base_model_precision="fp8-torchao")
+    assert _session(p) == 3
+    events = L.read_events(tmp_path / "fp8")
+    errors = [e for e in events if e.kind == "error"]
+    assert len(errors) == 1 and "no CUDA GPU" in errors[0].get("message") and "int8-torchao" in errors[0].get("hint")
+    assert "traceback" not in errors[0].data and not any(e.kind == "step" for e in events)
