@@ -135,8 +135,12 @@ class QuantizeReport:
         compute = (f"; {self.fp8_compute} video-stream linears run their matmuls in FP8"
                    if self.fp8_compute else "")
         return (f"quantized {self.linears} linear layers of {self.blocks} transformer blocks to {self.mode} on "
-                f"{self.device} in {self.seconds:.1f}s: {self.bytes_before / 2**30:.2f} -> "
-                f"{self.bytes_after / 2**30:.2f} GiB{compute}")
+                f"{self.device} in {self.seconds:.1f}s: {_size(self.bytes_before)} -> {_size(self.bytes_after)}"
+                f"{compute}")
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.2f} MiB"
 
 
 def tensor_bytes(t) -> int:
@@ -187,6 +191,7 @@ def quantize_transformer(transformer, mode: str, device, *, fp8_compute=None, pu
         fp8_compute = False
         config = Int8WeightOnlyConfig(granularity=PerRow(), set_inductor_config=False)
     from hvtui.core.train.quantized_linear import QuantizedLinear
+
     t0 = time.perf_counter()
     n_linear = n_fp8 = before = after = 0
     blocks = model.transformer_blocks
