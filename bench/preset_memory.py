@@ -44,6 +44,7 @@ GiB = 1024 ** 3
 # the card each preset names, as NVML reports its total (MiB -> GiB)
 CARDS = {
     "t2v-480p-24gb": ("24 GB card (RTX 4090: 24564 MiB)", 24564 / 1024),
+    "t2v-480p-24gb-int8": ("24 GB card (RTX 4090: 24564 MiB)", 24564 / 1024),
     "t2v-480p-80gb": ("80 GB card (H100 80GB HBM3: 81559 MiB)", 81559 / 1024),
     "t2v-720p-80gb": ("80 GB card (H100 80GB HBM3: 81559 MiB)", 81559 / 1024),
     "i2v-480p": ("40 GB card (A100 40GB: 40536 MiB)", 40536 / 1024),

@@ -96,7 +96,7 @@ def test_quickstart_imports_and_passes_check(simpletuner, tmp_path, capsys, monk
 
 
 def test_second_argument_wins_and_unsupported_values_are_dropped(simpletuner, tmp_path):
-    config = dict(CONFIG, **{"--optimizer": "optimi-lion", "--base_model_precision": "int8-torchao",
+    config = dict(CONFIG, **{"--optimizer": "optimi-lion", "--base_model_precision": "fp8-quanto",
                              "--lora_rank": "sixteen", "--model_flavour": "i2v-480p"})
     del config["--dataset_backend_config"]
     cfg = tmp_path / "c.json"
@@ -108,9 +108,10 @@ def test_second_argument_wins_and_unsupported_values_are_dropped(simpletuner, tm
     assert "optimizer: \"optimi-lion\" is not supported by hvtui" in dropped
     assert 'lora_rank: value "sixteen" not understood' in dropped
     assert "datasets[2] (s3): storage type \"aws\" is not supported" in dropped
-    assert result.notes[0] == "base_model_precision: int8-torchao is not supported yet; using bf16"
+    assert result.notes[0] == ("base_model_precision: fp8-quanto -> fp8-torchao (hvtui quantizes with torchao; "
+                               "the same weight format)")
     data = tomllib.loads(result.text)
-    assert "optimizer" not in data and "lora_rank" not in data and data["base_model_precision"] == "bf16"
+    assert "optimizer" not in data and "lora_rank" not in data and data["base_model_precision"] == "fp8-torchao"
     assert len(data["datasets"]) == 2
 
 
@@ -297,7 +298,7 @@ def test_simpletuners_hv15_example_keeps_its_intervals_and_expands_placeholders(
     # the CLI writes it and says what changed in meaning
     assert main(["import-simpletuner", str(root / "config" / "config.json"), "-o", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "note: base_model_precision: int8-torchao is not supported yet; using bf16" in err
+    assert "base_model_precision" not in err            # int8-torchao is kept as it is (no note, no drop)
     assert "placeholders expanded" in err and "max_grad_norm: 0.1 with grad_clip_method left at" in err
 
 
@@ -361,3 +362,24 @@ def test_resolution_types_are_converted_with_numbers(tmp_path, rtype, value, exp
         assert f"(resolution_type area) is {(512 if value == 0.25 else 1024) ** 2:,} pixels per frame" in note
     if rtype == "pixel":
         assert "480x480 square" in note and "640x640 square" in note       # where the two rules part
+
+
+@pytest.mark.parametrize("value, kept", [("int8-torchao", "int8-torchao"), ("fp8-torchao", "fp8-torchao"),
+                                         ("int8-quanto", "int8-torchao"), ("int4-quanto", None)])
+def test_quantized_base_precision_keeps_its_meaning(simpletuner, tmp_path, value, kept):
+    """SimpleTuner's HunyuanVideo 1.5 example sets int8-torchao: it stays quantized (quanto's int8 / fp8 become
+    torchao's, a mode hvtui has no equivalent for is dropped with the reason) and the preset passes check."""
+    config = dict(CONFIG, **{"--base_model_precision": value})
+    cfg = simpletuner / "config" / "config.json"
+    cfg.write_text(json.dumps(config))
+    out = tmp_path / "q.toml"
+    result = convert(cfg, None, out, cwd=simpletuner)
+    out.write_text(result.text)
+    data = tomllib.loads(result.text)
+    if kept is None:
+        assert "base_model_precision" not in data
+        assert any(d.startswith('base_model_precision: "int4-quanto" is not supported by hvtui') for d in result.dropped)
+    else:
+        assert data["base_model_precision"] == kept
+        assert not any("base_model_precision" in d for d in result.dropped)
+    assert validate_file(out).ok

@@ -15,6 +15,7 @@ import torch
 from hvtui.core.preset import Preset
 from hvtui.core.train import lora, speed, step, tiny
 from hvtui.core.train.offload import BlockOffloader
+from lora_training import batch as _batch, train
 
 PRESET = Preset(pretrained_model_name_or_path="builtin:tiny", lora_rank=4, gradient_checkpointing=True)
 
@@ -25,32 +26,10 @@ def base():
     return tiny.tiny_transformer("t2v", num_layers=3).float()
 
 
-def _batch(seed: int, frames: int = 2, text: int = 7):
-    g = torch.Generator().manual_seed(seed)
-    item = dict(latents=torch.randn(32, frames, 4, 6, generator=g), text=torch.randn(text, 32, generator=g),
-                text_2=torch.zeros(0, 32), image=torch.zeros(0, 32))
-    return step.collate([item])
-
-
 def _train(base, steps=3, shapes=((2, 7),), lr=1e-2, **speed_kw):
     """Add the same LoRA, optionally prepare the transformer, run `steps` AdamW steps on fixed data."""
     tr = copy.deepcopy(base)
-    torch.manual_seed(1)
-    params = lora.add_lora(tr, PRESET)
-    handle = speed.prepare_transformer(tr, PRESET, "cpu", **speed_kw) if speed_kw else None
-    opt = torch.optim.AdamW(params, lr=lr)
-    losses = []
-    for s in range(steps):
-        frames, text = shapes[s % len(shapes)]
-        batch = _batch(s, frames, text)
-        g = torch.Generator().manual_seed(100 + s)
-        loss = step.flow_matching_loss(tr, batch, step.sample_sigmas(PRESET, 1, g),
-                                       torch.randn(batch["latents"].shape, generator=g))
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-    sd = {k: v.detach().clone() for k, v in lora.lora_state_dict(tr).items()}
+    losses, sd, handle = train(tr, PRESET, steps, shapes, lr, **speed_kw)
     return losses, sd, handle, tr
 
 

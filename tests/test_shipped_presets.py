@@ -30,6 +30,10 @@ def test_presets_match_their_names():
     p24 = load_preset(PRESETS / "t2v-480p-24gb.toml")
     assert p24.enable_group_offload and not p24.enable_model_cpu_offload and p24.model_flavour == "t2v-480p"
     assert not load_preset(PRESETS / "t2v-480p-80gb.toml").enable_group_offload
+    int8 = load_preset(PRESETS / "t2v-480p-24gb-int8.toml")
+    assert int8.base_model_precision == "int8-torchao" and not int8.enable_group_offload
+    from hvtui.core.fit import estimate_memory
+    assert estimate_memory(int8, (848, 480, 61)).peak_gib < 0.92 * 22.5   # a 24 GB card, with room to spare
     p720 = load_preset(PRESETS / "t2v-720p-80gb.toml")
     assert p720.model_flavour == "t2v-720p" and p720.validation_resolution == "1280x720"
     i2v = load_preset(PRESETS / "i2v-480p.toml")

@@ -115,10 +115,11 @@ def fake_pynvml(gpus, fail_init=None):
     m.nvmlDeviceGetTemperature = lambda h, kind: h["temp"]
     m.nvmlDeviceGetPowerUsage = lambda h: h["mw"] if h["mw"] is not None else unsupported()
     m.nvmlDeviceGetEnforcedPowerLimit = unsupported
+    m.nvmlDeviceGetCudaComputeCapability = lambda h: h.get("cc") or unsupported()
     return m
 
 
-GPUS = [dict(name="NVIDIA H100 80GB HBM3", uuid="GPU-aaaa-1111", used=2**30, util=97, temp=61, mw=512_000),
+GPUS = [dict(name="NVIDIA H100 80GB HBM3", uuid="GPU-aaaa-1111", used=2**30, util=97, temp=61, mw=512_000, cc=(9, 0)),
         dict(name=b"NVIDIA H100 80GB HBM3", uuid="GPU-bbbb-2222", used=0, util=0, temp=30, mw=None)]
 
 
@@ -130,6 +131,7 @@ def test_nvml_wrapper_reads_every_gpu(monkeypatch):
     a, b = info.gpus
     assert (a.index, a.name, a.mem_used, a.util, a.temp, a.power) == (0, "NVIDIA H100 80GB HBM3", 2**30, 97.0, 61.0, 512.0)
     assert b.name == "NVIDIA H100 80GB HBM3" and b.power is None and b.power_limit is None   # not supported -> None
+    assert a.capability == (9, 0) and b.capability is None      # the doctor's FP8 check reads it
     assert [g.index for g in info.visible_gpus] == [1]
     assert fake.shutdowns == 1
 

@@ -44,12 +44,21 @@ def test_i2v_tiny_has_image_encoder_and_bf16_default():
     assert not any(q.requires_grad for q in comps["transformer"].parameters())
 
 
-@pytest.mark.parametrize("precision", ["int8-torchao", "fp8-quanto"])
+@pytest.mark.parametrize("precision", ["int4-torchao", "fp8-quanto"])
 def test_unsupported_precision_is_a_clear_error(precision):
     with pytest.raises(C.ModelLoadError, match="base_model_precision.*not supported") as e:
         C.load_components(Preset(pretrained_model_name_or_path="builtin:tiny", base_model_precision=precision),
                           "cpu", parts=("transformer",))
-    assert 'base_model_precision = "bf16"' in e.value.hint
+    assert "bf16, no_change, int8-torchao, fp8-torchao" in e.value.hint
+
+
+@pytest.mark.parametrize("mixed, dtype", [("bf16", torch.bfloat16), ("no", torch.float32)])
+def test_quantized_modes_load_like_no_change(mixed, dtype):
+    """int8-torchao / fp8-torchao load in the compute dtype; their blocks are quantized when training starts."""
+    p = Preset(pretrained_model_name_or_path="builtin:tiny", base_model_precision="int8-torchao",
+               mixed_precision=mixed)
+    assert C.weight_dtype(p) == dtype
+    assert C.load_components(p, "cpu", parts=("transformer",))["transformer"].dtype == dtype
 
 
 def test_diffusers_layout_folder_loads_the_same_weights(tmp_path):

@@ -73,7 +73,7 @@ def test_broken_preset_reports_every_problem_with_its_line(tmp_path):
         enable_group_offload = true
         enable_model_cpu_offload = true
         group_offload_use_stream = true
-        base_model_precision = "int8-torchao"
+        base_model_precision = "int8-quanto"
         lr_warmup_steps = 5000
         max_grad_norm = 1
 
@@ -113,8 +113,8 @@ def test_broken_preset_reports_every_problem_with_its_line(tmp_path):
         "turn one off: keep enable_group_offload = true for training on small cards",
         "warning: p.toml:14: group_offload_use_stream: no CUDA GPU on this machine: streams are not used here; "
         "fine for checking; on a machine without an NVIDIA GPU set it to false",
-        "error: p.toml:15: base_model_precision: int8-torchao is not supported yet; "
-        'use base_model_precision = "bf16" (group offload saves memory instead of quantising)',
+        'error: p.toml:15: base_model_precision: "int8-quanto" is not one of the allowed values; did you mean '
+        '"int8-torchao"? use one of: bf16, no_change, int8-torchao, fp8-torchao',
         "warning: p.toml:16: lr_warmup_steps: 5000 warmup steps is more than max_train_steps (1000): "
         "the learning rate never reaches its peak; use fewer warmup steps (e.g. 100)",
         "error: p.toml:21: datasets[0].instance_data_dir: folder nope does not exist; create it and "

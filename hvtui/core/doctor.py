@@ -25,12 +25,13 @@ from hvtui.core.assets import (ENV_TEXT, ENV_VISION, Component, config_class, hf
 from hvtui.core.fit import FitEstimate, GiB, card_for, estimate_memory, largest_bucket
 from hvtui.core.nvml import NvmlInfo
 from hvtui.core.preset import BUILTIN_TINY, Preset, flavour_height, is_i2v
+from hvtui.core.train import quantize
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 
 # (distribution, minimum version, why): minimums follow pyproject.toml
 PACKAGES = (("torch", "2.5", ""), ("diffusers", "0.42", "the HunyuanVideo 1.5 classes"),
-            ("transformers", "4.57", "Qwen2.5-VL text model"), ("peft", "0.17", ""), ("accelerate", "1.0", ""))
+            ("transformers", "4.57", "Qwen2.5-VL text model"), ("peft", "0.19", "LoRA next to torchao >= 0.18"), ("accelerate", "1.0", ""))
 MODEL_COMPONENTS = ("transformer", "vae", "text_encoder", "text_encoder_2", "image_encoder")
 
 
@@ -195,6 +196,54 @@ def check_torch_build(version: str | None, info: NvmlInfo) -> Check:
         return Check("torch build", FAIL, f"{detail}, but the driver supports CUDA {info.cuda} at most",
                      f"update the NVIDIA driver, or install a torch build for CUDA <= {info.cuda}", "system")
     return Check("torch build", OK, detail, group="system")
+
+
+def check_base_precision(preset: Preset, info: NvmlInfo, versions: dict | None = None) -> list[Check]:
+    """A quantized base_model_precision needs torchao (hvtui.core.train.quantize), and fp8-torchao FP8 tensor
+    cores: a CUDA GPU of compute capability 8.9+. No check for the unquantized modes. `versions`: installed
+    {"torchao": ..., "torch": ...} (tests); read from the package metadata when None."""
+    mode = preset.base_model_precision
+    return [_base_precision(mode, info, versions)] if quantize.is_quantized(mode) else []
+
+
+def _torchao_problem(mode: str, versions: dict | None) -> str | None:
+    if versions is None:
+        versions = {}
+        for name in ("torchao", "torch"):
+            try:
+                versions[name] = metadata.version(name)
+            except metadata.PackageNotFoundError:
+                versions[name] = None
+    ao, torch_v = versions.get("torchao"), versions.get("torch")
+    if ao is None:
+        return f"{mode} needs torchao, which is not installed"
+    if _version_tuple(ao) < _version_tuple(quantize.TORCHAO_MIN):
+        return f"{mode} needs torchao >= {quantize.TORCHAO_MIN}; torchao {ao} is installed"
+    if torch_v is not None and _version_tuple(torch_v) < _version_tuple(quantize.TORCH_MIN):
+        return f"torchao {ao} needs torch >= {quantize.TORCH_MIN}; torch {torch_v} is installed"
+    return None
+
+
+def _base_precision(mode: str, info: NvmlInfo, versions: dict | None) -> Check:
+    problem = _torchao_problem(mode, versions)
+    if problem:
+        return Check("base precision", FAIL, problem, f'pip install "torchao>={quantize.TORCHAO_MIN}" (with torch '
+                     f'>= {quantize.TORCH_MIN}), or set base_model_precision = "bf16"', "system")
+    gpus = [(g.name, g.capability) for g in info.visible_gpus] if info.available else []
+    if mode == "fp8-torchao":
+        problem = quantize.fp8_hardware_problem(gpus)
+        if problem:
+            return Check("base precision", FAIL, problem, quantize.INT8_ALTERNATIVE, "system")
+        unknown = [n for n, cc in gpus if cc is None]
+        if unknown:
+            return Check("base precision", WARN, f"fp8-torchao: the compute capability of {unknown[0]} is unknown "
+                         "(NVML did not say); the run checks the FP8 matmul on the GPU before training",
+                         quantize.INT8_ALTERNATIVE + " if it fails", "system")
+        return Check("base precision", OK, f"fp8-torchao: float8 transformer blocks, FP8 matmuls on "
+                     f"{gpus[0][0]} (compute capability {gpus[0][1][0]}.{gpus[0][1][1]})", group="system")
+    where = f"on {gpus[0][0]}" if gpus else "on the CPU"
+    return Check("base precision", OK, f"int8-torchao: int8 transformer blocks, bf16 matmuls {where}",
+                 group="system")
 
 
 def meminfo(path: str = "/proc/meminfo") -> dict[str, int]:
@@ -683,6 +732,7 @@ def run_doctor(preset: Preset, system: bool = True, *, env: Mapping[str, str] | 
         versions = package_versions()
         report.checks += [check_python(), check_packages(versions), check_gpu(gpu, _real(preset)),
                           check_torch_build(versions.get("torch"), gpu)]
+        report.checks += run("base precision", "system", check_base_precision, preset, gpu)
         report.checks += run("host memory", "system", check_host_memory, preset)
         report.checks += run("disk", "system", check_disk, preset)
         report.checks.append(check_session(env))

@@ -43,6 +43,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from hvtui.core.preset import BUILTIN_TINY, Preset, flavour_height, is_i2v
+from hvtui.core.train.quantize import block_bytes_per_param
 
 GiB = 1024 ** 3
 
@@ -119,10 +120,11 @@ def calibration(path: Path | None = None) -> dict:
 
 
 def bytes_per_param(precision: str) -> float:
-    """Bytes of one frozen transformer weight at `base_model_precision`. The one place the precision of the
-    transformer's weights enters the estimate (quantized kinds: 1 byte)."""
-    return {"bf16": 2, "no_change": 2, "int8-torchao": 1, "fp8-torchao": 1, "int8-quanto": 1,
-            "fp8-quanto": 1}.get(precision, 2)
+    """Bytes of one frozen transformer-block weight at `base_model_precision`: the one place the precision of
+    the transformer's weights enters the estimate (quantize.py owns the number: 1 byte for int8 / fp8)."""
+    from hvtui.core.train.quantize import block_bytes_per_param
+
+    return block_bytes_per_param(precision)
 
 
 def transformer_weight_bytes(preset: Preset, offload: bool) -> tuple[int, int]:
@@ -395,9 +397,8 @@ def estimate_memory(preset: Preset, bucket: BucketShape | tuple[int, int, int] |
         text["SigLIP"] = clips["SigLIP"] = siglip
     steps = [_phase("caching:text", text, cal, comm, "text encoders"),
              _phase("caching:vae", clips, cal, comm, f"VAE encode of a {bucket.key} clip")]
+    # the VAE waits in host memory while training (validate.park): only sampling brings it to the GPU
     train = {"transformer": weights, "LoRA+optimizer": lora_train, "activations": act}
-    if val is not None:
-        train["VAE"] = vae
     if mask:
         train["masks"] = mask
     steps.append(_phase("training", train, cal, comm))
@@ -409,7 +410,7 @@ def estimate_memory(preset: Preset, bucket: BucketShape | tuple[int, int, int] |
         steps.append(_phase("validation:decode", dict(kept, **{"VAE decode": _vae_decode_work(val, tiling, cal)}),
                             cal, comm, f"{val.key}: VAE decode"))
     # a checkpoint is written right after a step: the allocator still holds the step's blocks
-    kept = {"transformer": weights, "LoRA+optimizer": lora_kept, **({"VAE": vae} if val is not None else {})}
+    kept = {"transformer": weights, "LoRA+optimizer": lora_kept}
     steps.append(_phase("checkpointing", kept, cal, comm, "the training step's reserved blocks are still held",
                         nvml=steps[2].nvml_gib))
     phases = []

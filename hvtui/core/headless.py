@@ -177,9 +177,15 @@ class Console:
 
 def quiet_libraries() -> None:
     """diffusers / transformers log warnings meant for developers ("Guiders are experimental", torchvision
-    missing) to stderr; the headless console shows hvtui's own messages. Set the variables to override."""
+    missing) to stderr; the headless console shows hvtui's own messages. Set the variables to override.
+    diffusers imports torchao when it is installed, and torchao's import logs its CUDA extensions failing to
+    load on a CPU box and torch's pytree deprecation notes: nothing to act on either."""
+    import logging
+
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def run_headless(preset_path: str, options: RunOptions | None = None, backend=None, dist=None) -> int:

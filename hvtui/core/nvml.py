@@ -26,6 +26,7 @@ class GpuSample:
     power: float | None = None         # W
     power_limit: float | None = None   # W
     visible: bool = True               # listed by CUDA_VISIBLE_DEVICES (or it is unset)
+    capability: tuple[int, int] | None = None   # CUDA compute capability, e.g. (9, 0) for an H100
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -167,6 +168,9 @@ class Nvml:
         limit = get(nv.nvmlDeviceGetEnforcedPowerLimit, h)
         g.power_limit = limit / 1000.0 if limit is not None else None
         g.visible = _visible(index, g.uuid, spec)
+        capability = getattr(nv, "nvmlDeviceGetCudaComputeCapability", None)   # absent from old nvidia-ml-py
+        cc = get(capability, h) if capability is not None else None
+        g.capability = (int(cc[0]), int(cc[1])) if cc is not None else None
         return g
 
     def __enter__(self) -> "Nvml":

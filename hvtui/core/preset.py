@@ -95,8 +95,8 @@ class Preset:
     vision_encoder_path: str | None = field(default=None, metadata=meta(
         "SigLIP vision encoder root for i2v (else $HUNYUANVIDEO_VISION_ENCODER_PATH)", section="model"))
     base_model_precision: str = field(default="bf16", metadata=meta(
-        "precision of the frozen base weights", choices=("bf16", "no_change", "int8-torchao", "fp8-torchao",
-                                                         "int8-quanto", "fp8-quanto"), section="model"))
+        "frozen base weights; int8-torchao / fp8-torchao halve their memory (fp8: FP8 matmuls, GPUs of compute "
+        "capability 8.9+)", choices=("bf16", "no_change", "int8-torchao", "fp8-torchao"), section="model"))
     mixed_precision: str = field(default="bf16", metadata=meta("autocast dtype", choices=("bf16", "fp16", "no"), section="model"))
     output_dir: str = field(default="output/hunyuan-video", metadata=meta("checkpoints, LoRA, samples, events", section="model"))
     # --- LoRA

@@ -41,13 +41,15 @@ import tomlkit
 
 from hvtui.core.preset import DatasetSpec, Preset, VideoSpec, field_specs
 from hvtui.core.validate import (
-    SUPPORTED_BASE_PRECISION, coerce_string, field_type, field_hints, type_ok, parse_resolutions,
+    coerce_string, field_type, field_hints, type_ok, parse_resolutions,
 )
 
 # SimpleTuner's names (current and legacy) that mean an hvtui key. hvtui's own names are SimpleTuner's legacy
 # ones (checkpointing_steps, validation_steps): both spellings land on them.
 ALIASES = {"data_backend_config": "dataset_backend_config", "checkpoint_step_interval": "checkpointing_steps",
            "validation_step_interval": "validation_steps", "save_total_limit": "checkpoints_total_limit"}
+# SimpleTuner's quanto modes -> the torchao mode with the same weights (int8 / float8 e4m3 per channel).
+QUANTO_TO_TORCHAO = {"int8-quanto": "int8-torchao", "fp8-quanto": "fp8-torchao"}
 # ... and in a video or image dataset: SimpleTuner keeps their latents in cache_dir_vae (hvtui: cache_dir).
 LATENT_ALIASES = {**ALIASES, "cache_dir_vae": "cache_dir"}
 # Why some common SimpleTuner keys are dropped (the rest get a generic reason).
@@ -213,11 +215,12 @@ class _Converter:
         self.grad_clip(config)
         if "report_to" in config:
             config = {**config, "report_to": self.report_to(config["report_to"])}
+        for key, value in config.items():
+            if key.lstrip("-") == "base_model_precision" and value in QUANTO_TO_TORCHAO:
+                config = {**config, key: QUANTO_TO_TORCHAO[value]}
+                self.notes.append(f"base_model_precision: {value} -> {QUANTO_TO_TORCHAO[value]} (hvtui quantizes "
+                                  "with torchao; the same weight format)")
         out = self.table(Preset, config, "", skip=("dataset_backend_config",))
-        precision = out.get("base_model_precision")
-        if precision is not None and precision not in SUPPORTED_BASE_PRECISION:
-            self.notes.append(f"base_model_precision: {precision} is not supported yet; using bf16")
-            out["base_model_precision"] = "bf16"
         res = out.get("validation_resolution")
         if res is not None:
             if re.fullmatch(r"\s*\d+\s*", res):  # SimpleTuner accepts one number for a square size

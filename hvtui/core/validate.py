@@ -33,9 +33,6 @@ from hvtui.core.validate_bounds import (
 ERROR = "error"
 WARNING = "warning"
 VISION_ENV = "HUNYUANVIDEO_VISION_ENCODER_PATH"
-# Base weights stay bf16 for now; quantised bases (torchao / quanto) are accepted by the preset model so
-# SimpleTuner configs import, but the trainer can't load them yet.
-SUPPORTED_BASE_PRECISION = ("bf16", "no_change")
 # Optimizers that need a package the base install lacks: name -> (import name, pip name).
 OPTIONAL_OPTIMIZERS = {"adamw8bit": ("bitsandbytes", "bitsandbytes"), "prodigy": ("prodigyopt", "prodigyopt")}
 # diffusers' "flash" backend is the flash-attn package (the SDPA flash kernel is used by "native"/"auto").
@@ -365,9 +362,6 @@ def _check_model(c: _Checker, p: Preset, env) -> None:
         elif name.startswith("builtin:") and not tiny:
             c.error(("pretrained_model_name_or_path",), f"unknown built-in model {json.dumps(name)}",
                     f"the only built-in model is {BUILTIN_TINY}")
-    if c.good(("base_model_precision",)) and p.base_model_precision not in SUPPORTED_BASE_PRECISION:
-        c.error(("base_model_precision",), f"{p.base_model_precision} is not supported yet",
-                'use base_model_precision = "bf16" (group offload saves memory instead of quantising)')
     if c.good(("model_flavour",)) and is_i2v(p.model_flavour) and not tiny and c.good(("vision_encoder_path",)):
         if not (p.vision_encoder_path or "").strip() and not env.get(VISION_ENV, "").strip():
             c.error(("vision_encoder_path",),

@@ -47,7 +47,8 @@ SLEEP_HOOK = "HVTUI_TEST_CHECKPOINT_SLEEP"
 # group cannot be resumed at all (the saved LoRA/optimizer state does not fit the new run).
 MEANING_KEYS = ("train_batch_size", "gradient_accumulation_steps", "learning_rate", "lr_scheduler",
                 "lr_warmup_steps", "optimizer", "seed", "buckets", "num_processes",
-                "lora_alpha", "timestep_sampling", "shift")   # alpha: the same tensors, another LoRA scale
+                "lora_alpha", "timestep_sampling", "shift",   # alpha: the same tensors, another LoRA scale
+                "base_model_precision")   # the same LoRA shapes on a differently rounded base
 INCOMPATIBLE_KEYS = ("model_flavour", "pretrained_model_name_or_path", "lora_rank", "lora_targets")
 
 

@@ -27,7 +27,7 @@ from hvtui.core.preset import BUILTIN_TINY, FLAVOUR_SHIFT
 PARTS = ("transformer", "vae", "text", "image")
 TEXT_NAMES = ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")
 IMAGE_NAMES = ("image_encoder", "feature_extractor")
-SUPPORTED_PRECISION = ("bf16", "no_change")
+SUPPORTED_PRECISION = ("bf16", "no_change", "int8-torchao", "fp8-torchao")
 
 
 class ModelLoadError(Exception):
@@ -54,12 +54,14 @@ class ModelInfo:
 
 
 def weight_dtype(preset) -> torch.dtype:
-    """The frozen weights' dtype. bf16 -> bfloat16; no_change -> what training computes in (the
-    mixed_precision dtype, fp32 for "no"). Other choices are not implemented: a clear error, no fallback."""
+    """The frozen weights' dtype as loaded. bf16 -> bfloat16; no_change -> what training computes in (the
+    mixed_precision dtype, fp32 for "no"). The quantized modes load like no_change: their transformer blocks
+    are quantized later (train/quantize.py, once caching is done), the rest stays in that dtype. Other
+    choices are not implemented: a clear error, no fallback."""
     p = preset.base_model_precision
     if p not in SUPPORTED_PRECISION:
-        raise ModelLoadError(f"base_model_precision = {p!r} is not supported by hvtui yet",
-                             "set base_model_precision = \"bf16\" (or \"no_change\") in the preset")
+        raise ModelLoadError(f"base_model_precision = {p!r} is not supported by hvtui",
+                             "set base_model_precision to one of " + ", ".join(SUPPORTED_PRECISION))
     if p == "bf16":
         return torch.bfloat16
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(preset.mixed_precision, torch.float32)

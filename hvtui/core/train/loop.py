@@ -148,6 +148,7 @@ def run_summary(preset, bucket_keys: list[str], num_processes: int) -> dict:
         "shift": preset.shift,
         "logit_mean": preset.logit_mean,
         "logit_std": preset.logit_std,
+        "base_model_precision": preset.base_model_precision,
     }
 
 
@@ -386,6 +387,10 @@ class Trainer:
 
             self.telemetry = TelemetrySampler(self.bus, device=acc.device).start()
         self.cache = cache = self._load_and_cache(report)
+        if "vae" in self.components:   # training does not use it: host memory until a validation needs it
+            from hvtui.core.train.validate import park
+
+            park(self.components["vae"])
         transformer, params = self._prepare_transformer()
         from hvtui.core.train.optim import OptimizerError, build_optimizer, build_scheduler
 
@@ -658,6 +663,14 @@ class Trainer:
 
         p, device = self.preset, self.accelerator.device
         transformer = self.components["transformer"]
+        from hvtui.core.train import quantize
+
+        if quantize.is_quantized(p.base_model_precision):
+            self.phase("loading", f"quantizing the transformer ({p.base_model_precision})")
+            try:   # block by block on the device (with offload, prepare_transformer then moves them to the host)
+                quantize.quantize_transformer(transformer, p.base_model_precision, device, publish=self.publish)
+            except quantize.QuantizationError as e:   # doctor catches these first; `--run` reached here anyway
+                raise Abort(exitcodes.DOCTOR_FAILED, e.message, e.hint)
         params = add_lora(transformer, p)
         try:
             from hvtui.core.train.speed import prepare_transformer

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -49,7 +50,11 @@ def add_lora(transformer, preset) -> list[torch.nn.Parameter]:
     Returns the trainable parameters (what the optimizer gets)."""
     model = _unwrap(transformer)
     model.requires_grad_(False)
-    model.add_adapter(lora_config(preset), adapter_name=ADAPTER)
+    with warnings.catch_warnings():
+        # a quantized base (quantize.py) gets PEFT's TorchaoLoraLinear, which warns that merge() would need
+        # a requantizer: hvtui never merges (the LoRA is saved on its own)
+        warnings.filterwarnings("ignore", message="TorchaoLoraLinear was instantiated without")
+        model.add_adapter(lora_config(preset), adapter_name=ADAPTER)
     params = []
     for name, p in model.named_parameters():
         if "lora_" in name:

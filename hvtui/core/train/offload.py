@@ -17,6 +17,10 @@ fails loudly instead of using stale weights). The caller tells the offloader whe
   inference  - no grad: released after the forward
 The next block (i+1 in forward, i-1 in backward) is copied on a side stream while the current one computes.
 Slots are reused only after an event recorded on the compute stream says their previous occupant is done.
+
+Quantized weights (base_model_precision int8-torchao / fp8-torchao, quantize.py) are torchao tensors: what
+moves is what they hold (`qdata` and `scale`, swapped on the torchao tensor itself), so the stream carries the
+quantized bytes, half of bf16's.
 """
 from __future__ import annotations
 
@@ -61,6 +65,29 @@ def _chunk_plan(sizes: list[int], cap: int = 4 << 30) -> tuple[int, list[int]]:
     return best[1], best[2]
 
 
+class _Leaf:
+    """One plain tensor the offloader moves: a plain parameter's `.data`, or an inner tensor of a torchao
+    tensor (`weight.qdata`, `weight.scale`), re-pointed on the object that holds it."""
+    __slots__ = ("owner", "attr")
+
+    def __init__(self, owner, attr: str):
+        self.owner, self.attr = owner, attr
+
+    def get(self) -> torch.Tensor:
+        return getattr(self.owner, self.attr)
+
+    def set(self, t: torch.Tensor) -> None:
+        setattr(self.owner, self.attr, t)
+
+
+def _leaves(params) -> list[_Leaf]:
+    out = []
+    for p in params:
+        flatten = getattr(p, "__tensor_flatten__", None)   # a tensor subclass (torchao): its inner tensors
+        out += [_Leaf(p, name) for name in flatten()[0]] if flatten is not None else [_Leaf(p, "data")]
+    return out
+
+
 @dataclass
 class _Slot:
     tensors: list[torch.Tensor]
@@ -73,7 +100,7 @@ class _Slot:
 
 @dataclass
 class _Block:
-    params: list[torch.nn.Parameter]
+    params: list[_Leaf]                       # the frozen tensors that move
     host: list[torch.Tensor]                  # pinned host copies, same order as params
     placeholders: list[torch.Tensor]
     signature: tuple
@@ -108,8 +135,8 @@ class BlockOffloader:
         self._stream = torch.cuda.Stream(self.device) if self.cuda and stream else None
         pin = self.cuda if pin is None else pin
 
-        frozen = [[p for p in b.parameters() if not p.requires_grad] for b in blocks]
-        sizes = [max(ALIGN, sum(_align(_nbytes(p)) for p in ps)) for ps in frozen]
+        leaves = [_leaves(p for p in b.parameters() if not p.requires_grad) for b in blocks]
+        sizes = [max(ALIGN, sum(_align(_nbytes(leaf.get())) for leaf in ls)) for ls in leaves]
         chunk, breaks = _chunk_plan(sizes)
         self.host_buffers: list[torch.Tensor] = []
         starts = [0] + breaks
@@ -126,19 +153,21 @@ class BlockOffloader:
         self.host_bytes = sum(_nbytes(b) for b in self.host_buffers)
 
         self.blocks: list[_Block] = []
-        for ps, flat in zip(frozen, block_views):
+        for ls, flat in zip(leaves, block_views):
             host, holders, off = [], [], 0
+            ps = [leaf.get() for leaf in ls]
             for p in ps:
                 nb = _nbytes(p)
                 view = flat[off:off + nb].view(p.dtype).view(p.shape)
-                view.copy_(p.data)   # the only device->host copy ever made of these weights
+                view.copy_(p)   # the only device->host copy ever made of these weights
                 host.append(view)
                 holders.append(self._placeholder(p))
                 off += _align(nb)
             sig = tuple((tuple(p.shape), p.dtype) for p in ps)
-            blk = _Block(list(ps), host, holders, sig, sum(_nbytes(p) for p in ps))
+            blk = _Block(ls, host, holders, sig, sum(_nbytes(p) for p in ps))
             for p, h in zip(blk.params, blk.placeholders):
-                p.data = h
+                p.set(h)
+            del ps   # this block's device copies go now, not after the last block
             self.blocks.append(blk)
         if self.cuda:
             torch.cuda.synchronize(self.device)
@@ -161,7 +190,7 @@ class BlockOffloader:
         return pool
 
     def _new_slot(self, like: _Block) -> _Slot:
-        slot = _Slot([torch.empty(p.shape, dtype=p.dtype, device=self.device) for p in like.params])
+        slot = _Slot([torch.empty(h.shape, dtype=h.dtype, device=self.device) for h in like.host])
         if self.cuda:   # the memory may be recycled from tensors the compute stream still reads
             slot.free = self._event()
             slot.free.record(torch.cuda.current_stream(self.device))
@@ -232,7 +261,7 @@ class BlockOffloader:
                 self.stats_.pending.append(("wait", w0, w1, 0))
             slot.loading = False
             for p, t in zip(blk.params, slot.tensors):
-                p.data = t
+                p.set(t)
         self._clock += 1
         slot.last_use = self._clock
 
@@ -250,7 +279,7 @@ class BlockOffloader:
                 torch.cuda.current_stream(self.device).wait_event(slot.ready)
             slot.loading = False
         for p, h in zip(blk.params, blk.placeholders):
-            p.data = h
+            p.set(h)
         if self.cuda:
             slot.free = self._event()
             slot.free.record(torch.cuda.current_stream(self.device))
@@ -317,7 +346,7 @@ class BlockOffloader:
         self.release_all()
         for blk in self.blocks:
             for p, h in zip(blk.params, blk.host):
-                p.data = h.to(self.device, copy=True)
+                p.set(h.to(self.device, copy=True))
         if self.cuda:
             torch.cuda.synchronize(self.device)
         self.blocks, self.host_buffers, self._pools = [], [], {}

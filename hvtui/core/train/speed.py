@@ -30,6 +30,9 @@ import torch
 from hvtui.core.train import attention_cache
 
 DEFAULT_CACHE_SHARE = 0.75    # of the blocks: 40 of 54, ~4 GiB at 480p x 61 (see BENCHMARKS.md, GPU)
+# int8-torchao / fp8-torchao free 7.6 GiB of weights; keeping the other 14 blocks' attention costs 1.4 GiB at
+# 480p x 61, so the quantized modes keep every block's (still capped by the measured headroom)
+QUANTIZED_CACHE_SHARE = 1.0
 HEADROOM = 0.92               # fraction of GPU memory the cache may fill up to, after the first step's peak
 PRESET_BACKENDS = {"native": "native", "flash": "_native_flash", "_native_cudnn": "_native_cudnn",
                    "_native_efficient": "_native_efficient"}
@@ -363,7 +366,10 @@ def prepare_transformer(transformer, preset, device, *, publish=None, compile_bl
     mask_backend = "native" if backend in ("_native_flash", "_native_cudnn") else backend
 
     if attention_cache_share is None:
-        attention_cache_share = DEFAULT_CACHE_SHARE if (cuda and not offload and not fp32_compute) else 0.0
+        from hvtui.core.train.quantize import is_quantized
+
+        share = QUANTIZED_CACHE_SHARE if is_quantized(preset.base_model_precision) else DEFAULT_CACHE_SHARE
+        attention_cache_share = share if (cuda and not offload and not fp32_compute) else 0.0
     own_kernels = False
     if backend not in ("native", "_native_flash", "_native_cudnn"):
         attention_cache_share = 0.0   # the cache calls flash or cuDNN; another explicit choice is respected
