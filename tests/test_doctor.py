@@ -165,6 +165,8 @@ def test_preset_key_pointing_nowhere_fails(trees, tmp_path):
     r = doctor(tmp_path, trees["diffusers"], text_encoder_path=str(tmp_path / "gone"))
     st, detail = status(r, "text_encoder source")
     assert st == "fail" and f"{tmp_path / 'gone'} does not exist" in detail
+    # the run stops: nothing was "used instead"; the hint says the model folder would serve without the key
+    assert "instead" not in detail and "the model folder has one" in r.get("text_encoder source").hint
 
 
 @pytest.mark.slow

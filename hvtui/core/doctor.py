@@ -507,11 +507,14 @@ def source_checks(components: list[Component]) -> list[Check]:
                 continue
             seen.add(message)
             var = ENV_TEXT if ENV_TEXT in message else ENV_VISION if ENV_VISION in message else ""
-            used = f"; used {source_words(comp.source)} instead" if comp.found else ""
             hint = (f"fix or unset ${var}" if var else "fix the path in the preset (relative paths are relative "
                     "to the preset file) or remove the key")
             status = FAIL if severity == "error" or not comp.found else WARN
-            out.append(Check(f"{comp.name} source", status, message + used, hint, "model"))
+            if status == WARN:   # a stale variable: the run goes on with what was found
+                message += f"; used {source_words(comp.source)} instead"
+            elif comp.found:     # a key the preset sets is never silently replaced: the run stops, and says why
+                hint += f" ({source_words(comp.source)} has one: without the key it is used)"
+            out.append(Check(f"{comp.name} source", status, message, hint, "model"))
     return out
 
 
