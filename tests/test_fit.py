@@ -168,9 +168,31 @@ def test_the_allocator_mode_follows_the_environment(monkeypatch):
     assert F.estimate_memory(p, (848, 480, 61)).allocator == F.EXPANDABLE
 
 
-def test_the_trainer_sets_the_allocator_before_cuda_starts():
-    """train() sets the variable before anything in the process can start CUDA (a fresh process, as the TUI's
-    trainer thread, `--run` and each torchrun worker are), and leaves a user's own setting alone."""
+def test_a_loaded_torch_gets_the_setting_through_its_runtime_setter(monkeypatch):
+    """torch >= 2.9 parses the variable when it loads; train() runs after that, so configure() also hands the
+    setting to torch's runtime setter (read at every new segment). Never for a user's own setting."""
+    import os
+
+    import torch
+
+    from hvtui.core import cuda_allocator as A
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda.memory, "_set_allocator_settings", calls.append)
+    monkeypatch.setenv(A.ENV, "")       # unset for torch (empty), and put back as it was after the test
+    monkeypatch.setenv(A.ENV_NEW, "")
+    monkeypatch.setitem(A._OURS, "set", False)
+    A.configure()
+    assert calls == [A.SETTING] and os.environ[A.ENV] == A.SETTING
+    monkeypatch.setenv(A.ENV, "expandable_segments:False")
+    monkeypatch.setitem(A._OURS, "set", False)
+    assert "your setting" in A.configure() and calls == [A.SETTING]
+
+
+def test_train_sets_the_allocator_default_in_its_own_process():
+    """train() sets hvtui's default first thing (in a fresh process, as `--run` and each torchrun worker are; the
+    TUI's trainer thread runs the same function), logs it, and leaves a user's own setting alone."""
     import os
     import subprocess
     import sys

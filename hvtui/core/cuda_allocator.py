@@ -7,12 +7,14 @@ one block's recompute) leaves those segments partly empty, and NVML counts them 
 allocated, the 80 GB 480p preset 48.5 for 42.4. With `expandable_segments:True` one segment per stream grows by
 2 MiB pages instead, so freed space is reused whatever its size; a user pays for much less than that gap.
 
-torch reads PYTORCH_ALLOC_CONF (torch >= 2.9) or PYTORCH_CUDA_ALLOC_CONF when CUDA initialises in the process.
-`configure()` runs first thing in `hvtui.core.train.loop.train`, which every run goes through: the TUI's
-in-process trainer, `hvtui --run`, and each torchrun / accelerate worker (its own process: it sets the variable
-before its own CUDA start). Where CUDA is already up in the process (a TUI that trained before), the setting is
-applied through torch's runtime setter, which affects segments made from then on. A user's own setting of either
-variable is left alone. `hvtui.core.fit` estimates with the mode `expandable(env)` says a run will use.
+torch reads PYTORCH_ALLOC_CONF (torch >= 2.9) or PYTORCH_CUDA_ALLOC_CONF when it loads (recent versions parse it
+while the library initialises, older ones when CUDA starts). `configure()` runs first thing in
+`hvtui.core.train.loop.train`, which every run goes through: the TUI's in-process trainer, `hvtui --run`, and each
+torchrun / accelerate worker (its own process). By then torch is loaded, so besides setting the variable (for
+processes started from here) it applies the setting through torch's runtime setter, which the allocator reads at
+every new segment, before or after CUDA started. A user's own setting of either variable is left alone.
+`hvtui.core.fit` estimates with the mode `expandable(env)` says a run will use; bench/preset_memory.py records
+whether the training step's segments were expandable.
 
 No torch import at module level: fit and doctor import this.
 """
@@ -64,16 +66,16 @@ def configure(env: MutableMapping[str, str] | None = None) -> str:
     env[ENV] = SETTING
     if env is os.environ:
         _OURS["set"] = True
-        _apply_if_cuda_started()
+        _apply_in_process()
     return f"CUDA allocator: {ENV}={SETTING} (hvtui's default: less memory lost between blocks; set {ENV} to choose)"
 
 
-def _apply_if_cuda_started() -> None:
-    torch = sys.modules.get("torch")   # never import torch here: when it is not loaded, CUDA has not started
+def _apply_in_process() -> None:
+    torch = sys.modules.get("torch")   # never import torch here: not loaded yet means it will read the variable
     if torch is None:
         return
     try:
-        if torch.cuda.is_initialized():
-            torch.cuda.memory._set_allocator_settings(SETTING)   # private but stable since torch 2.1
-    except (AttributeError, RuntimeError):   # an older or CPU-only torch: the variable serves the next process
+        if torch.cuda.is_available():
+            torch.cuda.memory._set_allocator_settings(SETTING)   # private, present since torch 2.1
+    except Exception:   # noqa: BLE001 - an older or unusual build: the variable still serves new processes
         pass

@@ -2,7 +2,8 @@
 governs, the median over runs, written as memory_calibration.json (fit.py reads it) with its evidence.
 
 A measured run (bench/preset_memory.py writes them) is the preset it ran, as a dict, the allocator's mode
-("expandable": bool; runs before bench version 2 ran without expandable segments), what the trainer reported
+("expandable_segments_seen" in the training step's segments, else "expandable" as asked; runs before bench
+version 2 ran without expandable segments), what the trainer reported
 (training tokens, attention-cache blocks) and per step of the run (fit's step names) the peaks torch and NVML saw:
 {"alloc_gib": max_memory_allocated, "reserved_gib": max_memory_reserved, "nvml_gib": NVML used}.
 
@@ -49,7 +50,9 @@ def run_facts(run: dict) -> dict:
             if m:
                 blocks = int(m.group(1)) if blocks is None else blocks
                 tokens = int(m.group(2)) if tokens is None else tokens
-    return {"train_tokens": tokens, "attention_cache_blocks": blocks, "expandable": bool(run.get("expandable", False)),
+    seen = run.get("expandable_segments_seen")   # what torch's segments said, over what the run asked for
+    return {"train_tokens": tokens, "attention_cache_blocks": blocks,
+            "expandable": bool(run.get("expandable", False) if seen is None else seen),
             "bench_version": int(run.get("bench_version", 1))}
 
 
