@@ -18,8 +18,9 @@ One command on the lent GPU (an H200) does all of it:
        preset_memory.json        every measurement, the run logs, what the trainer reported
        memory_calibration.json   the calibration solved from bench/results/ and this call
        table.md                  estimate (committed calibration, i.e. before this call) and after, vs measured
-Runs go in the order given; one is skipped rather than started when the time spent plus its expected length
-would pass --time-limit, so the command ends in time and what ran comes back. About 70-85 s per run on the H200
+Runs go in the order given (a --without-expandable run right after the same preset's default run); one is
+skipped rather than started when the time spent plus its expected length would pass --time-limit, so the command
+ends in time and what ran comes back. About 70-85 s per run on the H200
 without torch.compile (pass --compile for the presets' own setting: ~1.5 min more per run). Bench overrides that
 do not change the peaks: 2 optimizer steps, 1 sampling step (each step's memory is the same), the synthetic clip.
 
@@ -455,8 +456,9 @@ def report(runs: list[dict], before: Path | None, after: Path | None) -> tuple[l
                          f"{_err(ea.nvml_gib, m['nvml_gib']) if ea and m and not note else '-'} |")
         if not steps:
             continue
-        peak_step = max(steps, key=lambda k: steps[k]["nvml_gib"])
-        peak = steps[peak_step]
+        stretches = {**steps, **(run.get("all_steps") or {})}   # the whole run, between steps too
+        peak_step = max(stretches, key=lambda k: stretches[k]["nvml_gib"])
+        peak = stretches[peak_step]
         e = (est_a.peak_gib - peak["nvml_gib"]) / peak["nvml_gib"] * 100
         lines.append(f"| **{_label(run)}** ({run['card']}) | **run peak** | {est_b.peak_gib:.1f} ({est_b.peak_phase}) | "
                      f"{est_a.peak_gib:.1f} ({est_a.peak_phase}) | {peak['nvml_gib']} ({peak_step}) | "
@@ -602,10 +604,15 @@ def adopt(results_dir: Path) -> int:
 
 
 def plan(args) -> list[tuple[str, bool]]:
-    """(preset, expandable) in the order given: the presets with hvtui's default allocator, then the runs
-    without expandable segments."""
-    runs = [(n.strip(), True) for n in args.presets.split(",") if n.strip()]
-    runs += [(n.strip(), False) for n in (args.without_expandable or "").split(",") if n.strip()]
+    """(preset, expandable) in the order given, each with hvtui's default allocator (expandable segments); a
+    preset named in --without-expandable runs again right after, without them (an A/B pair on the same tree)."""
+    without = [n.strip() for n in (args.without_expandable or "").split(",") if n.strip()]
+    runs = []
+    for name in (n.strip() for n in args.presets.split(",") if n.strip()):
+        runs.append((name, True))
+        if name in without:
+            runs.append((name, False))
+    runs += [(n, False) for n in without if (n, False) not in runs]
     unknown = [n for n, _ in runs if n not in CARDS]
     if unknown:
         raise SystemExit(f"unknown preset(s) {', '.join(unknown)}; shipped GPU presets: {', '.join(CARDS)}")
@@ -618,7 +625,8 @@ def main() -> int:
     ap.add_argument("--presets", default=",".join(CARDS), help="comma-separated preset names, run in this order "
                     "with hvtui's default allocator (expandable segments)")
     ap.add_argument("--without-expandable", metavar="PRESETS", default="",
-                    help=f"comma-separated presets to run again with PYTORCH_CUDA_ALLOC_CONF={WITHOUT}, after the rest")
+                    help=f"comma-separated presets to run again with PYTORCH_CUDA_ALLOC_CONF={WITHOUT}, each right "
+                    "after its default run")
     ap.add_argument("--scratch", default=os.environ.get("SCRATCH", "/tmp/hvtui-preset-memory"))
     ap.add_argument("--out", default=os.environ.get("OUT", "/tmp/hvtui-preset-memory-out"))
     ap.add_argument("--time-limit", type=float, default=530.0,

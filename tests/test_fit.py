@@ -24,8 +24,11 @@ def within(estimate, measured, tol=0.15):
     ((848, 480, 61), dict(padded=True), 27.5),                                 # pipeline-shaped padded reference
 ])
 def test_calibrated_against_measured_peaks(bucket, kwargs, measured_gib):
+    """Out of sample: the per-token constant solved from the full preset runs (hvtui's packed attention and
+    attention cache) also gives REFERENCE.md's transformer-alone runs (stock processor, no cache) within 5%."""
     est = F.estimate_memory(REF, bucket, **kwargs)
-    assert within(est.training_gib, measured_gib), (est.training_gib, measured_gib, est.breakdown())
+    assert est.attention_cache_blocks == 0
+    assert within(est.training_gib, measured_gib, tol=0.05), (est.training_gib, measured_gib, est.breakdown())
 
 
 def test_offload_floor():

@@ -145,8 +145,10 @@ def solve(runs: list[dict], source: str, base: dict | None = None) -> dict:
 
 
 def measured_peak(run: dict) -> float:
-    """The run's NVML peak over its steps (what a user's nvidia-smi shows at worst)."""
-    return max((m.get("nvml_gib") or 0.0) for m in run.get("steps", {}).values())
+    """The run's NVML peak: what a user's nvidia-smi shows at worst, over every stretch of the run the bench
+    sampled (loading and the moments between steps too, not only the estimated steps)."""
+    stretches = {**run.get("steps", {}), **(run.get("all_steps") or {})}
+    return max((m.get("nvml_gib") or 0.0) for m in stretches.values())
 
 
 def peak_error(run: dict, calibration_file: Path | None = None) -> float:
