@@ -96,7 +96,8 @@ EXPANDABLE, FIXED = "expandable_segments", "fixed_segments"
 # context. These defaults are the priors; memory_calibration.json next to this file (bench/preset_memory.py
 # --adopt) replaces every constant a measured run determined and says how many runs each rests on.
 DEFAULT_CALIBRATION = {
-    "source": "priors: REFERENCE.md's H200 runs (training, VAE encode); reasoned values for the rest",
+    "source": "priors: REFERENCE.md's H200 runs (training, VAE encode), call 1's fixed-segment fragmentation, "
+              "reasoned values for the rest",
     "cuda_context_gib": 1.3,              # NVML used minus torch's reserved: context, kernels, cuBLAS/cuDNN handles
     "text_encode_work_gib": 1.0,          # Qwen2.5-VL forward on 1108 padded tokens, all hidden states kept
     "vae_encode_tiled_gib_per_frame": 0.114,    # (9.3 GiB - weights) / 61 frames: tiling is spatial only
@@ -105,9 +106,10 @@ DEFAULT_CALIBRATION = {
     "infer_work_per_token": 40_000,       # one block's no-grad forward working set (validation denoising)
     "vae_decode_tiled_gib_per_frame": 0.15,
     "vae_decode_untiled_bytes_per_pixel_frame": 2700.0,
-    # reserved - allocated, as a share of the step's working set. Fixed segments: a freed block is reused only
-    # by requests that fit it, and cuDNN's conv tiles vary in size (VAE steps lose the most). Expandable
-    # segments reuse freed pages whatever the request: a few percent (priors until measured).
+    # reserved - allocated, as a share of the step's working set. Fixed segments (rounded from the 2026-12-03
+    # H200 call): a freed block is reused only by requests that fit it, and cuDNN's conv tiles vary in size, so
+    # the VAE steps lose the most. Expandable segments reuse freed pages whatever the request: a few percent
+    # (reasoned priors until a call measures them).
     "fragmentation": {
         FIXED: {"caching:text": 0.15, "caching:vae": 0.45, "training": 0.25, "validation:denoise": 0.3,
                 "validation:decode": 1.0},
