@@ -208,7 +208,8 @@ class PhaseEstimate:
 
     def describe(self) -> str:
         parts = ", ".join(f"{k} {v:.1f}" if v >= 0.05 else f"{k} {v:.2f}" for k, v in self.parts.items())
-        return f"{self.name} {self.nvml_gib:.1f} GiB ({parts})"
+        rest = self.nvml_gib - self.allocated_gib   # what NVML counts beyond live tensors
+        return f"{self.name} {self.nvml_gib:.1f} GiB ({parts}; cached segments + CUDA context {rest:.1f})"
 
 
 @dataclass
