@@ -460,7 +460,8 @@ def report(runs: list[dict], before: Path | None, after: Path | None) -> tuple[l
         peak_step = max(stretches, key=lambda k: stretches[k]["nvml_gib"])
         peak = stretches[peak_step]
         e = (est_a.peak_gib - peak["nvml_gib"]) / peak["nvml_gib"] * 100
-        lines.append(f"| **{_label(run)}** ({run['card']}) | **run peak** | {est_b.peak_gib:.1f} ({est_b.peak_phase}) | "
+        lines.append(f"| **{_label(run)}** ({run['card']}) | **run peak** | "
+                     f"{est_b.peak_gib:.1f} ({est_b.peak_phase}) | "
                      f"{est_a.peak_gib:.1f} ({est_a.peak_phase}) | {peak['nvml_gib']} ({peak_step}) | "
                      f"{peak['alloc_gib']} / {peak['reserved_gib']} | {e:+.1f}% |")
         summary[_label(run)] = {"estimate_before_gib": est_b.peak_gib, "estimate_after_gib": est_a.peak_gib,
@@ -529,7 +530,8 @@ def print_tables(runs: list[dict], before: Path | None, after: Path, out: Path |
     log(text)
     for name, s in summary.items():
         log(f"{name}: doctor {s['estimate_after_gib']:.1f} GiB vs measured {s['measured_nvml_gib']} GiB "
-            f"({s['error_after_percent']:+.1f}%; with the calibration before this call {s['error_before_percent']:+.1f}%)")
+            f"({s['error_after_percent']:+.1f}%; with the calibration before this call "
+            f"{s['error_before_percent']:+.1f}%)")
     return {"summary": summary, "leave_one_preset_out": loo}
 
 
@@ -558,7 +560,8 @@ def finish(runs: list[dict], out: Path, meta: dict) -> None:
     except Exception:   # the measurements are already written: --adopt re-solves them on any machine
         import traceback
 
-        log(traceback.format_exc() + f"\nsolving / printing failed; the measurements are in {out / 'preset_memory.json'}")
+        log(traceback.format_exc()
+            + f"\nsolving / printing failed; the measurements are in {out / 'preset_memory.json'}")
         return
     (out / "preset_memory.json").write_text(json.dumps({**meta, "runs": runs}, indent=1, default=str))
     log(f"\nwrote {out / 'preset_memory.json'}, {cal}, {out / 'table.md'}")
@@ -579,12 +582,13 @@ def adopt(results_dir: Path) -> int:
         return 2
     RESULTS.mkdir(parents=True, exist_ok=True)
     slug = re.sub(r"[^a-z0-9]+", "", str(data.get("device", "gpu")).lower().replace("nvidia", "")) or "gpu"
-    same = [p for p in RESULTS.glob(f"{data['date']}-{slug}-preset-memory-*.json") if p.read_bytes() == src.read_bytes()]
+    mine = sorted(RESULTS.glob(f"{data['date']}-{slug}-preset-memory-*.json"))
+    same = [p for p in mine if p.read_bytes() == src.read_bytes()]
     if same:
         dest = same[0]
         log(f"{src} is already {dest}")
     else:
-        n = len(list(RESULTS.glob(f"{data['date']}-{slug}-preset-memory-*.json"))) + 1
+        n = len(mine) + 1
         dest = RESULTS / f"{data['date']}-{slug}-preset-memory-{n}.json"
         shutil.copyfile(src, dest)
         log(f"copied {src} -> {dest}")
@@ -719,7 +723,8 @@ def main() -> int:
             + ", ".join(f"{k} {v['nvml_gib']:.1f}" for k, v in steps.items())
             + (f"; OOM: {result['oom']}" if result.get("oom") else ""))
         if result.get("expandable_segments_seen") not in (None, expandable):
-            log(f"   the training step's segments were {'' if result['expandable_segments_seen'] else 'not '}expandable, "
+            were = "were" if result["expandable_segments_seen"] else "were not"
+            log(f"   the training step's segments {were} expandable, "
                 f"although this run asked for {'them' if expandable else 'none'}: the calibration follows the segments")
         if result["exit_code"] != 0:
             log("   the run did not finish: " + "; ".join(str(e.get("message")) for e in result["events"]
