@@ -39,6 +39,7 @@ from hvtui.core.headless import quiet_libraries  # noqa: E402
 quiet_libraries()   # before diffusers is imported: it imports torchao, which is chatty on import
 import gpu_bench as G  # noqa: E402  (TINY, CUDA, DEV, OUT come from the same environment)
 from hvtui.core.train import lora, quantize, speed  # noqa: E402
+from hvtui.core import fit  # noqa: E402
 
 TINY, CUDA, DEV, OUT = G.TINY, G.CUDA, G.DEV, G.OUT
 STEPS = int(os.environ.get("STEPS") or (3 if TINY else 20))
@@ -189,8 +190,7 @@ def cache_variant(tr, params, preset, handle, batches, share: float, label: str)
     row = G.hvtui_steps(tr, params, preset, batches[:EXTRA_STEPS], label)
     row["speed"] = handle.stats()
     record(G.with_mfu(row, *SHAPE))
-    handle.set_cache_share(speed.QUANTIZED_CACHE_SHARE if quantize.is_quantized(preset.base_model_precision)
-                           else speed.DEFAULT_CACHE_SHARE)
+    handle.set_cache_share(fit.attention_cache_share(preset.base_model_precision))
 
 
 def card_24gb(tr, params, preset, handle, batches) -> None:
@@ -199,7 +199,7 @@ def card_24gb(tr, params, preset, handle, batches) -> None:
     G.free()
     cap_allocator(24)
     handle.gpu_memory_bytes = CARD_24GB
-    handle.set_cache_share(speed.QUANTIZED_CACHE_SHARE)
+    handle.set_cache_share(fit.QUANTIZED_ATTENTION_CACHE_SHARE)
     n = EXTRA_STEPS + 2
     try:
         row = G.hvtui_steps(tr, params, preset, batches[:n], label)

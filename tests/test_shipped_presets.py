@@ -33,7 +33,8 @@ def test_presets_match_their_names():
     int8 = load_preset(PRESETS / "t2v-480p-24gb-int8.toml")
     assert int8.base_model_precision == "int8-torchao" and not int8.enable_group_offload
     from hvtui.core.fit import estimate_memory
-    assert estimate_memory(int8, (848, 480, 61)).peak_gib < 0.92 * 22.5   # a 24 GB card, with room to spare
+    # a 24 GB card (RTX 4090: 24564 MiB), with room to spare: the attention cache only fills what is left
+    assert estimate_memory(int8, (848, 480, 61), card_gib=24564 / 1024).required_gib < 0.92 * 24564 / 1024
     p720 = load_preset(PRESETS / "t2v-720p-80gb.toml")
     assert p720.model_flavour == "t2v-720p" and p720.validation_resolution == "1280x720"
     i2v = load_preset(PRESETS / "i2v-480p.toml")

@@ -556,11 +556,14 @@ def source_checks(components: list[Component]) -> list[Check]:
                 continue
             seen.add(message)
             var = ENV_TEXT if ENV_TEXT in message else ENV_VISION if ENV_VISION in message else ""
-            used = f"; used {source_words(comp.source)} instead" if comp.found else ""
             hint = (f"fix or unset ${var}" if var else "fix the path in the preset (relative paths are relative "
                     "to the preset file) or remove the key")
             status = FAIL if severity == "error" or not comp.found else WARN
-            out.append(Check(f"{comp.name} source", status, message + used, hint, "model"))
+            if status == WARN:   # a stale variable: the run goes on with what was found
+                message += f"; used {source_words(comp.source)} instead"
+            elif comp.found:     # a key the preset sets is never silently replaced: the run stops, and says why
+                hint += f" ({source_words(comp.source)} has one: without the key it is used)"
+            out.append(Check(f"{comp.name} source", status, message, hint, "model"))
     return out
 
 
@@ -583,7 +586,8 @@ def check_fit(est: FitEstimate, preset: Preset, info: NvmlInfo | None) -> Check:
     cap = min(g.mem_total or 0 for g in gpus)
     free = min(g.mem_free if g.mem_free is not None else (g.mem_total or 0) for g in gpus)
     name = gpus[0].name
-    peak = est.peak_gib * GiB
+    # what the run needs: the attention cache is left out, it only fills what the card has left (speed.py)
+    peak = (est.required_gib or est.peak_gib) * GiB
     detail = f"about {peak_words} of {gib(cap)} on {name}: {est.breakdown()}{where}"
     if peak > cap:
         return Check("fit", FAIL, detail, _fit_hint(est, preset, cap), "fit")
@@ -760,7 +764,10 @@ def run_doctor(preset: Preset, system: bool = True, *, env: Mapping[str, str] | 
             report.checks += run(comp.name, "model", component_checks, comp, preset)
     report.checks += [c for c in run("sampling", "model", check_sampling, preset, env) if c is not None]
     try:
-        report.fit = estimate_memory(preset, largest_bucket(preset, scan=scan), processes=processes)
+        gpus = report.gpu.visible_gpus if report.gpu is not None and report.gpu.available else []
+        card = min((g.mem_total or 0) for g in gpus) / GiB if gpus else None   # the cache sizes itself to it
+        report.fit = estimate_memory(preset, largest_bucket(preset, scan=scan), processes=processes,
+                                     card_gib=card or None)
     except Exception as e:   # a preset too broken to estimate: validate.py reports why
         report.checks.append(Check("fit", WARN, f"no estimate: {type(e).__name__}: {e}",
                                    "run `hvtui check PRESET` first", "fit"))

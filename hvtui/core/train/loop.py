@@ -367,6 +367,8 @@ class Trainer:
             "global_batch": global_batch,
             "num_processes": acc.num_processes, "mixed_precision": mp}))
         self.log(describe_global_batch(p, acc.num_processes))
+        if cuda and getattr(self, "allocator_note", ""):
+            self.log(self.allocator_note)
         if acc.num_processes > 1:
             self.log(f"data-parallel: {acc.num_processes} processes ({acc.distributed_type.value.lower()}, "
                      f"{'NCCL' if cuda else 'gloo'}); rank 0 writes events and checkpoints, every rank its RNG state")
@@ -1123,4 +1125,9 @@ class Trainer:
 
 
 def train(preset, bus, control, options) -> int:
-    return Trainer(preset, bus, control, options).run()
+    from hvtui.core.cuda_allocator import configure
+
+    allocator = configure()   # before anything starts CUDA in this process (cuda_allocator.py says why)
+    trainer = Trainer(preset, bus, control, options)
+    trainer.allocator_note = allocator
+    return trainer.run()

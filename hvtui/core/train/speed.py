@@ -28,12 +28,14 @@ import types
 import torch
 
 from hvtui.core.train import attention_cache
+from hvtui.core.fit import ATTENTION_CACHE_HEADROOM, ATTENTION_CACHE_SHARE
+from hvtui.core.fit import attention_cache_share as attention_cache_share_for
 
-DEFAULT_CACHE_SHARE = 0.75    # of the blocks: 40 of 54, ~4 GiB at 480p x 61 (see BENCHMARKS.md, GPU)
-# int8-torchao / fp8-torchao free 7.6 GiB of weights; keeping the other 14 blocks' attention costs 1.4 GiB at
-# 480p x 61, so the quantized modes keep every block's (still capped by the measured headroom)
-QUANTIZED_CACHE_SHARE = 1.0
-HEADROOM = 0.92               # fraction of GPU memory the cache may fill up to, after the first step's peak
+# the attention cache's share of blocks and the headroom it may fill: one place, the memory estimate's
+# (bf16: 40 of 54, ~4 GiB at 480p x 61, see BENCHMARKS.md, GPU; quantized modes free 7.6 GiB of weights and keep
+# every block's, still capped by the measured headroom)
+DEFAULT_CACHE_SHARE = ATTENTION_CACHE_SHARE
+HEADROOM = ATTENTION_CACHE_HEADROOM
 PRESET_BACKENDS = {"native": "native", "flash": "_native_flash", "_native_cudnn": "_native_cudnn",
                    "_native_efficient": "_native_efficient"}
 
@@ -203,8 +205,10 @@ class SpeedHandle:
         self.store.clear()
         if self._measuring is not None and self.device.type == "cuda":
             prev_shape, per_block = self._measuring
-            total = self.gpu_memory_bytes or torch.cuda.get_device_properties(self.device).total_memory
-            room = HEADROOM * total - torch.cuda.memory_reserved(self.device)
+            # what NVML sees (the CUDA context and other processes included), not only this allocator's reserve:
+            # the cache fills the card up to HEADROOM of it (gpu_memory_bytes: a smaller card being emulated)
+            free, total = torch.cuda.mem_get_info(self.device)
+            room = HEADROOM * (self.gpu_memory_bytes or total) - (total - free)
             n = max(0, min(int(self.cache_share * self.n), int(room // per_block)))
             self._cache_blocks[prev_shape] = n
             self.log(f"attention cache: {n}/{self.n} blocks keep attention output at {prev_shape[1]} tokens "
@@ -366,9 +370,7 @@ def prepare_transformer(transformer, preset, device, *, publish=None, compile_bl
     mask_backend = "native" if backend in ("_native_flash", "_native_cudnn") else backend
 
     if attention_cache_share is None:
-        from hvtui.core.train.quantize import is_quantized
-
-        share = QUANTIZED_CACHE_SHARE if is_quantized(preset.base_model_precision) else DEFAULT_CACHE_SHARE
+        share = attention_cache_share_for(preset.base_model_precision)
         attention_cache_share = share if (cuda and not offload and not fp32_compute) else 0.0
     own_kernels = False
     if backend not in ("native", "_native_flash", "_native_cudnn"):
