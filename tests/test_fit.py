@@ -421,3 +421,20 @@ def test_presets_it_never_saw_are_within_10_percent():
 
     for label, err in fit_calibrate.leave_one_preset_out(_committed_runs()).items():
         assert abs(err) <= 10, (label, f"{err:+.1f}%")
+
+
+def test_call_2s_out_of_sample_peaks_are_within_10_percent():
+    """The runs of the second GPU call (bench/results/*-memory-call2-nvml.json: NVML peaks only, measured with
+    the constants solved from the first call): the estimate of each preset, on the card its header names and in
+    the allocator mode the run used, is within 10 % of the run's peak."""
+    import json
+
+    data = json.loads((ROOT / "bench" / "results" / "2026-12-03-h200-memory-call2-nvml.json").read_text())
+    for label, run in data["runs"].items():
+        name = label.split(" ")[0]
+        path = ROOT / "presets" / f"{name}.toml"
+        preset = load_preset(path)
+        est = F.estimate_memory(preset, F.largest_bucket(preset, scan=False), expandable=run["expandable"],
+                                card_gib=F.card_named_in(path.read_text().split("\n\n", 1)[0]))
+        measured = max(run["nvml_gib"].values())
+        assert abs(est.peak_gib - measured) <= 0.10 * measured, (label, est.peak_gib, measured)
