@@ -410,7 +410,12 @@ def test_every_shipped_gpu_preset_is_measured_as_it_runs_now():
 
     runs = _committed_runs()
     assert {"t2v-480p-24gb", "t2v-480p-80gb", "t2v-720p-80gb"} <= {r["name"] for r in runs}
-    missing = set(SHIPPED) - {r["name"] for r in runs if fit_calibrate.run_facts(r)["expandable"]}
+    import json
+
+    call2 = json.loads((ROOT / "bench" / "results" / "2026-12-03-h200-memory-call2-nvml.json").read_text())["runs"]
+    measured = {r["name"] for r in runs if fit_calibrate.run_facts(r)["expandable"]}
+    measured |= {label.split(" ")[0] for label, run in call2.items() if run["expandable"]}
+    missing = set(SHIPPED) - measured
     if missing:
         pytest.xfail(f"not measured with expandable segments yet: {sorted(missing)} (BENCHMARKS.md: the next call)")
 
