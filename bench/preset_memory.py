@@ -64,7 +64,7 @@ CARDS = {
 }
 # seconds one run took on the H200 in call 1 (process start to exit; i2v: like the 480p t2v presets), for
 # deciding whether a run still fits in --time-limit; scaled by how the runs of this call compare
-EXPECTED_S = {"t2v-480p-24gb": 80, "t2v-480p-80gb": 77, "t2v-720p-80gb": 86, "i2v-480p": 80}
+EXPECTED_S = {"t2v-480p-24gb": 80, "t2v-480p-24gb-int8": 100, "t2v-480p-80gb": 77, "t2v-720p-80gb": 86, "i2v-480p": 80}
 TREE_EXPECTED_S = 50
 MODEL_FOR = {"t2v-480p": "t2v-480p", "t2v-720p": "t2v-720p", "i2v-480p": "i2v-480p"}
 # phase events -> step labels. "validating" is announced before the validator gives training's segments back:
