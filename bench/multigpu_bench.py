@@ -180,7 +180,7 @@ def worker() -> None:
 
 # ------------------------------------------------------------------------------------------------ parent
 def gpu_count() -> int:
-    from hvtui.core.train.launch import gpu_count as count
+    from hvtui.core.train.multi_gpu import gpu_count as count
 
     return count()
 

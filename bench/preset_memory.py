@@ -236,7 +236,7 @@ class Sampler:
 def _instrument(sampler: Sampler, spec: dict, seen: dict) -> None:
     """Name the step each part of the trainer runs in (wrappers around the functions the trainer calls), keep
     the trainer for what it reports, and size speed.py's attention cache for the named card."""
-    from hvtui.core.train import conditioning, loop, speed, validate
+    from hvtui.core.train import conditioning, loop, samples, speed
 
     def labelled(fn, label, back=None):
         def wrapper(*a, **k):
@@ -250,9 +250,9 @@ def _instrument(sampler: Sampler, spec: dict, seen: dict) -> None:
 
     conditioning.encode_prompt = labelled(conditioning.encode_prompt, "caching:text")
     conditioning.encode_video = labelled(conditioning.encode_video, "caching:vae")
-    # the validator releases training's segments, then samples: its steps start here (validate.Validator._run)
-    validate.Validator.sample_frames = labelled(validate.Validator.sample_frames, "validation:denoise")
-    validate.decode = labelled(validate.decode, "validation:decode", back="validation:end")
+    # the validator releases training's segments, then samples: its steps start here (samples.Validator._run)
+    samples.Validator.sample_frames = labelled(samples.Validator.sample_frames, "validation:denoise")
+    samples.decode = labelled(samples.decode, "validation:decode", back="validation:end")
     # the transformer moves to the GPU (and gets its LoRA) after caching, before the "training" phase event
     prepare = loop.Trainer._prepare_transformer
 

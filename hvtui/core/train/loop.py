@@ -9,7 +9,7 @@ seed).
 Everything random in a step (data order, sigmas, noise, dropout) is a function of (seed, step, slot,
 attempt), and the rest of the state is in the checkpoint, so a resumed run repeats an uninterrupted one.
 
-Data-parallel (several processes from torchrun / accelerate launch, see launch.py): the slot of a micro-batch
+Data-parallel (several processes from torchrun / accelerate launch, see multi_gpu.py): the slot of a micro-batch
 is its place in the global batch, `micro * world + rank`, and rank r takes batches r, r+W, ... of the epoch
 plan, so W processes x batch 1 compute what one process with gradient_accumulation_steps x W computes (the
 ranks' LoRA gradients are averaged as accumulation averages the micro-batches). The model is not wrapped in
@@ -56,7 +56,7 @@ from hvtui.core.preset import BUILTIN_TINY
 from hvtui.core.train import checkpoint as ckpt
 from hvtui.core.train import write_guard
 from hvtui.core.train.components import release_memory
-from hvtui.core.train.launch import dist_env
+from hvtui.core.train.multi_gpu import dist_env
 
 STOP_EXIT = exitcodes.SIGNAL_EXIT
 MAX_OOM_IN_A_ROW = 3
@@ -390,7 +390,7 @@ class Trainer:
             self.telemetry = TelemetrySampler(self.bus, device=acc.device).start()
         self.cache = cache = self._load_and_cache(report)
         if "vae" in self.components:   # training does not use it: host memory until a validation needs it
-            from hvtui.core.train.validate import park
+            from hvtui.core.train.samples import park
 
             park(self.components["vae"])
         transformer, params = self._prepare_transformer()
@@ -464,10 +464,8 @@ class Trainer:
                         "fix them (hvtui check PRESET lists them) and run again")
 
     def _doctor(self) -> None:
-        try:
-            from hvtui.core.doctor import run_doctor
-        except ImportError:
-            return
+        from hvtui.core.doctor import run_doctor
+
         report = run_doctor(self.preset, system=True, processes=self.dist.world_size)
         failed = [c for c in report.checks if c.status == "fail"]
         for c in report.checks:
@@ -561,7 +559,7 @@ class Trainer:
                      else f"the files of an earlier run in {self.out} (no checkpoint: nothing to resume) moved to {moved}")
 
     def _check_shared_folders(self) -> None:
-        from hvtui.core.train.cache import cache_dirs
+        from hvtui.core.train.latent_cache import cache_dirs
         from hvtui.core.train.shared_disk import unseen_folders
 
         latent, text = cache_dirs(self.preset)
@@ -619,7 +617,7 @@ class Trainer:
         return cache
 
     def _load_and_cache_share(self, report, shard: tuple[int, int]):
-        from hvtui.core.train.cache import CacheInterrupted, build_cache, plan_cache
+        from hvtui.core.train.latent_cache import CacheInterrupted, build_cache, plan_cache
         from hvtui.core.train.cache_verify import CacheEntryDamaged, NonFiniteEncoding, drop_damaged
         from hvtui.core.train.components import ModelLoadError, load_components, model_info
 
@@ -674,17 +672,13 @@ class Trainer:
             except quantize.QuantizationError as e:   # doctor catches these first; `--run` reached here anyway
                 raise Abort(exitcodes.DOCTOR_FAILED, e.message, e.hint)
         params = add_lora(transformer, p)
-        try:
-            from hvtui.core.train.speed import prepare_transformer
-        except ImportError:
-            prepare_transformer = None
-        if not p.enable_group_offload or prepare_transformer is None:
+        from hvtui.core.train.speed import prepare_transformer
+
+        if not p.enable_group_offload:
             transformer.to(device)     # with offload, prepare_transformer places the blocks itself
-        self.speed = None
-        if prepare_transformer is not None:
-            self.speed = prepare_transformer(transformer, p, device, publish=self.publish)
-            if self.telemetry is not None and hasattr(self.speed, "stats"):
-                self.telemetry.extra = self.speed.stats
+        self.speed = prepare_transformer(transformer, p, device, publish=self.publish)
+        if self.telemetry is not None:
+            self.telemetry.extra = self.speed.stats
         n = sum(q.numel() for q in params)
         self.log(f"LoRA rank {p.lora_rank} on {p.lora_targets}: {n:,} trainable parameters")
         return transformer, params
@@ -1101,7 +1095,7 @@ class Trainer:
         """Sample the validation prompts now. A failure is an event; training goes on."""
         if not self.is_main or not self.preset.all_validation_prompts or "vae" not in self.components:
             return
-        from hvtui.core.train.validate import ValidationError, Validator
+        from hvtui.core.train.samples import ValidationError, Validator
 
         self.last_validated_step = self.step
         self.phase("validating", f"step {self.step}")

@@ -160,12 +160,9 @@ def launch(preset_path: str, n: int, options, out=sys.stdout, err=sys.stderr) ->
     except PresetError as e:
         print(f"error: {e}", file=err)
         return exitcodes.INVALID
-    try:
-        from hvtui.core.validate import validate_preset
-    except ImportError:
-        problems = []
-    else:
-        problems = [q for q in validate_preset(preset) if q.is_error]
+    from hvtui.core.validate import validate_preset
+
+    problems = [q for q in validate_preset(preset) if q.is_error]
     if problems:   # once here, not once per worker
         for q in problems:
             print(f"error: {q}", file=err)
