@@ -179,11 +179,11 @@ def test_a_sharded_accelerate_config_is_refused_before_the_model_loads(tmp_path,
     from hvtui.core import exitcodes
     from hvtui.core.preset import load_preset
     from hvtui.core.session import RunOptions, Session
-    from hvtui.core.train import loop
+    from hvtui.core.train import run_setup
 
     L.write_clips(tmp_path / "data", 1)
     p = L.write_preset(tmp_path / "p.toml", tmp_path / "data", tmp_path / "cache", tmp_path / "out", max_train_steps=1)
-    monkeypatch.setattr(loop, "_fresh_accelerator",
+    monkeypatch.setattr(run_setup, "fresh_accelerator",
                         lambda *a, **k: SimpleNamespace(distributed_type=DistributedType.FSDP))
     s = Session(load_preset(p), options=RunOptions())
     s.start()
