@@ -2,8 +2,9 @@
 
 Random bf16 weights built directly on the GPU (no download), LoRA r16 on the block attention projections
 (hvtui.core.train.lora.add_lora), full gradient checkpointing, batch 1, 120 valid text tokens, t2v.
-hvtui's step is the trainer's: step.collate / sample_sigmas / flow_matching_loss under bf16 autocast,
-grad clipping, the preset's optimizer (optim.build_optimizer), after speed.prepare_transformer.
+hvtui's step is the trainer's: step.collate, then step.loss_and_gradients (sigmas, noise, flow-matching loss
+under bf16 autocast, backward) and step.apply_update (grad clipping, the preset's optimizer from
+optim.build_optimizer), after speed.prepare_transformer.
 
     python bench/gpu_bench.py A    # 848x480x61: hvtui default, no attention cache, offload, reference, VAE
     python bench/gpu_bench.py B    # 848x480x121, 1280x720x61 (hvtui + reference), 1280x720x121 (hvtui)
@@ -146,24 +147,20 @@ def make_batches(w, h, f, n, seed=0):
 
 
 def timed_step(tr, params, opt, preset, batch, seed) -> tuple[float, float, float]:
-    """One trainer step (sigmas + noise from `seed`, flow-matching loss under bf16 autocast, clipping, optimizer),
-    timed between CUDA syncs: (seconds, loss, grad norm)."""
+    """One trainer step, the trainer's own two calls (step.loss_and_gradients: sigmas + noise from `seed`,
+    flow-matching loss under bf16 autocast, backward; step.apply_update: clipping, optimizer), timed between CUDA
+    syncs: (seconds, loss, grad norm)."""
     gen = torch.Generator().manual_seed(seed)
-    sig = step.sample_sigmas(preset, 1, gen)
-    noise = torch.randn(batch["latents"].shape, generator=gen)
     if CUDA:
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    with torch.autocast(DEV.type, dtype=torch.bfloat16, enabled=CUDA):
-        loss = step.flow_matching_loss(tr, batch, sig, noise)
-    loss.backward()
-    gnorm = torch.nn.utils.clip_grad_norm_(params, preset.max_grad_norm)
-    opt.step()
+    loss = step.loss_and_gradients(tr, batch, preset, gen,
+                                   forward_context=lambda: torch.autocast(DEV.type, dtype=torch.bfloat16, enabled=CUDA))
+    _, _, gnorm = step.apply_update(params, opt, None, preset.max_grad_norm)
     opt.zero_grad(set_to_none=True)
-    loss_v, gnorm_v = loss.item(), float(gnorm)
     if CUDA:
         torch.cuda.synchronize()
-    return time.perf_counter() - t0, loss_v, gnorm_v
+    return time.perf_counter() - t0, loss, gnorm
 
 
 def hvtui_steps(tr, params, preset, batches, label, extra=None):

@@ -8,10 +8,10 @@
 Each N runs `python -m torch.distributed.run --standalone --nproc_per_node N bench/multigpu_bench.py --worker`.
 A worker is the trainer minus the dataset: the full-size HunyuanVideo 1.5 transformer with random bf16 weights
 built directly on its GPU (the same seed on every rank), `lora.add_lora`, `speed.prepare_transformer`, the
-trainer's Accelerator and preparation (loop._fresh_accelerator, loop.prepare_for_training: autocast, no DDP
-wrapper, rank 0's LoRA broadcast), and the optimizer step is the trainer's own `Trainer._one_step` (collate,
-sigmas, flow-matching loss, backward, the one agreement collective, in-place gradient averaging, clipping,
-optimizer), fed by a synthetic cache
+trainer's Accelerator and preparation (run_setup.fresh_accelerator, run_setup.prepare_for_training: autocast,
+no DDP wrapper, rank 0's LoRA broadcast), and the optimizer step is the trainer's own `train_step.TrainStep`
+(collate, sigmas, flow-matching loss, backward, the one agreement collective, in-place gradient averaging,
+clipping, optimizer), fed by a synthetic cache
 of cached-latent-shaped items (120 text tokens, t2v) and hvtui's bucket sampler (rank r takes batches
 r, r+N, ...). The first WARMUP steps (compile, attention-cache measuring) are not timed.
 samples/s = N x batch / s per step; scaling = samples/s over the 1-GPU row; peak memory per GPU = the
@@ -76,20 +76,19 @@ def build_transformer(device):
 
 def worker() -> None:
     import torch
+    from gpu_bench import NvmlPeak  # this script's folder is on sys.path (run as a script, also by torchrun)
 
-    from hvtui.core.bus import Bus
-    from hvtui.core.control import Control
     from hvtui.core.preset import Preset
-    from hvtui.core.session import RunOptions
-    from hvtui.core.train import loop, lora, optim
+    from hvtui.core.train import lora, optim, run_setup
     from hvtui.core.train.collectives import Collectives
     from hvtui.core.train.data import BucketBatchSampler, group_key
-    from gpu_bench import NvmlPeak   # this script's folder is on sys.path (run as a script, also by torchrun)
+    from hvtui.core.train.failures import Injector
+    from hvtui.core.train.train_step import Training, TrainStep
 
     cuda = torch.cuda.is_available() and not TINY
     preset = Preset(lora_rank=16, gradient_checkpointing=True, train_batch_size=1, gradient_accumulation_steps=1,
                     mixed_precision="bf16" if cuda else "no", max_grad_norm=1.0)
-    acc = loop._fresh_accelerator(preset.mixed_precision, 1, cpu=not cuda)
+    acc = run_setup.fresh_accelerator(preset.mixed_precision, 1, cpu=not cuda)
     coll = Collectives(acc)
     dev = acc.device
     cap = None
@@ -116,19 +115,17 @@ def worker() -> None:
                                     publish=lambda e: log(e.data.get("message", e.data)))
     opt = optim.build_optimizer(preset.optimizer, params, preset.learning_rate, dev.type)
     sch = optim.build_scheduler("constant", opt, 0, 10**6)
-    model, opt = loop.prepare_for_training(acc, tr, opt, params, coll)
+    model, opt = run_setup.prepare_for_training(acc, tr, opt, params, coll)
 
-    # the trainer, minus dataset scanning and caching: its own step function runs below
-    trainer = loop.Trainer(preset, Bus(), Control(), RunOptions(write_events=False, file_control=False))
-    trainer.accelerator, trainer.coll, trainer.is_main = acc, coll, acc.is_main_process
-    trainer.model, trainer.optimizer, trainer.scheduler, trainer.params = model, opt, sch, params
+    # the trainer's step, minus dataset scanning and caching
     n_items = acc.num_processes * (WARMUP + STEPS)
     ids = [f"s{i}" for i in range(n_items)]
     from types import SimpleNamespace
 
-    trainer.entries = {i: SimpleNamespace(sample_id=i) for i in ids}
-    trainer.sampler = BucketBatchSampler({group_key(f"{W}x{H}@{F}", False): ids}, 1, preset.seed,
-                                         rank=acc.process_index, world_size=acc.num_processes)
+    sampler = BucketBatchSampler({group_key(f"{W}x{H}@{F}", False): ids}, 1, preset.seed,
+                                 rank=acc.process_index, world_size=acc.num_processes)
+    training = Training(model, opt, sch, params, sampler, {i: SimpleNamespace(sample_id=i) for i in ids})
+    train_step = TrainStep(preset, acc, coll, training, Injector(acc.process_index))
     base = getattr(model, "module", model)
     cache = SyntheticCache(base.config.text_embed_dim, base.config.text_embed_2_dim, base.config.image_embed_dim)
 
@@ -146,11 +143,11 @@ def worker() -> None:
                 torch.cuda.reset_peak_memory_stats(dev)
             sync()
             t0 = time.perf_counter()
-            result = trainer._one_step(cache, i + 1, 0)
+            result = train_step(cache, i + 1, 0)
             sync()
             times.append(time.perf_counter() - t0)
-            losses.append(result["loss"])
-            log(f"step {i}: {times[-1]:.3f}s loss {result['loss']:.4f} {result['status']}")
+            losses.append(result.loss)
+            log(f"step {i}: {times[-1]:.3f}s loss {result.loss:.4f} {result.status}")
     timed = times[WARMUP:] or times
     mine = {"rank": acc.process_index, "s_per_step": statistics.median(timed), "times": [round(x, 3) for x in times],
             "peak_alloc_gib": round(torch.cuda.max_memory_allocated(dev) / 2**30, 2) if cuda else None,
@@ -180,7 +177,7 @@ def worker() -> None:
 
 # ------------------------------------------------------------------------------------------------ parent
 def gpu_count() -> int:
-    from hvtui.core.train.launch import gpu_count as count
+    from hvtui.core.train.multi_gpu import gpu_count as count
 
     return count()
 

@@ -64,7 +64,7 @@ CARDS = {
 }
 # seconds one run took on the H200 in call 1 (process start to exit; i2v: like the 480p t2v presets), for
 # deciding whether a run still fits in --time-limit; scaled by how the runs of this call compare
-EXPECTED_S = {"t2v-480p-24gb": 80, "t2v-480p-80gb": 77, "t2v-720p-80gb": 86, "i2v-480p": 80}
+EXPECTED_S = {"t2v-480p-24gb": 80, "t2v-480p-24gb-int8": 100, "t2v-480p-80gb": 77, "t2v-720p-80gb": 86, "i2v-480p": 80}
 TREE_EXPECTED_S = 50
 MODEL_FOR = {"t2v-480p": "t2v-480p", "t2v-720p": "t2v-720p", "i2v-480p": "i2v-480p"}
 # phase events -> step labels. "validating" is announced before the validator gives training's segments back:
@@ -235,8 +235,8 @@ class Sampler:
 
 def _instrument(sampler: Sampler, spec: dict, seen: dict) -> None:
     """Name the step each part of the trainer runs in (wrappers around the functions the trainer calls), keep
-    the trainer for what it reports, and size speed.py's attention cache for the named card."""
-    from hvtui.core.train import conditioning, loop, speed, validate
+    the speed handle for what it reports, and size speed.py's attention cache for the named card."""
+    from hvtui.core.train import conditioning, run_setup, samples, speed
 
     def labelled(fn, label, back=None):
         def wrapper(*a, **k):
@@ -250,17 +250,18 @@ def _instrument(sampler: Sampler, spec: dict, seen: dict) -> None:
 
     conditioning.encode_prompt = labelled(conditioning.encode_prompt, "caching:text")
     conditioning.encode_video = labelled(conditioning.encode_video, "caching:vae")
-    # the validator releases training's segments, then samples: its steps start here (validate.Validator._run)
-    validate.Validator.sample_frames = labelled(validate.Validator.sample_frames, "validation:denoise")
-    validate.decode = labelled(validate.decode, "validation:decode", back="validation:end")
+    # the validator releases training's segments, then samples: its steps start here (samples.Validator._run)
+    samples.Validator.sample_frames = labelled(samples.Validator.sample_frames, "validation:denoise")
+    samples.decode = labelled(samples.decode, "validation:decode", back="validation:end")
     # the transformer moves to the GPU (and gets its LoRA) after caching, before the "training" phase event
-    prepare = loop.Trainer._prepare_transformer
+    prepare = run_setup.prepare_transformer
 
-    def prepare_and_keep(self, *a, **k):
-        seen["trainer"] = self
-        return labelled(prepare, "training")(self, *a, **k)
+    def prepare_and_keep(*a, **k):
+        transformer, params, handle = labelled(prepare, "training")(*a, **k)
+        seen["speed"] = handle
+        return transformer, params, handle
 
-    loop.Trainer._prepare_transformer = prepare_and_keep
+    run_setup.prepare_transformer = prepare_and_keep
     if sampler.cuda:   # room for the attention cache: the named card's, not the H200's (speed.HEADROOM x total)
         original = speed.prepare_transformer
 
@@ -337,7 +338,7 @@ def child(spec_path: Path) -> int:
     t0 = time.perf_counter()
     code = train(preset, bus, Control(None), RunOptions(file_control=False, write_events=True))
     result.update(exit_code=code, seconds=round(time.perf_counter() - t0, 1), steps=sampler.stop(), events=events)
-    speed = getattr(seen.get("trainer"), "speed", None)
+    speed = seen.get("speed")
     if speed is not None and speed.shapes_seen:   # what the trainer ran: (batch, tokens) and the cached blocks
         batch, tokens = speed.shapes_seen[-1]
         result.update(train_tokens=int(tokens), train_batch=int(batch),
@@ -370,7 +371,7 @@ def bench_preset(name: str, scratch: Path, models: Path, tiny: bool, compile_blo
     model = models / MODEL_FOR[raw["model_flavour"]]
     # 2 steps; no mid-run checkpoint and no in-loop sample (validation_steps beyond the last step): the final
     # save then writes the checkpoint right after step 2, holding training's segments as a run's checkpoint
-    # does, and the sample follows it (loop._final_save)
+    # does, and the sample follows it (checkpointing.Checkpointer.final_save, then loop.Trainer._run)
     raw.update(pretrained_model_name_or_path=str(model), output_dir=str(run / "output"), max_train_steps=2,
                checkpointing_steps=0, validation_steps=1000, validation_num_inference_steps=1,
                compile_blocks=compile_blocks, lr_warmup_steps=0)

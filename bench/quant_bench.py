@@ -4,9 +4,9 @@ One call, full-size HunyuanVideo 1.5 transformer with random bf16 weights built 
 weights for every mode), 848x480x61 (25,440 video tokens + 120 text tokens), batch 1, t2v, LoRA r16 on the
 attention projections (same init for every mode), full gradient checkpointing, hvtui's defaults
 (compiled blocks, cuDNN attention through hvtui's kernels, attention cache). The step is the trainer's
-(gpu_bench.timed_step: step.collate / sample_sigmas / flow_matching_loss under bf16 autocast, clipping,
-AdamW), 20 steps per mode on the same data, sigmas and noise. Each quantized mode starts where the trainer
-starts: the bf16 model in host memory, quantized block by block onto the GPU (timed).
+(gpu_bench.timed_step: step.loss_and_gradients under bf16 autocast, step.apply_update: clipping, AdamW), 20 steps
+per mode on the same data, sigmas and noise. Each quantized mode starts where the trainer starts: the bf16 model in
+host memory, quantized block by block onto the GPU (timed).
 
     python3 bench/quant_bench.py            # on the lent H200 (about 8 minutes)
     TINY=1 python3 bench/quant_bench.py     # CPU: the same code path at tiny size (fp8 matmuls on the CPU)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from hvtui.core.dataset import scan_preset
 from hvtui.core.train import decode_failures as D
-from hvtui.core.train.cache import CacheEntry, CacheIndex
+from hvtui.core.train.latent_cache import CacheEntry, CacheIndex
 
 from dataset_builders import clip, preset_for
 

@@ -10,14 +10,14 @@ from types import SimpleNamespace
 import pytest
 
 from hvtui.core.train import checkpoint as ckpt
-from hvtui.core.train import launch
-from hvtui.core.train.cache import CachePlan
+from hvtui.core.train import multi_gpu
+from hvtui.core.train.latent_cache import CachePlan
 from hvtui.core.train.data import BucketBatchSampler
 
 
 def test_dist_env_reads_the_launchers_variables():
-    assert launch.dist_env({}) == launch.DistEnv(0, 1, 0, 1)
-    env = launch.dist_env({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"})
+    assert multi_gpu.dist_env({}) == multi_gpu.DistEnv(0, 1, 0, 1)
+    env = multi_gpu.dist_env({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"})
     assert (env.rank, env.world_size, env.local_rank, env.local_world_size) == (3, 4, 1, 2)
     assert env.distributed and not env.is_main
 
@@ -25,23 +25,23 @@ def test_dist_env_reads_the_launchers_variables():
 def test_torchrun_command_keeps_hvtui_options_away_from_torchruns_parser():
     from hvtui.core.session import RunOptions
 
-    cmd = launch.torchrun_command(2, "p.toml", RunOptions(resume="auto", allow_changed=True))
-    fresh = launch.torchrun_command(2, "p.toml", RunOptions(fresh=True))
+    cmd = multi_gpu.torchrun_command(2, "p.toml", RunOptions(resume="auto", allow_changed=True))
+    fresh = multi_gpu.torchrun_command(2, "p.toml", RunOptions(fresh=True))
     assert fresh[fresh.index("hvtui"):] == ["hvtui", "--", "--run", "p.toml", "--fresh"]
     assert cmd[:3] == [sys.executable, "-m", "hvtui.core.train.torchrun"]
     assert "--standalone" in cmd and "--nproc_per_node=2" in cmd
     # torchrun's argparse would read --run as its --run-path without the "--"
     assert cmd[cmd.index("hvtui"):] == ["hvtui", "--", "--run", "p.toml", "--resume", "auto", "--allow-changed"]
-    env = launch.launch_env(2, {})
+    env = multi_gpu.launch_env(2, {})
     assert int(env["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"]) >= 300 and int(env["OMP_NUM_THREADS"]) >= 1
-    assert launch.launch_env(2, {"TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "5"})["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"] == "5"
+    assert multi_gpu.launch_env(2, {"TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "5"})["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"] == "5"
 
 
 def test_gpus_problems():
-    assert launch.gpus_problem(2, 0) is None            # no CUDA: CPU processes (gloo)
-    assert launch.gpus_problem(4, 4) is None
-    assert "has 2 usable GPU" in launch.gpus_problem(4, 2)
-    assert "1 or more" in launch.gpus_problem(0, 8)
+    assert multi_gpu.gpus_problem(2, 0) is None            # no CUDA: CPU processes (gloo)
+    assert multi_gpu.gpus_problem(4, 4) is None
+    assert "has 2 usable GPU" in multi_gpu.gpus_problem(4, 2)
+    assert "1 or more" in multi_gpu.gpus_problem(0, 8)
 
 
 def test_finished_code_reads_only_this_launchs_events(tmp_path):
@@ -49,15 +49,15 @@ def test_finished_code_reads_only_this_launchs_events(tmp_path):
     old = json.dumps({"kind": "finished", "exit_code": 0, "time": 1.0})
     path.write_text(json.dumps({"schema": 1}) + "\n" + old + "\n")
     offset = path.stat().st_size
-    assert launch.finished_code(path, offset) is None
+    assert multi_gpu.finished_code(path, offset) is None
     with open(path, "a") as f:
         f.write(json.dumps({"kind": "finished", "exit_code": 143, "time": 2.0}) + "\n")
-    assert launch.finished_code(path, offset) == 143 and launch.finished_code(path, 0) == 143
+    assert multi_gpu.finished_code(path, offset) == 143 and multi_gpu.finished_code(path, 0) == 143
     # --fresh: the run moved the earlier events aside and began a new (shorter) file: read from its start
     inode = path.stat().st_ino
     os.replace(path, tmp_path / "earlier.jsonl")
     path.write_text(json.dumps({"kind": "finished", "exit_code": 6, "time": 3.0}) + "\n")
-    assert launch.finished_code(path, offset, inode) == 6
+    assert multi_gpu.finished_code(path, offset, inode) == 6
 
 
 def test_run_command_rejects_impossible_gpu_counts(capsys):
@@ -179,11 +179,11 @@ def test_a_sharded_accelerate_config_is_refused_before_the_model_loads(tmp_path,
     from hvtui.core import exitcodes
     from hvtui.core.preset import load_preset
     from hvtui.core.session import RunOptions, Session
-    from hvtui.core.train import loop
+    from hvtui.core.train import run_setup
 
     L.write_clips(tmp_path / "data", 1)
     p = L.write_preset(tmp_path / "p.toml", tmp_path / "data", tmp_path / "cache", tmp_path / "out", max_train_steps=1)
-    monkeypatch.setattr(loop, "_fresh_accelerator",
+    monkeypatch.setattr(run_setup, "fresh_accelerator",
                         lambda *a, **k: SimpleNamespace(distributed_type=DistributedType.FSDP))
     s = Session(load_preset(p), options=RunOptions())
     s.start()

@@ -1,4 +1,4 @@
-"""The data-parallel step's agreement and gradient averaging (loop.Trainer._agree_and_average), with two real
+"""The data-parallel step's agreement and gradient averaging (train_step.agree_and_average), with two real
 gloo processes: mixed dtypes, tiny flattening pieces (so several all-reduces run), tensors with a gradient on
 some processes only, and one on none."""
 from types import SimpleNamespace
@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from hvtui.core.train import collectives, loop
+from hvtui.core.train import collectives, train_step
 from hvtui.core.train.collectives import Collectives
 
 SHAPES = [(3, 4), (5,), (2, 2), (7,), (4, 3)]
@@ -33,8 +33,7 @@ def _worker(rank, init, outcome_of, results):
             q = torch.nn.Parameter(torch.zeros(shape, dtype=dtype))
             q.grad = _grad(rank, i)
             params.append(q)
-        me = SimpleNamespace(coll=coll, params=params)
-        outcome, loss = loop.Trainer._agree_and_average(me, outcome_of[rank], 1.5 + rank)
+        outcome, loss = train_step.agree_and_average(coll, params, outcome_of[rank], 1.5 + rank)
         # plain lists: tensors sent through a queue live in shared memory that dies with this process
         results.put((rank, outcome, loss, [None if q.grad is None else (str(q.grad.dtype), q.grad.double().tolist())
                                            for q in params]))
@@ -52,10 +51,10 @@ def _run(tmp_path, outcome_of):
 
 
 def test_gradients_are_averaged_in_place_and_missing_ones_count_as_zero(tmp_path):
-    got = _run(tmp_path, {0: loop.OK, 1: loop.OK})
+    got = _run(tmp_path, {0: train_step.OK, 1: train_step.OK})
     for rank in (0, 1):
         outcome, loss, grads = got[rank]
-        assert outcome == loop.OK and loss == pytest.approx(2.0)       # (1.5 + 2.5) / 2
+        assert outcome == train_step.OK and loss == pytest.approx(2.0)       # (1.5 + 2.5) / 2
         for i, g in enumerate(grads):
             if i == 3:
                 assert g is None                                       # no process had one: the optimizer skips it
@@ -67,8 +66,8 @@ def test_gradients_are_averaged_in_place_and_missing_ones_count_as_zero(tmp_path
     assert all(torch.equal(a[1], b[1]) for a, b in zip(got[0][2], got[1][2]) if a is not None)   # the same everywhere
 
 
-@pytest.mark.parametrize("outcomes, expected", [((loop.NONFINITE, loop.OK), loop.NONFINITE),
-                                                ((loop.NONFINITE, loop.OOM), loop.OOM)])
+@pytest.mark.parametrize("outcomes, expected", [((train_step.NONFINITE, train_step.OK), train_step.NONFINITE),
+                                                ((train_step.NONFINITE, train_step.OOM), train_step.OOM)])
 def test_a_failure_anywhere_is_everyones_and_nothing_is_averaged(tmp_path, outcomes, expected):
     got = _run(tmp_path, dict(enumerate(outcomes)))
     for rank in (0, 1):

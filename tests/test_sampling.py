@@ -46,11 +46,11 @@ def test_the_checkpoints_guider_and_scheduler_win_over_the_table(tmp_path):
 def test_validation_calls_the_transformer_as_the_guidance_says(tmp_path, flavour, guidance, calls_per_step):
     from test_train_model_validate import _setup
 
-    from hvtui.core.train import validate
+    from hvtui.core.train import samples
 
     p, comps, index, tr = _setup(tmp_path, flavour, guidance=guidance)
     logs = []
-    v = validate.Validator(p, comps, index, "cpu", publish=logs.append)
+    v = samples.Validator(p, comps, index, "cpu", publish=logs.append)
     calls = []
     hook = tr.register_forward_pre_hook(lambda *a: calls.append(1))
     frames = v.sample_frames(tr, 0)

@@ -5,7 +5,7 @@ import torch
 from hvtui.core.dataset import scan_preset
 from hvtui.core.preset import preset_from_dict
 from hvtui.core.synth import write_clip
-from hvtui.core.train import cache, lora, step, validate, video_io
+from hvtui.core.train import latent_cache, lora, samples, step, video_io
 from hvtui.core.train.components import load_components
 from hvtui.core.train.tiny import D_BYT5, D_IMG, D_TXT, IMAGE_TOKENS
 
@@ -32,8 +32,8 @@ def _preset(tmp_path, flavour="t2v-480p", captions=None):
 def _build(p, events=None, extra=()):
     report = scan_preset(p, use_cache=False)
     assert not report.errors, report.errors
-    comps = load_components(p, "cpu", parts=cache.plan_cache(p, report, _info(p)).parts_needed | {"image", *extra})
-    return cache.build_cache(p, report, comps, "cpu", publish=(events.append if events is not None else None)), comps
+    comps = load_components(p, "cpu", parts=latent_cache.plan_cache(p, report, _info(p)).parts_needed | {"image", *extra})
+    return latent_cache.build_cache(p, report, comps, "cpu", publish=(events.append if events is not None else None)), comps
 
 
 def _info(p):
@@ -75,17 +75,17 @@ def test_t2v_cache_shapes_valid_tokens_and_reuse(tmp_path):
     assert batch["latents"].shape == (1, 32, 2, h // 16, w // 16)
 
     # second run: everything reused, nothing loaded for text
-    plan = cache.plan_cache(p, scan_preset(p, use_cache=False), _info(p))
+    plan = latent_cache.plan_cache(p, scan_preset(p, use_cache=False), _info(p))
     assert plan.parts_needed == set()
     # change one caption: exactly one text entry is re-encoded, no latents
     p2 = _preset(tmp_path, captions={"a": "a red square", "b": "a blue square\na blue box"})
-    plan = cache.plan_cache(p2, scan_preset(p2, use_cache=False), _info(p2))
+    plan = latent_cache.plan_cache(p2, scan_preset(p2, use_cache=False), _info(p2))
     assert plan.todo_text == ["a red square"] and plan.todo_latents == [] and plan.parts_needed == {"text"}
     idx2, _ = _build(p2)
     assert idx2.stats["texts_encoded"] == 1 and idx2.stats["latents_encoded"] == 0
     # a changed clip (new mtime/size) re-encodes that clip's latents only
     write_clip(tmp_path / "clips" / "a.mp4", 64, 64, fps=8, frames=5, colour="green")
-    plan = cache.plan_cache(p2, scan_preset(p2, use_cache=False), _info(p2))
+    plan = latent_cache.plan_cache(p2, scan_preset(p2, use_cache=False), _info(p2))
     assert [s.id for s in plan.todo_latents] == [a.sample_id] and plan.todo_text == []
     assert not list((tmp_path / "textcache").glob(".tmp-*"))
 
@@ -111,5 +111,5 @@ def test_i2v_conditioning_shapes_and_validation_sample(tmp_path):
     # i2v validation: the first frame of a training clip conditions the sample; encoders are gone
     lora.add_lora(comps["transformer"], p)
     p.validation_num_inference_steps, p.validation_num_video_frames = 2, 5
-    paths = validate.Validator(p, comps, idx, "cpu").run(comps["transformer"], step=1)
+    paths = samples.Validator(p, comps, idx, "cpu").run(comps["transformer"], step=1)
     assert len(paths) == 1 and video_io.count_frames(paths[0]) == 5

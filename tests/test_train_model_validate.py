@@ -6,7 +6,7 @@ import torch
 from hvtui.core.dataset import scan_preset
 from hvtui.core.preset import preset_from_dict
 from hvtui.core.synth import write_clip
-from hvtui.core.train import cache, lora, validate, video_io
+from hvtui.core.train import latent_cache, lora, samples, video_io
 from hvtui.core.train.components import load_components, make_pipeline
 
 pytestmark = pytest.mark.slow
@@ -25,7 +25,7 @@ def _setup(tmp_path, flavour, guidance=1.0):
         "datasets": [{"id": "clips", "instance_data_dir": str(data), "resolution": 64,
                       "video": {"num_frames": 5, "min_frames": 5}}]}, source=tmp_path / "p.toml")
     comps = load_components(p, "cpu")
-    index = cache.build_cache(p, scan_preset(p, use_cache=False), comps, "cpu")
+    index = latent_cache.build_cache(p, scan_preset(p, use_cache=False), comps, "cpu")
     tr = comps["transformer"]
     lora.add_lora(tr, p)
     g = torch.Generator().manual_seed(0)
@@ -44,7 +44,7 @@ def test_t2v_validation_matches_stock_pipeline_and_writes_mp4(t2v):
     p, comps, index, tr = t2v
     assert "text_encoder" not in comps                       # encoders freed after caching
     events = []
-    v = validate.Validator(p, comps, index, "cpu", publish=events.append)
+    v = samples.Validator(p, comps, index, "cpu", publish=events.append)
     ours = v.sample_frames(tr, 0)
     assert ours.shape == (5, 48, 32, 3)
     # the stock pipeline, text encoders present, padded prompts + masks, same transformer and seed
@@ -72,17 +72,17 @@ def test_t2v_validation_matches_stock_pipeline_and_writes_mp4(t2v):
 def test_failures_are_typed_and_training_mode_is_restored(t2v, monkeypatch):
     p, comps, index, tr = t2v
     tr.train()
-    v = validate.Validator(p, comps, index, "cpu")
+    v = samples.Validator(p, comps, index, "cpu")
 
     def oom(*a, **k):
         raise torch.OutOfMemoryError("CUDA out of memory (injected)")
 
-    monkeypatch.setattr(validate.Validator, "sample_frames", oom)
-    with pytest.raises(validate.ValidationError) as e:
+    monkeypatch.setattr(samples.Validator, "sample_frames", oom)
+    with pytest.raises(samples.ValidationError) as e:
         v.run(tr, step=3)
     assert e.value.oom and tr.training
     monkeypatch.undo()
     monkeypatch.setattr(p, "validation_resolution", "big")
-    with pytest.raises(validate.ValidationError, match="not WxH") as e:
+    with pytest.raises(samples.ValidationError, match="not WxH") as e:
         v.run(tr, step=3)
     assert not e.value.oom and tr.training

@@ -1,5 +1,5 @@
 """`hvtui --run PRESET [--resume auto|PATH] [--allow-changed] [--fresh] [--gpus N]`: headless training
-(see hvtui.core.headless). `--gpus N` (N > 1) relaunches through torchrun (hvtui.core.train.launch); a
+(see hvtui.core.headless). `--gpus N` (N > 1) relaunches through torchrun (hvtui.core.train.multi_gpu); a
 process that torchrun / `accelerate launch` started is one worker of such a run."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hvtui.core import exitcodes
 
 
 def main(args) -> int:
-    from hvtui.core.train.launch import dist_env, gpus_problem   # no torch here
+    from hvtui.core.train.multi_gpu import dist_env, gpus_problem   # no torch here
 
     from hvtui.core.session import RunOptions
 
@@ -21,7 +21,7 @@ def main(args) -> int:
     options = RunOptions(resume=args.resume, allow_changed=args.allow_changed, fresh=args.fresh)
     if gpus is not None and not env.distributed:
         if gpus > 1:
-            from hvtui.core.train.launch import launch
+            from hvtui.core.train.multi_gpu import launch
 
             return launch(args.run, gpus, options)
         problem = gpus_problem(gpus, 0)

@@ -638,7 +638,7 @@ def check_preset(preset: Preset, env) -> Check:
 
 def check_gpu_count(processes: int, info: NvmlInfo | None) -> Check:
     """`hvtui doctor --gpus N`: does this machine have N usable GPUs (one process each)?"""
-    from hvtui.core.train.launch import gpus_problem
+    from hvtui.core.train.multi_gpu import gpus_problem
 
     available = len(info.visible_gpus) if info is not None and info.available else 0
     problem = gpus_problem(processes, available)

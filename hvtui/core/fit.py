@@ -11,7 +11,7 @@ A run goes through steps, each with its own resident set on the GPU (train/loop.
                       of the 54 blocks (batch 1, no offload), one block's recompute + backward per token
   validation:denoise  the same resident set without gradients; working set: one no-grad block forward per token
                       (cond and uncond run one after the other at batch 1); the validator gives the allocator's
-                      cache back first (train/validate.py)
+                      cache back first (train/samples.py)
   validation:decode   the same resident set; working set: the tiled VAE decode, per frame
   checkpointing       resident set only, but right after a step: the allocator still holds the step's
                       segments, so NVML shows what it showed in training (never more)

@@ -75,7 +75,7 @@ def default_telemetry(bus: Bus) -> Any | None:
 def gpu_count() -> int:
     """CUDA GPUs this machine offers a run (NVML; no torch): more than 1 makes the UI ask how many to use."""
     try:
-        from hvtui.core.train.launch import gpu_count as count
+        from hvtui.core.train.multi_gpu import gpu_count as count
     except ImportError:
         return 0
     return count()

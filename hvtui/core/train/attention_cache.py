@@ -118,6 +118,12 @@ def attention(q, k, v, store: AttentionStore, key: int, mode: str, kernel: str =
     return _StoredAttention.apply(q, k, v, store, key, mode, kernel)
 
 
+def _grad(x: torch.Tensor) -> torch.Tensor:
+    """x.grad after a backward pass that reached x."""
+    assert x.grad is not None
+    return x.grad
+
+
 def self_check(device, kernel: str, seq: int = 2048, heads: int = 16, dim: int = 128) -> tuple[bool, str]:
     """Store-then-reuse and plain compute through `kernel` must give SDPA's output and gradients. Run once
     before training: these are private aten ops, so a torch change that breaks them turns the cache off
@@ -134,7 +140,7 @@ def self_check(device, kernel: str, seq: int = 2048, heads: int = 16, dim: int =
             leaves = [x.clone().requires_grad_() for x in (q, k, v)]
             out = fn(*leaves)
             out.backward(grad)
-            return [out.detach().float()] + [x.grad.float() for x in leaves]
+            return [out.detach().float()] + [_grad(x).float() for x in leaves]
 
         def sdpa_bshd(a, b, c):
             return sdpa(a.transpose(1, 2), b.transpose(1, 2), c.transpose(1, 2)).transpose(1, 2)
@@ -161,7 +167,7 @@ def self_check(device, kernel: str, seq: int = 2048, heads: int = 16, dim: int =
         for name, fn in (("compute", lambda a, b, c: attention(a, b, c, store, 1, "compute", kernel)),
                          ("reuse", stored)):
             got = through(fn)
-            errs[name] = max(((x - r).norm() / r.norm()).item() for x, r in zip(got, ref))
+            errs[name] = max(((x - r).norm() / r.norm()).item() for x, r in zip(got, ref, strict=True))
         ok = store.hits == 1 and max(errs.values()) < 2e-2
         return ok, f"{kernel}: max rel err vs SDPA: compute {errs['compute']:.1e}, reuse {errs['reuse']:.1e}"
     except Exception as e:   # noqa: BLE001 - any failure means: don't use these kernels

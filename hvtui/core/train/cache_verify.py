@@ -1,8 +1,8 @@
 """Cache entries are verified before they are trusted.
 
-When a run starts (`drop_damaged`, on `plan_cache`'s plan), every existing entry's file is checked without reading its tensors: a
-zero-byte, truncated or bad-header file, missing tensors, a dtype or shape that does not fit the entry (the
-bucket's latent size, the model's dtype), or an entry stored under another key than its name (the source's
+When a run starts (`drop_damaged`, on `plan_cache`'s plan), every existing entry's file is checked without reading
+its tensors: a zero-byte, truncated or bad-header file, missing tensors, a dtype or shape that does not fit the
+entry (the bucket's latent size, the model's dtype), or an entry stored under another key than its name (the source's
 fingerprint: file path, size and mtime are in the key) is damaged. A damaged entry is deleted with its path and
 the reason said, and encoded again in the caching phase like a missing one.
 

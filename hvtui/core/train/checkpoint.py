@@ -28,9 +28,10 @@ import random
 import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import cast
 
 DIRNAME = "checkpoints"
 PREFIX = "checkpoint-"
@@ -173,7 +174,7 @@ def capture_rng() -> dict:
     import numpy as np
     import torch
 
-    np_state = np.random.get_state()
+    np_state = cast(tuple, np.random.get_state(legacy=True))   # the legacy form is a tuple
     py_state = random.getstate()
     out = {"python": [py_state[0], list(py_state[1]), py_state[2]],
            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),
@@ -307,7 +308,9 @@ def save(output_dir: Path, step: int, *, write_lora: Callable[[Path], object], o
     ranks = sync.world if sync is not None else 1
     main = rank == 0
     final = root(output_dir) / name_for(step)
-    tmp, error, writing = None, None, root(output_dir)   # `writing`: the file being written, as the user sees it
+    tmp: Path | None = None
+    error: Exception | None = None
+    writing = root(output_dir)   # `writing`: the file being written, as the user sees it
     try:
         if main:
             tmp = begin(output_dir, step)
@@ -339,6 +342,7 @@ def save(output_dir: Path, step: int, *, write_lora: Callable[[Path], object], o
         failed = sync.any(failed)       # also the barrier: every rank's part is on disk
     info = None
     if not failed and main:
+        assert tmp is not None   # rank 0 made it, or the write failed
         writing = final
         try:
             info = commit(output_dir, tmp, step, state, limit, ranks=ranks)
@@ -381,7 +385,8 @@ def read_torch_file(path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:   # torch's text here advises loading unsafely: not for a damaged file
-        raise CheckpointError(f"{path} cannot be read (not a torch checkpoint file): the checkpoint is damaged") from None
+        raise CheckpointError(f"{path} cannot be read (not a torch checkpoint file): the checkpoint is "
+                              "damaged") from None
     except (OSError, RuntimeError, ValueError, EOFError) as e:
         raise CheckpointError(f"{path} cannot be read ({type(e).__name__}: {_first_line(e)}): the checkpoint is "
                               "damaged") from None

@@ -86,10 +86,11 @@ class Collectives:
                 dist.all_reduce(flat)
             else:
                 dist.broadcast(flat, src=src)
-            for t, v in zip(piece, _unflatten_dense_tensors(flat, piece)):
+            for t, v in zip(piece, _unflatten_dense_tensors(flat, piece), strict=True):
                 t.copy_(v)
 
-        piece, size = [], 0
+        piece: list[torch.Tensor] = []
+        size = 0
         for t in tensors:
             n = t.numel() * t.element_size()
             if piece and (size + n > BUCKET_BYTES or t.dtype != piece[0].dtype or t.device != piece[0].device):

@@ -18,6 +18,7 @@ import inspect
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -68,7 +69,7 @@ def weight_dtype(preset) -> torch.dtype:
 
 
 def _wanted(parts) -> set[str]:
-    names = set()
+    names: set[str] = set()
     for p in parts or PARTS:
         if p == "text":
             names.update(TEXT_NAMES)
@@ -103,7 +104,7 @@ def load_components(preset, device="cpu", dtype: torch.dtype | None = None, part
     else:
         comps, info = _load_local(preset, dtype, wanted, publish)
     comps = {k: v for k, v in comps.items() if k in wanted}
-    for name, module in comps.items():
+    for module in comps.values():
         if isinstance(module, torch.nn.Module):
             module.requires_grad_(False)
             if any(t.dtype != dtype for t in module.parameters()):
@@ -165,7 +166,7 @@ def _load_local(preset, dtype, wanted: set[str], publish):
 def _load_one(c, dtype, preset):
     """One component by the format the resolver found (hvtui.core.assets.FORMATS)."""
     name, path, fmt = c.name, Path(c.path), c.format
-    local = dict(local_files_only=True)
+    local: dict[str, Any] = dict(local_files_only=True)
     if name == "transformer":
         if fmt == "tencent-transformer":
             return load_tencent_transformer(path, preset.model_flavour, dtype)
@@ -293,7 +294,7 @@ def load_tencent_transformer(path: Path, flavour: str, dtype: torch.dtype):
     sd = {k: v.to(dtype) for k, v in tencent_to_diffusers(sd).items()}
     with torch.device("meta"):
         model = HunyuanVideo15Transformer3DModel(**config)
-    model.load_state_dict(sd, strict=True, assign=True)
+    model.load_state_dict(sd, strict=True, assign=True)  # type: ignore[attr-defined]  # an nn.Module; mypy does not see it through diffusers' ModelMixin
     return model
 
 
@@ -315,7 +316,7 @@ def load_tencent_vae(path: Path, dtype: torch.dtype):
     sd = {k: v.to(dtype) for k, v in tencent_vae_to_diffusers(sd).items()}
     with torch.device("meta"):
         vae = AutoencoderKLHunyuanVideo15(**config)
-    vae.load_state_dict(sd, strict=True, assign=True)
+    vae.load_state_dict(sd, strict=True, assign=True)  # type: ignore[attr-defined]  # an nn.Module; mypy does not see it through diffusers' ModelMixin
     return vae
 
 
@@ -376,7 +377,7 @@ def make_pipeline(components: dict, i2v: bool | None = None, pipeline_cls=None):
     pipe = cls(**kw)
     if info is not None and info.tiny:
         configure_tiny(pipe)
-    pipe.set_progress_bar_config(disable=True)
+    pipe.set_progress_bar_config(disable=True)  # type: ignore[union-attr]  # DiffusionPipeline's; mypy misses it
     return pipe
 
 

@@ -41,7 +41,9 @@ def lora_config(preset):
     from peft import LoraConfig
 
     alpha = preset.lora_alpha if preset.lora_alpha is not None else preset.lora_rank
-    return LoraConfig(r=int(preset.lora_rank), lora_alpha=float(alpha), lora_dropout=float(preset.lora_dropout),
+    # peft annotates lora_alpha as int; a float works (scale = alpha / r) and presets may set one
+    return LoraConfig(r=int(preset.lora_rank), lora_alpha=float(alpha),  # type: ignore[arg-type]
+                      lora_dropout=float(preset.lora_dropout),
                       init_lora_weights=True, target_modules=target_pattern(preset.lora_targets))
 
 
@@ -138,7 +140,7 @@ def lora_modules(transformer) -> dict:
     from hvtui.core.train.lora_export import LoraModule
 
     sd, _ = export_state_dict(transformer)
-    modules = {}
+    modules: dict[str, dict] = {}
     for key, value in sd.items():
         module, _, rest = key.partition(".lora_")
         pair = modules.setdefault(module, {})
@@ -173,7 +175,8 @@ def save_lora(transformer, out_dir, comfy: bool = False, weight_name: str = LORA
     paths = []
     tmp = Path(tempfile.mkdtemp(prefix=".lora-", dir=out_dir))
     try:
-        HunyuanVideoLoraLoaderMixin.save_lora_weights(tmp, transformer_lora_layers=sd, weight_name=weight_name,
+        layers: dict[str, torch.nn.Module | torch.Tensor] = dict(sd)   # the mixin's parameter type
+        HunyuanVideoLoraLoaderMixin.save_lora_weights(tmp, transformer_lora_layers=layers, weight_name=weight_name,
                                                       transformer_lora_adapter_metadata=meta)
         follow_umask(tmp / weight_name)   # safetensors writes 0600: let the umask decide (others may read it)
         os.replace(tmp / weight_name, out_dir / weight_name)

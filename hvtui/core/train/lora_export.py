@@ -113,6 +113,7 @@ def _split(name: str, entries: list[tuple[str, Target]], down: torch.Tensor, up:
     shared = (torch.stack(used).sum(0) > 1).any()
     result = {}
     for module, t in entries:
+        assert t.slot is not None   # _split gets the targets of a fused q/k/v weight only
         b = blocks[t.slot]
         if shared:
             result[module] = LoraModule(down, b)

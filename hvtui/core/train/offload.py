@@ -25,8 +25,9 @@ quantized bytes, half of bf16's.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any
 
 import torch
 
@@ -93,8 +94,8 @@ class _Slot:
     tensors: list[torch.Tensor]
     occupant: int | None = None
     loading: bool = False
-    ready: object = None      # event: copy into this slot done (side stream)
-    free: object = None       # event: compute stream done with the previous occupant
+    ready: Any = None         # torch.cuda.Event (None on the CPU): copy into this slot done (side stream)
+    free: Any = None          # torch.cuda.Event (None on the CPU): compute stream done with the previous occupant
     last_use: int = 0
 
 
@@ -142,7 +143,7 @@ class BlockOffloader:
         starts = [0] + breaks
         ends = breaks + [self.n]
         block_views: list[torch.Tensor] = []
-        for a, b in zip(starts, ends):
+        for a, b in zip(starts, ends, strict=True):
             size = sum(sizes[a:b])
             buf = torch.empty(size, dtype=torch.uint8, pin_memory=pin)
             self.host_buffers.append(buf)
@@ -153,7 +154,7 @@ class BlockOffloader:
         self.host_bytes = sum(_nbytes(b) for b in self.host_buffers)
 
         self.blocks: list[_Block] = []
-        for ls, flat in zip(leaves, block_views):
+        for ls, flat in zip(leaves, block_views, strict=True):
             host, holders, off = [], [], 0
             ps = [leaf.get() for leaf in ls]
             for p in ps:
@@ -165,8 +166,8 @@ class BlockOffloader:
                 off += _align(nb)
             sig = tuple((tuple(p.shape), p.dtype) for p in ps)
             blk = _Block(ls, host, holders, sig, sum(_nbytes(p) for p in ps))
-            for p, h in zip(blk.params, blk.placeholders):
-                p.set(h)
+            for leaf, h in zip(blk.params, blk.placeholders, strict=True):
+                leaf.set(h)
             del ps   # this block's device copies go now, not after the last block
             self.blocks.append(blk)
         if self.cuda:
@@ -220,7 +221,7 @@ class BlockOffloader:
         slot.occupant, slot.loading = i, True
         blk.slot = slot
         if not self.cuda:
-            for dst, src in zip(slot.tensors, blk.host):
+            for dst, src in zip(slot.tensors, blk.host, strict=True):
                 dst.copy_(src)
             self.stats_.h2d_bytes += blk.nbytes
             self.stats_.copies += 1
@@ -231,7 +232,7 @@ class BlockOffloader:
                 stream.wait_event(slot.free)
             t0, t1 = self._event(True), self._event(True)
             t0.record(stream)
-            for dst, src in zip(slot.tensors, blk.host):
+            for dst, src in zip(slot.tensors, blk.host, strict=True):
                 dst.copy_(src, non_blocking=True)
             t1.record(stream)
             slot.ready = None
@@ -251,6 +252,7 @@ class BlockOffloader:
             self.stats_.sync_loads += 1
             self.prefetch(i)
         slot = blk.slot
+        assert slot is not None   # prefetch gave it one
         if slot.loading:
             if slot.ready is not None:
                 stream = torch.cuda.current_stream(self.device)
@@ -260,7 +262,7 @@ class BlockOffloader:
                 w1.record(stream)
                 self.stats_.pending.append(("wait", w0, w1, 0))
             slot.loading = False
-            for p, t in zip(blk.params, slot.tensors):
+            for p, t in zip(blk.params, slot.tensors, strict=True):
                 p.set(t)
         self._clock += 1
         slot.last_use = self._clock
@@ -278,7 +280,7 @@ class BlockOffloader:
             if slot.ready is not None:
                 torch.cuda.current_stream(self.device).wait_event(slot.ready)
             slot.loading = False
-        for p, h in zip(blk.params, blk.placeholders):
+        for p, h in zip(blk.params, blk.placeholders, strict=True):
             p.set(h)
         if self.cuda:
             slot.free = self._event()
@@ -345,7 +347,7 @@ class BlockOffloader:
         """Put every frozen weight back on the device as an ordinary parameter and drop the host copies."""
         self.release_all()
         for blk in self.blocks:
-            for p, h in zip(blk.params, blk.host):
+            for p, h in zip(blk.params, blk.host, strict=True):
                 p.set(h.to(self.device, copy=True))
         if self.cuda:
             torch.cuda.synchronize(self.device)

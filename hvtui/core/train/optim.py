@@ -5,7 +5,7 @@ that says what to install. The schedule comes from diffusers (`get_scheduler`), 
 """
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 WEIGHT_DECAY = 0.01   # torch's AdamW default; the preset has no key for it yet
 

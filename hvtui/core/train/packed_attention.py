@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from diffusers.models import attention_dispatch   # looked up per call: speed.py swaps in its own dispatcher
+from diffusers.models import attention_dispatch  # looked up per call: speed.py swaps in its own dispatcher
 from diffusers.models.attention_processor import AttnProcessor2_0
 from diffusers.models.transformers.transformer_hunyuan_video15 import HunyuanVideo15AttnProcessor2_0
 
@@ -104,6 +104,7 @@ def install(transformer) -> MaskMode:
         if proc is None:
             continue
         backend = getattr(proc, "_attention_backend", None)
+        new: PackedHunyuanVideo15AttnProcessor | PackedRefinerAttnProcessor
         if isinstance(proc, HunyuanVideo15AttnProcessor2_0):
             new = PackedHunyuanVideo15AttnProcessor(mode)
             new._attention_backend = backend

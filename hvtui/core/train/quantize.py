@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import cast
 
 MODES = ("int8-torchao", "fp8-torchao")
 TORCHAO_MIN = "0.18"          # the torchao whose kernels are built for torch >= 2.11 (pyproject.toml)
@@ -90,7 +91,7 @@ def import_torchao():
         raise QuantizationError(f"torchao cannot be imported ({e})",
                                 f'pip install "torchao>={TORCHAO_MIN}", or use base_model_precision = "bf16"') from None
     finally:
-        for q, level in zip(quiet, levels):
+        for q, level in zip(quiet, levels, strict=True):
             q.setLevel(level)
     return torchao
 
@@ -112,6 +113,7 @@ def fp8_self_check(device) -> str | None:
         y.sum().backward()
         ref = x.detach() @ (q.float() * s).t()
         err = float((y.float() - ref).norm() / ref.norm())
+        assert x.grad is not None
         if not err < 0.1 or not torch.isfinite(x.grad).all():
             return f"the FP8 matmul gave wrong results on this device (relative error {err:.3f})"
     except Exception as e:   # a missing kernel / unsupported capability: the message is the answer
@@ -176,7 +178,7 @@ def quantize_transformer(transformer, mode: str, device, *, fp8_compute=None, pu
     if mode == "fp8-torchao":
         if fp8_compute is None:
             if device.type != "cuda":
-                raise QuantizationError(fp8_hardware_problem([]), INT8_ALTERNATIVE)
+                raise QuantizationError(fp8_hardware_problem([]) or "FP8 needs a CUDA GPU", INT8_ALTERNATIVE)
             problem = fp8_self_check(device)
             if problem is not None:
                 name = torch.cuda.get_device_name(device)
@@ -204,7 +206,7 @@ def quantize_transformer(transformer, mode: str, device, *, fp8_compute=None, pu
             m.__class__ = QuantizedLinear   # the same module and parameters, with an autocast-aware forward
             fits = m.in_features % 16 == 0 and m.out_features % 16 == 0   # _scaled_mm's shape rule
             if fp8_compute and fits and name in FP8_COMPUTE_LINEARS:
-                m.fp8_compute = True
+                cast(QuantizedLinear, m).fp8_compute = True
                 n_fp8 += 1
             after += tensor_bytes(m.weight)
         n_linear += len(linears)

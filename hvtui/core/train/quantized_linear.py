@@ -7,6 +7,8 @@ would then differ, which gradient checkpointing refuses).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -97,5 +99,6 @@ class QuantizedLinear(torch.nn.Linear):
         if dtype is not None and x.dtype != dtype:
             x = x.to(dtype)
         if self.fp8_compute:
-            return float8_linear(x, self.weight.qdata, self.weight.scale, self.bias)
+            w: Any = self.weight   # torchao's float8 tensor (quantize.py): rowwise fp8 data and its scales
+            return float8_linear(x, w.qdata, w.scale, self.bias)
         return F.linear(x, self.weight, self.bias)

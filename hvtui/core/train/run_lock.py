@@ -141,6 +141,7 @@ class RunLock:
 
     def _write(self, text: str | bytes) -> None:
         data = text.encode() if isinstance(text, str) else text
+        assert self._fd is not None   # written only while the lock file is open
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, data, 0)
 

@@ -27,9 +27,9 @@ import types
 
 import torch
 
-from hvtui.core.train import attention_cache
 from hvtui.core.fit import ATTENTION_CACHE_HEADROOM, ATTENTION_CACHE_SHARE
 from hvtui.core.fit import attention_cache_share as attention_cache_share_for
+from hvtui.core.train import attention_cache
 
 # the attention cache's share of blocks and the headroom it may fill: one place, the memory estimate's
 # (bf16: 40 of 54, ~4 GiB at 480p x 61, see BENCHMARKS.md, GPU; quantized modes free 7.6 GiB of weights and keep
@@ -39,7 +39,7 @@ HEADROOM = ATTENTION_CACHE_HEADROOM
 PRESET_BACKENDS = {"native": "native", "flash": "_native_flash", "_native_cudnn": "_native_cudnn",
                    "_native_efficient": "_native_efficient"}
 
-_ACTIVE: list["SpeedHandle"] = []     # handles whose blocks are running (set per block call)
+_ACTIVE: list[SpeedHandle] = []     # handles whose blocks are running (set per block call)
 _BACKEND_CHOICE: dict[str, tuple[str, dict]] = {}
 
 
@@ -63,7 +63,7 @@ def measure_attention_backends(device, seq: int = 16384, heads: int = 16, dim: i
     gen = torch.Generator(device=device).manual_seed(0)
     q, k, v = (torch.randn(1, heads, seq, dim, device=device, dtype=torch.bfloat16, generator=gen)
                .requires_grad_() for _ in range(3))
-    timings: dict[str, float] = {}
+    timings: dict[str, float | str] = {}
     for name, kernel in (("_native_flash", SDPBackend.FLASH_ATTENTION), ("_native_cudnn", SDPBackend.CUDNN_ATTENTION)):
         try:
             with sdpa_kernel(kernel):
@@ -131,9 +131,7 @@ def _install_shim() -> None:
         # one shim object per process: compiled graphs guard on it, a new one would force recompiling
         _SHIM = types.ModuleType(current.__name__ + "_hvtui")
         _SHIM.__dict__.update({k: v for k, v in vars(current).items() if not k.startswith("__")})
-        _SHIM.dispatch_attention_fn = _dispatch_eager
-        _SHIM._hvtui_shim = True
-        _SHIM._hvtui_original = current
+        vars(_SHIM).update(dispatch_attention_fn=_dispatch_eager, _hvtui_shim=True, _hvtui_original=current)
     packed_attention.attention_dispatch = _SHIM
 
 
@@ -142,7 +140,7 @@ def _uninstall_shim() -> None:
 
     current = packed_attention.attention_dispatch
     if getattr(current, "_hvtui_shim", False):
-        packed_attention.attention_dispatch = current._hvtui_original
+        packed_attention.attention_dispatch = vars(current)["_hvtui_original"]
 
 
 # ------------------------------------------------------------------------------------------ the handle

@@ -1,11 +1,18 @@
-"""THE training step: batch collation, sigma sampling and the flow-matching loss.
+"""THE training step: batch collation, sigma sampling, the flow-matching loss, and the two calls a step is made
+of: `loss_and_gradients` (a batch -> its loss and the LoRA's gradients) and `apply_update` (clip, optimizer,
+schedule).
 
-The trainer loop and the GPU benchmark both call these functions, so what is measured is what trains.
+The trainer (train_step.py) and the GPU benchmarks (bench/gpu_bench.py, bench/quant_bench.py) both call these
+two, so what is measured is what trains.
 
 Conditioning without padding (REFERENCE.md trap 1): at batch 1 only valid tokens are sent (0-length byT5 /
 image tensors for t2v) and no attention mask reaches SDPA; larger batches are padded here and masked.
 """
 from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -161,3 +168,54 @@ def flow_matching_loss(transformer, batch: dict, sigmas: torch.Tensor, noise: to
     pred = transformer(**kwargs)[0]
     loss = F.mse_loss(pred.float(), (noise - x0).float())
     return (loss, pred) if return_pred else loss
+
+
+def loss_and_gradients(model, batch: dict, preset, generator: torch.Generator,
+                       backward: Callable[[torch.Tensor], None] | None = None,
+                       forward_context: Callable = nullcontext,
+                       loss_hook: Callable[[torch.Tensor], torch.Tensor] | None = None) -> float:
+    """One batch through the model and back: sigmas, then noise, drawn from `generator` (in that order, so a
+    seeded generator repeats the step), the flow-matching loss, and its backward pass, which leaves the LoRA's
+    gradients in `.grad` (accumulating onto any already there). Returns the loss.
+
+    A non-finite loss gets no backward pass (its gradients would be NaN too); the caller skips the step.
+    `backward`: how to run it (the trainer passes accelerate's, which scales for fp16 and gradient accumulation;
+    default `loss.backward()`). `forward_context`: a context manager factory around the forward pass only
+    (the benchmarks' autocast; the trainer's autocast is inside its prepared model). `loss_hook`: the trainer's
+    NaN test hook (failures.Injector)."""
+    sigmas = sample_sigmas(preset, len(batch["sample_ids"]), generator)
+    noise = torch.randn(batch["latents"].shape, generator=generator, dtype=torch.float32)
+    with forward_context():
+        loss = flow_matching_loss(model, batch, sigmas, noise)
+    # the trainer hands the batch over (no other reference): its tensors go before the backward pass needs room
+    del batch, noise
+    if loss_hook is not None:
+        loss = loss_hook(loss)
+    value = float(loss.detach())
+    if math.isfinite(value):
+        if backward is None:
+            loss.backward()
+        else:
+            backward(loss)
+    return value
+
+
+def apply_update(params, optimizer, scheduler, max_grad_norm: float | None, clip=None,
+                 scaler=None) -> tuple[str, str, float]:
+    """Clip the gradients to `max_grad_norm` (0 / None: measure only), then step the optimizer and the schedule.
+    Returns (status, what failed, gradient norm): "ok"; "nonfinite" with "gradient norm" (no update);
+    "overflow" when an fp16 loss `scaler` is in use (the optimizer step call lets it skip this update and lower
+    its scale). `clip`: the trainer passes accelerate's (unscales fp16 gradients first); default torch's.
+    The gradients are left in place: the caller drops them."""
+    clip = clip or torch.nn.utils.clip_grad_norm_
+    norm = clip(params, max_grad_norm or float("inf"))
+    grad_norm = float(norm) if norm is not None else float("nan")
+    if not math.isfinite(grad_norm) and scaler is not None:
+        optimizer.step()
+        return "overflow", "fp16 gradient overflow", grad_norm
+    if not math.isfinite(grad_norm):
+        return "nonfinite", "gradient norm", grad_norm
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    return "ok", "", grad_norm

@@ -88,7 +88,7 @@ def tencent_to_diffusers(sd: dict) -> dict:
     """Convert a Tencent transformer state dict (all shards merged) to diffusers names. Raises KeyError
     naming the first key it cannot place, so a wrong file fails loudly instead of loading half a model."""
     src = dict(sd)
-    out = {}
+    out: dict = {}
 
     def take(tencent: str, diffusers: str, fn=None):
         _move(src, out, tencent, diffusers, fn)
@@ -97,12 +97,13 @@ def tencent_to_diffusers(sd: dict) -> dict:
         take(t, d, _swap_halves if d == "norm_out.linear" else None)
     refiners = sorted({int(k.split(".")[3]) for k in src if k.startswith("txt_in.individual_token_refiner.blocks.")})
     for i in refiners:
-        pre_t, pre_d = f"txt_in.individual_token_refiner.blocks.{i}.", f"context_embedder.token_refiner.refiner_blocks.{i}."
+        pre_t = f"txt_in.individual_token_refiner.blocks.{i}."
+        pre_d = f"context_embedder.token_refiner.refiner_blocks.{i}."
         for d, t in REFINER_MODULES.items():
             take(pre_t + t, pre_d + d)
         for suffix in (".weight", ".bias"):
             qkv = src.pop(pre_t + "self_attn_qkv" + suffix)
-            for part, chunk in zip(("to_q", "to_k", "to_v"), qkv.chunk(3, dim=0)):
+            for part, chunk in zip(("to_q", "to_k", "to_v"), qkv.chunk(3, dim=0), strict=True):
                 out[pre_d + "attn." + part + suffix] = chunk
     blocks = sorted({int(k.split(".")[1]) for k in src if k.startswith("double_blocks.")})
     for i in blocks:
@@ -119,16 +120,18 @@ def diffusers_to_tencent(sd: dict) -> dict:
     import torch
 
     src = dict(sd)
-    out = {}
+    out: dict = {}
 
     def put(diffusers: str, tencent: str, fn=None):
         _move(src, out, diffusers, tencent, fn)
 
     for d, t in TOP_MODULES.items():
         put(d, t, _swap_halves if d == "norm_out.linear" else None)
-    refiners = sorted({int(k.split(".")[3]) for k in src if k.startswith("context_embedder.token_refiner.refiner_blocks.")})
+    refiners = sorted({int(k.split(".")[3]) for k in src
+                       if k.startswith("context_embedder.token_refiner.refiner_blocks.")})
     for i in refiners:
-        pre_t, pre_d = f"txt_in.individual_token_refiner.blocks.{i}.", f"context_embedder.token_refiner.refiner_blocks.{i}."
+        pre_t = f"txt_in.individual_token_refiner.blocks.{i}."
+        pre_d = f"context_embedder.token_refiner.refiner_blocks.{i}."
         for d, t in REFINER_MODULES.items():
             put(pre_d + d, pre_t + t)
         for suffix in (".weight", ".bias"):

@@ -60,15 +60,15 @@ def tiny_qwen_tokenizer():
 
 
 def tiny_text_encoders():
-    from transformers import (ByT5Tokenizer, Qwen2_5_VLTextConfig, Qwen2_5_VLTextModel, T5Config,
-                              T5EncoderModel)
+    from transformers import ByT5Tokenizer, Qwen2_5_VLTextConfig, Qwen2_5_VLTextModel, T5Config, T5EncoderModel
 
     tok = tiny_qwen_tokenizer()
     cfg = Qwen2_5_VLTextConfig(
         vocab_size=len(tok), hidden_size=D_TXT, intermediate_size=64, num_hidden_layers=3,
         num_attention_heads=2, num_key_value_heads=2, bos_token_id=tok.convert_tokens_to_ids("<|im_start|>"),
         eos_token_id=tok.eos_token_id,
-        rope_scaling={"mrope_section": [2, 2, 4], "rope_type": "default", "type": "default"})
+        # transformers 5 declares no rope_scaling parameter but still reads it from **kwargs (4.x declares it)
+        rope_scaling={"mrope_section": [2, 2, 4], "rope_type": "default", "type": "default"})  # type: ignore[call-arg]
     text_encoder = Qwen2_5_VLTextModel(cfg).eval()
     tok2 = ByT5Tokenizer()   # byte-level: needs no vocab file
     text_encoder_2 = T5EncoderModel(T5Config(vocab_size=len(tok2), d_model=D_BYT5, d_kv=8, d_ff=64,
@@ -80,9 +80,9 @@ def tiny_image_encoder():
     from transformers import SiglipVisionConfig, SiglipVisionModel
 
     try:
-        from transformers import SiglipImageProcessorPil as Processor   # transformers 5 without torchvision
+        from transformers import SiglipImageProcessorPil as Processor  # transformers 5 without torchvision
     except ImportError:
-        from transformers import SiglipImageProcessor as Processor
+        from transformers import SiglipImageProcessor as Processor  # type: ignore[assignment]  # same interface
     enc = SiglipVisionModel(SiglipVisionConfig(hidden_size=D_IMG, intermediate_size=64, num_hidden_layers=2,
                                                num_attention_heads=2, image_size=56, patch_size=14)).eval()
     return enc, Processor(size={"height": 56, "width": 56})   # 4x4 = 16 tokens (real: 27x27 = 729)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from fractions import Fraction
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -56,7 +57,7 @@ def write_mp4(frames, path, fps: float = 24.0) -> Path:
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.mp4")
     try:
         with av.open(str(tmp), mode="w") as container:
-            stream = container.add_stream(_codec(), rate=Fraction(fps).limit_denominator(1001))
+            stream = cast(av.VideoStream, container.add_stream(_codec(), rate=Fraction(fps).limit_denominator(1001)))
             stream.width, stream.height = frames.shape[2], frames.shape[1]
             stream.pix_fmt = "yuv420p"
             for arr in frames:

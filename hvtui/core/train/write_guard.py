@@ -69,7 +69,7 @@ class WriteFailure(Exception):
         return "fix that path (hvtui writes a file there)"
 
 
-def human(n: int | None) -> str:
+def human(n: float | None) -> str:
     if n is None:
         return "unknown"
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):

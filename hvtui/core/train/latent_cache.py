@@ -158,7 +158,8 @@ def latent_key(sample, model_key: str, i2v: bool, tiling: bool, vision: str = ""
     return _hash({"kind": "latents", "format": FORMAT, "path": str(Path(sample.path).resolve()),
                   "content": content, "frames": list(sample.frame_indices), "w": sample.width,
                   "h": sample.height, "f": sample.frames, "fps": sample.fps_out, "model": model_key,
-                  "i2v": i2v, "vision": vision if i2v else "", "tiling": tiling, "tile": conditioning.TILE_SAMPLE if tiling else 0})
+                  "i2v": i2v, "vision": vision if i2v else "", "tiling": tiling,
+                  "tile": conditioning.TILE_SAMPLE if tiling else 0})
 
 
 def cache_dirs(preset) -> tuple[dict[str, Path], Path]:
@@ -191,7 +192,7 @@ class CachePlan:
     samples: list
     failed: dict[str, str] = field(default_factory=dict)   # sample id -> reason: failed before with this decoder
 
-    def shard(self, rank: int, world: int) -> "CachePlan":
+    def shard(self, rank: int, world: int) -> CachePlan:
         """The share of the missing entries process `rank` of `world` encodes (data-parallel caching: every
         rank encodes its share, then all read the shared cache folders). The split is over all entries, not
         the missing ones, so it does not depend on when each rank looked (another rank may have written some)."""

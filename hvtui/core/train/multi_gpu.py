@@ -132,7 +132,7 @@ def finished_code(events_path: Path, offset: int, inode: int | None = None) -> i
     from hvtui.core.runlog import parse_line
 
     try:
-        with open(events_path, "r", encoding="utf-8") as f:
+        with open(events_path, encoding="utf-8") as f:
             if inode is not None and os.fstat(f.fileno()).st_ino != inode:
                 offset = 0
             f.seek(offset)
@@ -160,12 +160,9 @@ def launch(preset_path: str, n: int, options, out=sys.stdout, err=sys.stderr) ->
     except PresetError as e:
         print(f"error: {e}", file=err)
         return exitcodes.INVALID
-    try:
-        from hvtui.core.validate import validate_preset
-    except ImportError:
-        problems = []
-    else:
-        problems = [q for q in validate_preset(preset) if q.is_error]
+    from hvtui.core.validate import validate_preset
+
+    problems = [q for q in validate_preset(preset) if q.is_error]
     if problems:   # once here, not once per worker
         for q in problems:
             print(f"error: {q}", file=err)
@@ -181,7 +178,9 @@ def launch(preset_path: str, n: int, options, out=sys.stdout, err=sys.stderr) ->
     cmd = torchrun_command(n, preset_path, options)
     print(f"hvtui: data-parallel on {where} through torchrun: torchrun {' '.join(cmd[3:])}", file=out, flush=True)
 
-    events_path = preset.resolve_path(preset.output_dir) / FILENAME
+    out_dir = preset.resolve_path(preset.output_dir)
+    assert out_dir is not None   # output_dir is a string field, never None
+    events_path = out_dir / FILENAME
     try:
         st = events_path.stat()
         offset, inode = st.st_size, st.st_ino

@@ -18,7 +18,9 @@ never stacks on the transformer's working set. The estimate of this phase is hvt
 
 Each mp4 gets a contact sheet (contact_sheet.py) beside it, named in the sample event (`sheet`).
 
-A failure or OOM raises `ValidationError` (memory is freed first); the loop reports it and keeps training.
+A failure or OOM raises `ValidationError` (memory is freed first). `ValidationSamples` is what the loop calls at
+its validation steps: rank 0 samples, a failure is a warning and training goes on, except when the disk refused
+the mp4 (the run then stops at the next step boundary, as for any write failure).
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from pathlib import Path
 import torch
 
 from hvtui.core import events
-from hvtui.core.train import conditioning, packed_attention
+from hvtui.core.train import conditioning, packed_attention, write_guard
 from hvtui.core.train.components import make_pipeline, release_memory
 from hvtui.core.train.video_io import write_mp4
 
@@ -43,7 +45,7 @@ class ValidationError(Exception):
 def _pipeline_classes():
     from diffusers import HunyuanVideo15ImageToVideoPipeline, HunyuanVideo15Pipeline
 
-    def encode_prompt(self, prompt=None, device=None, dtype=None, batch_size=1, num_videos_per_prompt=1,
+    def cached_encode_prompt(self, prompt=None, device=None, dtype=None, batch_size=1, num_videos_per_prompt=1,
                       prompt_embeds=None, prompt_embeds_mask=None, prompt_embeds_2=None, prompt_embeds_mask_2=None):
         if prompt_embeds is None or prompt_embeds_2 is None:
             raise ValueError("the validator passes cached embeddings only")
@@ -51,16 +53,15 @@ def _pipeline_classes():
                      (prompt_embeds, prompt_embeds_mask, prompt_embeds_2, prompt_embeds_mask_2))
 
     class CachedT2V(HunyuanVideo15Pipeline):
-        pass
+        encode_prompt = cached_encode_prompt
 
     class CachedI2V(HunyuanVideo15ImageToVideoPipeline):
-        cached_image_embeds = None
+        encode_prompt = cached_encode_prompt
+        cached_image_embeds: torch.Tensor | None = None
 
         def encode_image(self, image, batch_size, device, dtype):
+            assert self.cached_image_embeds is not None   # the validator sets it before sampling
             return self.cached_image_embeds.to(device=device, dtype=dtype).expand(batch_size, -1, -1)
-
-    CachedT2V.encode_prompt = encode_prompt
-    CachedI2V.encode_prompt = encode_prompt
     return CachedT2V, CachedI2V
 
 
@@ -140,7 +141,6 @@ class Validator:
                 model.train()
 
     def _run(self, model, step: int) -> list[Path]:
-        paths = []
         release_memory()   # the allocator's cached training blocks go back before sampling allocates its own
         pipe = self._pipeline(model)
         with visiting(pipe.vae, self.device):
@@ -200,6 +200,42 @@ class Validator:
                 latents = pipe(height=height, width=width, **common).frames
         release_memory()   # the denoising loop's buffers go back before the decode allocates
         return decode(pipe, latents)[0]
+
+
+class ValidationSamples:
+    """The loop's validation samples: `take()` samples every validation prompt with the model as it is now
+    (`unwrapped()`: the LoRA-carrying transformer) and publishes a sample event per video; `index` is the
+    run's latent_cache.CacheIndex (the prompts' embeddings)."""
+
+    def __init__(self, ctx, progress, index, unwrapped):
+        self.ctx, self.progress, self.index, self.unwrapped = ctx, progress, index, unwrapped
+        self.validator: Validator | None = None
+
+    def take(self, then: str | None = "training") -> None:
+        """Sample the validation prompts now (rank 0). A failure is a warning; training goes on.
+        `then`: the phase to announce afterwards."""
+        ctx, step = self.ctx, self.progress.step
+        if not ctx.is_main or not ctx.preset.all_validation_prompts or "vae" not in ctx.components:
+            return
+        self.progress.last_validated_step = step
+        ctx.phase("validating", f"step {step}")
+        try:
+            if self.validator is None:
+                self.validator = Validator(ctx.preset, ctx.components, self.index, ctx.accelerator.device,
+                                           output_dir=ctx.out, publish=ctx.publish)
+            self.validator.run(self.unwrapped(), step)   # publishes a sample event per video
+        except ValidationError as e:
+            failure = write_guard.classify(e.__cause__, ctx.out / "samples", at_write_site=False) \
+                if e.__cause__ is not None else None
+            if failure is not None:   # the disk refused the mp4: the next checkpoint would fail too
+                ctx.writes.report(failure)
+            ctx.log(f"{e.message}; " + ("stopping" if failure else "training goes on")
+                    + (f" ({e.hint})" if e.hint else ""), "warning")
+        finally:
+            release_memory()
+            self.unwrapped().train()
+        if then:
+            ctx.phase(then, "")
 
 
 def park(vae) -> None:
