@@ -32,7 +32,7 @@ do not change the peaks: 2 optimizer steps, 1 sampling step (each step's memory 
     python3 bench/preset_memory.py --update-headers           # rewrite the presets' "estimates N GiB" header lines
 `--adopt` does every step: copies RESULTS_DIR/preset_memory.json to bench/results/, solves the calibration from all
 of bench/results/ into hvtui/core/memory_calibration.json, rewrites the preset headers and prints the tables for
-BENCHMARKS.md; then `python3 -m pytest -q tests/test_fit.py` checks each measured run within 10%.
+BENCHMARKS.md; then `python3 -m pytest -q tests/core/env/test_fit.py` checks each measured run within 10%.
 """
 from __future__ import annotations
 
@@ -604,7 +604,7 @@ def adopt(results_dir: Path) -> int:
         if update_headers():
             return 1
         print_tables([r for r in runs if r["result_file"] == dest.name], before, CALIBRATION_FILE)
-    log("\nnext: python3 -m pytest -q tests/test_fit.py, then paste the tables into BENCHMARKS.md "
+    log("\nnext: python3 -m pytest -q tests/core/env/test_fit.py, then paste the tables into BENCHMARKS.md "
         "\"Memory calibration\" and commit bench/results/, hvtui/core/memory_calibration.json and presets/")
     return 0
 

@@ -4,7 +4,7 @@
     python bench/scan_bench.py --first 2000 --rescan 0
     python bench/scan_bench.py --first 0 --rescan 0 --real 1000   # the real-world-clip corpus, copied to 1,000
 
-`--real N`: the corpus of tests/clip_corpus.py (every codec and container this PyAV encodes, rotation, pixel
+`--real N`: the corpus of tests/helpers/clip_corpus.py (every codec and container this PyAV encodes, rotation, pixel
 aspect, variable frame rate, odd sizes, a broken stream, non-videos), its files copied round-robin to N files.
 
 Clips: DISTINCT small synthetic clips (PyAV, hvtui.core.synth: 64-128 px, 12-30 fps, 9-33 frames, mp4 and a
@@ -57,8 +57,7 @@ def make_dataset(root: Path, n: int) -> None:
 
 def make_real_dataset(root: Path, n: int) -> tuple[int, int]:
     """The real-world-clip corpus copied round-robin to n files: (distinct files, expected kept per copy set)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from clip_corpus import build_corpus
+    from tests.helpers.clip_corpus import build_corpus   # the repo root is on sys.path (above)
 
     corpus = build_corpus(root / "_src")
     protos = [corpus.root / c.name for c in corpus.clips if (corpus.root / c.name).is_file()
