@@ -77,10 +77,10 @@ def build_transformer(device):
 def worker() -> None:
     import torch
 
-    from hvtui.core.bus import Bus
-    from hvtui.core.control import Control
-    from hvtui.core.preset import Preset
-    from hvtui.core.session import RunOptions
+    from hvtui.core.run.bus import Bus
+    from hvtui.core.run.control import Control
+    from hvtui.core.preset.schema import Preset
+    from hvtui.core.run.session import RunOptions
     from hvtui.core.train import loop, lora, optim
     from hvtui.core.train.collectives import Collectives
     from hvtui.core.train.data import BucketBatchSampler, group_key

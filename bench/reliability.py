@@ -121,7 +121,7 @@ def signals(root: Path, clips, reference, n: int, rng: random.Random) -> dict:
 
 
 def disk(root: Path, clips, reference) -> dict:
-    from hvtui.core.control import FileControl
+    from hvtui.core.run.control import FileControl
     from hvtui.core.train import checkpoint as ckpt
 
     problem = K.mount_problem()

@@ -30,6 +30,6 @@ def model_trees(tmp_path_factory):
 
 @pytest.fixture
 def no_cuda(monkeypatch):
-    from hvtui.core import validate
+    from hvtui.core.preset import check_rules
 
-    monkeypatch.setattr(validate, "cuda_available", lambda: False)
+    monkeypatch.setattr(check_rules, "cuda_available", lambda: False)

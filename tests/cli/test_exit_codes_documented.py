@@ -2,7 +2,7 @@
 import re
 
 from hvtui.cli import EPILOG
-from hvtui.core import exitcodes
+from hvtui.core.run import exitcodes
 
 from tests.helpers.repo_paths import README
 

@@ -9,7 +9,7 @@ test can check what hvtui made of it.
 
 The picture is drawn upright at the display size and then squeezed / turned into the stored frame, so a clip
 decoded correctly (pixel aspect and rotation applied) shows a round disc in the middle and the frame-number
-marker (hvtui.core.synth.draw_marker) along the bottom-left edge.
+marker (hvtui.core.dataset.synth.draw_marker) along the bottom-left edge.
 
     python -m tests.helpers.clip_corpus OUT_DIR      # (from the repo root) writes the corpus and a caption per clip
 
@@ -27,7 +27,7 @@ import av
 import numpy as np
 
 from tests.helpers.dataset_builders import encode_silence, write_audio_only
-from hvtui.core.synth import MARKER_BLOCK, MARKER_BITS, draw_marker
+from hvtui.core.dataset.synth import MARKER_BLOCK, MARKER_BITS, draw_marker
 
 BROKEN_FROM = 28          # the broken clip decodes up to here
 BROKEN_FRAMES = 50
@@ -134,7 +134,7 @@ def encode(path: Path, codec: str, coded: tuple[int, int], frames: int, fps: Fra
         if audio_first:
             encode_silence(c, a, 4)
     if rotation and patch:
-        from hvtui.core.synth import set_mp4_rotation
+        from hvtui.core.dataset.synth import set_mp4_rotation
 
         set_mp4_rotation(path, rotation)
     return path

@@ -1,4 +1,4 @@
-"""Small datasets for the dataset-scan tests, written with PyAV (hvtui.core.synth). A few KB each."""
+"""Small datasets for the dataset-scan tests, written with PyAV (hvtui.core.dataset.synth). A few KB each."""
 from __future__ import annotations
 
 import os
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import av
 
-from hvtui.core.preset import DatasetSpec, Preset, VideoSpec
-from hvtui.core.synth import render_frame, write_clip
+from hvtui.core.preset.schema import DatasetSpec, Preset, VideoSpec
+from hvtui.core.dataset.synth import render_frame, write_clip
 
 
 def caption(folder: Path, name: str, text: str | bytes) -> None:

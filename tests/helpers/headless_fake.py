@@ -7,8 +7,8 @@ import os
 import sys
 import time
 
-from hvtui.core import events, exitcodes
-from hvtui.core.events import Event
+from hvtui.core.run import events, exitcodes
+from hvtui.core.run.events import Event
 
 
 def fake_backend(preset, bus, control, options):
@@ -38,6 +38,6 @@ def fake_backend(preset, bus, control, options):
 
 
 if __name__ == "__main__":
-    from hvtui.core.headless import run_headless
+    from hvtui.core.run.headless import run_headless
 
     sys.exit(run_headless(sys.argv[1], backend=fake_backend))

@@ -20,7 +20,7 @@ BASE = dict(
 
 
 def write_clips(folder: Path, n: int = 2) -> Path:
-    from hvtui.core.synth import write_clip
+    from hvtui.core.dataset.synth import write_clip
 
     folder.mkdir(parents=True, exist_ok=True)
     looks = [("square", "red", "right"), ("circle", "blue", "down"), ("square", "green", "left")]
@@ -54,7 +54,7 @@ def write_preset(path: Path, data: Path, cache: Path, out: Path, **overrides) ->
 
 
 def read_events(out: Path) -> list:
-    from hvtui.core.runlog import read_events as read
+    from hvtui.core.run.runlog import read_events as read
 
     return read(out / "events.jsonl")
 

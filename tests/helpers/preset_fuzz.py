@@ -140,10 +140,10 @@ def run_case(path: Path) -> tuple[str, str]:
     import traceback
 
     from hvtui.cli import main
-    from hvtui.core.preset import PresetError, load_preset
-    from hvtui.core.validate import validate_preset
+    from hvtui.core.preset.schema import PresetError, load_preset
+    from hvtui.core.preset.check import validate_preset
 
-    from hvtui.core.validate import validate_file
+    from hvtui.core.preset.check import validate_file
 
     stage = "check"
     try:

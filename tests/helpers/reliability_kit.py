@@ -9,9 +9,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from hvtui.core.bus import Bus
-from hvtui.core.preset import load_preset
-from hvtui.core.session import RunOptions, Session
+from hvtui.core.run.bus import Bus
+from hvtui.core.preset.schema import load_preset
+from hvtui.core.run.session import RunOptions, Session
 
 
 def mount_problem() -> str | None:

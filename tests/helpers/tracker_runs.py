@@ -32,10 +32,10 @@ def demo_preset(folder: Path, **overrides) -> Path:
 
 def run_in_process(preset_path: Path, **options):
     """(exit code, events) of a Session running the real trainer in this process."""
-    from hvtui.core.bus import Bus
-    from hvtui.core.preset import load_preset
-    from hvtui.core.runlog import read_events
-    from hvtui.core.session import RunOptions, Session
+    from hvtui.core.run.bus import Bus
+    from hvtui.core.preset.schema import load_preset
+    from hvtui.core.run.runlog import read_events
+    from hvtui.core.run.session import RunOptions, Session
 
     preset = load_preset(preset_path)
     session = Session(preset, options=RunOptions(**options), bus=Bus())

@@ -8,8 +8,8 @@ import threading
 import time
 from pathlib import Path
 
-from hvtui.core import exitcodes
-from hvtui.core.events import Event, log, phase, state
+from hvtui.core.run import exitcodes
+from hvtui.core.run.events import Event, log, phase, state
 
 
 class FakeBackend:

@@ -36,7 +36,7 @@ class FakeLaunched:
 
 def _app(tmp_path, gpus: int) -> HvtuiApp:
     from hvtui.core.dataset.model import DatasetReport
-    from hvtui.core.doctor import DoctorReport
+    from hvtui.core.env.doctor_report import DoctorReport
 
     svc = Services(backend=None, telemetry=no_gpu, gpu_count=lambda: gpus,
                    scan_preset=lambda preset, progress=None, use_cache=True: DatasetReport(),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tests.helpers.tui_fakes import FakeBackend, fake_editor, no_gpu, one_gpu, screen_text, wait_for, write_presets
 
-from hvtui.core import exitcodes  # noqa: E402
+from hvtui.core.run import exitcodes# noqa: E402
 from hvtui.tui.app import HvtuiApp, ssh_without_multiplexer  # noqa: E402
 from hvtui.tui.dialogs import ChoiceScreen, DiffScreen  # noqa: E402
 from hvtui.tui.panes.config import ChoicePicker, ConfigPane  # noqa: E402
@@ -25,7 +25,7 @@ def quick_scan(preset, progress=None, use_cache=True):
 
 
 def quick_doctor(preset):
-    from hvtui.core.doctor import DoctorReport
+    from hvtui.core.env.doctor_report import DoctorReport
     return DoctorReport(preset)
 
 

@@ -45,7 +45,7 @@ def test_every_question_fits_80x24(tmp_path):
             assert asked == ["Unsaved edits", "Switch to beta?", "Unsaved edits"]
             # a machine with 8 GPUs: the GPU question (no run starts: escape)
             app.services.backend, app.services.gpu_count = None, lambda: 8
-            app._launch(config.preset, __import__("hvtui.core.session", fromlist=["RunOptions"]).RunOptions())
+            app._launch(config.preset, __import__("hvtui.core.run.session", fromlist=["RunOptions"]).RunOptions())
             assert await wait_for(pilot, lambda: isinstance(app.screen, ChoiceScreen))
             await pilot.pause(0.1)
             assert_whole(app)

@@ -7,8 +7,8 @@ import asyncio
 
 from tests.helpers.tui_fakes import edit_field, screen_text, wait_for
 
-from hvtui.core import exitcodes  # noqa: E402
-from hvtui.core.events import Event, state  # noqa: E402
+from hvtui.core.run import exitcodes# noqa: E402
+from hvtui.core.run.events import Event, state  # noqa: E402
 from hvtui.tui.dialogs import DiffScreen  # noqa: E402
 from hvtui.tui.panes.config import ConfigPane  # noqa: E402
 
@@ -151,7 +151,7 @@ def test_pane_keys_work_with_the_focus_on_the_tab_bar(tmp_path):
         return DatasetReport()
 
     def doctor(preset):
-        from hvtui.core.doctor import Check, DoctorReport
+        from hvtui.core.env.doctor_report import Check, DoctorReport
         doctors.append(1)
         return DoctorReport(preset, checks=[Check("python", "ok", "3.11")])
 
@@ -194,7 +194,7 @@ def test_a_refused_start_points_to_the_environment_pane(tmp_path):
     doctors = []
 
     def doctor(preset):
-        from hvtui.core.doctor import Check, DoctorReport
+        from hvtui.core.env.doctor_report import Check, DoctorReport
         doctors.append(1)
         return DoctorReport(preset, checks=[Check("transformer", "fail", "not found", "set the model path")])
 

@@ -10,9 +10,9 @@ import pytest
 
 from tests.helpers.tui_fakes import FakeBackend, no_gpu, screen_text, wait_for, write_presets
 
-from hvtui.core.bus import Bus  # noqa: E402
-from hvtui.core.events import Event, log, state  # noqa: E402
-from hvtui.core.runlog import RunLogWriter  # noqa: E402
+from hvtui.core.run.bus import Bus  # noqa: E402
+from hvtui.core.run.events import Event, log, state  # noqa: E402
+from hvtui.core.run.runlog import RunLogWriter  # noqa: E402
 from hvtui.tui.app import HvtuiApp  # noqa: E402
 from hvtui.tui.dialogs import ChoiceScreen  # noqa: E402
 from hvtui.tui.panes.config import ConfigPane  # noqa: E402

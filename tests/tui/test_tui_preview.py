@@ -17,7 +17,7 @@ import pytest
 from tests.tui.test_tui_snapshots import compare, fixed_clock_zone, make_app, settle, write_run  # noqa: F401
 from tests.helpers.tui_fakes import screen_text, wait_for
 
-from hvtui.core.contact_sheet import read_sheet, write_contact_sheet  # noqa: E402
+from hvtui.core.samples.contact_sheet import read_sheet, write_contact_sheet  # noqa: E402
 from hvtui.core.dataset.read import decode_frames  # noqa: E402
 from hvtui.tui.train_state import TrainState  # noqa: E402
 from hvtui.tui.widgets.sample_preview import SamplePreview, choose_grid, compose, half_block_strips  # noqa: E402
@@ -74,7 +74,7 @@ def test_half_blocks_draw_the_frames_colours_where_they_are():
     """Compose the demo clip's sheet into a 10x5-cell box (one frame) and read the colours back from the
     strips: the red square is at the left of frame 0, the rest is the clip's dark background."""
     frames = clip_frames()
-    from hvtui.core.contact_sheet import make_sheet
+    from hvtui.core.samples.contact_sheet import make_sheet
 
     sheet, layout = make_sheet(frames)
     assert (layout.cols, layout.rows, len(layout.frames)) == (4, 2, 8)
@@ -109,7 +109,7 @@ def test_unreadable_sheet_says_so_instead_of_drawing(tmp_path, monkeypatch):
     bad.write_bytes(b"not a png")
     st = TrainState()
     st.apply([])
-    from hvtui.core.events import Event
+    from hvtui.core.run.events import Event
 
     st.apply([Event("sample", {"step": 3, "path": "x.mp4", "prompt": "p", "sheet": str(bad)})])
     assert st.preview == (3, str(bad), "p")
@@ -187,7 +187,7 @@ def test_train_pane_imports_no_tracker_or_image_library():
     import subprocess
 
     code = ("import sys; import hvtui.tui.app, hvtui.tui.panes.train; "
-            "bad = [m for m in ('wandb', 'tensorboard', 'accelerate', 'torch', 'PIL', 'numpy', 'hvtui.core.trackers') "
+            "bad = [m for m in ('wandb', 'tensorboard', 'accelerate', 'torch', 'PIL', 'numpy', 'hvtui.core.run.trackers') "
             "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from tests.helpers.tui_fakes import screen_text, wait_for, write_presets
 
-from hvtui.core.bus import Bus  # noqa: E402
-from hvtui.core.events import Event, phase, state  # noqa: E402
-from hvtui.core.run_history import RunFollower  # noqa: E402
-from hvtui.core.runlog import RunLogWriter  # noqa: E402
+from hvtui.core.run.bus import Bus  # noqa: E402
+from hvtui.core.run.events import Event, phase, state  # noqa: E402
+from hvtui.core.run.history import RunFollower  # noqa: E402
+from hvtui.core.run.runlog import RunLogWriter  # noqa: E402
 from hvtui.tui.dialogs import ChoiceScreen  # noqa: E402
 from hvtui.tui.panes.config import ConfigPane  # noqa: E402
 from hvtui.tui.resume_question import describe_run, resume_question  # noqa: E402

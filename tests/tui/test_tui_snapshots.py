@@ -16,9 +16,9 @@ import pytest
 
 from tests.helpers.tui_fakes import H100, FakeBackend, no_gpu, screen_text, wait_for, write_presets
 
-from hvtui.core.bus import Bus  # noqa: E402
-from hvtui.core.events import Event, log, phase, state  # noqa: E402
-from hvtui.core.runlog import RunLogWriter  # noqa: E402
+from hvtui.core.run.bus import Bus  # noqa: E402
+from hvtui.core.run.events import Event, log, phase, state  # noqa: E402
+from hvtui.core.run.runlog import RunLogWriter  # noqa: E402
 from hvtui.tui.app import HvtuiApp  # noqa: E402
 from hvtui.tui.panes.config import ConfigPane  # noqa: E402
 from hvtui.tui.panes.dataset import DatasetPane  # noqa: E402

@@ -12,8 +12,8 @@ import pytest
 
 from tests.helpers.tui_fakes import write_presets
 
-from hvtui.core.events import Event  # noqa: E402
-from hvtui.core.preset import load_preset  # noqa: E402
+from hvtui.core.run.events import Event  # noqa: E402
+from hvtui.core.preset.schema import load_preset  # noqa: E402
 from hvtui.tui import keymap  # noqa: E402
 from hvtui.tui.form import FieldError, form_fields, parse_text, to_text  # noqa: E402
 from hvtui.tui.launch import plan  # noqa: E402

@@ -15,7 +15,7 @@ error in `report.errors`; the other datasets are still scanned.
 
 Probing runs in a process pool (one worker per core) when POOL_MIN or more files need it: fork when this
 process has no other threads, else a forkserver (the TUI scans from a thread); if the pool can't start or
-breaks, the rest is probed in this process. Results are cached (cache.py). Captions and rules run in this
+breaks, the rest is probed in this process. Results are cached (scan_cache.py). Captions and rules run in this
 process on every scan. Bucket keys are `WxH@F` for both strategies; buckets are shared across datasets.
 
 Samples per epoch = clips x (1 + repeats): `repeats` counts extra passes (SimpleTuner's meaning; 0 = once).
@@ -38,7 +38,7 @@ from typing import Callable, NamedTuple
 
 from hvtui.core.dataset import captions as cap
 from hvtui.core.dataset.buckets import aspect_problem, bucket_size, scale_to_cover
-from hvtui.core.dataset.cache import ScanCache, cache_path
+from hvtui.core.dataset.scan_cache import ScanCache, cache_path
 from hvtui.core.dataset.frames import fmt_fps, is_4n1, plan_frames, plan_rate
 from hvtui.core.dataset.model import (CATEGORIES, Bucket, DatasetReport, DatasetSummary, Discard, FileNote, Sample,
                                       display)

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from hvtui.core import events
-from hvtui.core.preset import BUILTIN_TINY, FLAVOUR_SHIFT
+from hvtui.core.run import events
+from hvtui.core.preset.schema import BUILTIN_TINY, FLAVOUR_SHIFT
 
 PARTS = ("transformer", "vae", "text", "image")
 TEXT_NAMES = ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")
@@ -135,11 +135,11 @@ def _load_tiny(preset, dtype):
 def _load_local(preset, dtype, wanted: set[str], publish):
     from diffusers import ClassifierFreeGuidance
 
-    from hvtui.core.assets import resolve_components
+    from hvtui.core.env.assets import resolve_components
 
     found = {c.name: c for c in resolve_components(preset)}
     comps, layouts = {}, {}
-    from hvtui.core.sampling import sampling_settings
+    from hvtui.core.samples.sampling import sampling_settings
 
     comps["guider"] = ClassifierFreeGuidance(guidance_scale=sampling_settings(preset).guidance)
     for name in [n for n in found if n in wanted]:

@@ -49,10 +49,10 @@ from pathlib import Path
 
 import torch
 
-from hvtui.core import events, exitcodes
-from hvtui.core.eta import EtaClock
-from hvtui.core.events import Event
-from hvtui.core.preset import BUILTIN_TINY
+from hvtui.core.run import events, exitcodes
+from hvtui.core.run.eta import EtaClock
+from hvtui.core.run.events import Event
+from hvtui.core.preset.schema import BUILTIN_TINY
 from hvtui.core.train import checkpoint as ckpt
 from hvtui.core.train import write_guard
 from hvtui.core.train.components import release_memory
@@ -385,7 +385,7 @@ class Trainer:
         self._check_shared_folders()
 
         if cuda and self.is_main:
-            from hvtui.core.telemetry import TelemetrySampler
+            from hvtui.core.env.telemetry import TelemetrySampler
 
             self.telemetry = TelemetrySampler(self.bus, device=acc.device).start()
         self.cache = cache = self._load_and_cache(report)
@@ -414,7 +414,7 @@ class Trainer:
     def _start_trackers(self) -> None:
         """report_to's experiment trackers, as a sink of this run's events on rank 0 (trackers.py): they start
         at run_started, in their own thread, and can neither fail nor stall the run."""
-        from hvtui.core.trackers import TrackerSink, wanted
+        from hvtui.core.run.trackers import TrackerSink, wanted
 
         if self.is_main and wanted(self.preset.report_to):
             self.trackers = TrackerSink(self.preset, self.out, self.bus.publish)
@@ -422,7 +422,7 @@ class Trainer:
 
     def _claim_output_dir(self) -> None:
         """The run lock, and events held in memory until the run is accepted (run_claim.py)."""
-        from hvtui.core.runlog import RunLogWriter
+        from hvtui.core.run.runlog import RunLogWriter
         from hvtui.core.train.run_claim import LOCKED_HINT, RunClaim
         from hvtui.core.train.run_lock import RunLocked
 
@@ -450,7 +450,7 @@ class Trainer:
                         "free space on that disk (or set another output_dir) and run again")
 
     def _validate(self) -> None:
-        from hvtui.core.validate import validate_for_run
+        from hvtui.core.preset.check import validate_for_run
 
         problems = validate_for_run(self.preset)
         errors = [q for q in problems if q.is_error]
@@ -465,7 +465,7 @@ class Trainer:
 
     def _doctor(self) -> None:
         try:
-            from hvtui.core.doctor import run_doctor
+            from hvtui.core.env.doctor import run_doctor
         except ImportError:
             return
         report = run_doctor(self.preset, system=True, processes=self.dist.world_size)
@@ -481,7 +481,7 @@ class Trainer:
                         "hvtui doctor PRESET shows every check")
 
     def _scan(self):
-        from hvtui.core.dataset import scan_preset
+        from hvtui.core.dataset.scan import scan_preset
 
         self.phase("loading", "scanning datasets")
         report = scan_preset(self.preset, progress=lambda d, t, w="": self.publish(events.progress("scanning", d, t, w)))
@@ -1125,7 +1125,7 @@ class Trainer:
 
 
 def train(preset, bus, control, options) -> int:
-    from hvtui.core.cuda_allocator import configure
+    from hvtui.core.env.cuda_allocator import configure
 
     allocator = configure()   # before anything starts CUDA in this process (cuda_allocator.py says why)
     trainer = Trainer(preset, bus, control, options)

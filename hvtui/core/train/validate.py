@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from hvtui.core import events
+from hvtui.core.run import events
 from hvtui.core.train import conditioning, packed_attention
 from hvtui.core.train.components import make_pipeline, release_memory
 from hvtui.core.train.video_io import write_mp4
@@ -86,7 +86,7 @@ class Validator:
         frame_rates = [d.video.frame_rate for d in preset.training_datasets if d.video.frame_rate]
         self.fps = fps or (frame_rates[0] if frame_rates else 24.0)
         self.i2v = bool(preset.is_i2v)
-        from hvtui.core.sampling import sampling_settings
+        from hvtui.core.samples.sampling import sampling_settings
 
         self.settings = sampling_settings(preset)
         self.publish(events.log(f"validation sampling: {self.settings.describe()}"))
@@ -163,7 +163,7 @@ class Validator:
     def _contact_sheet(self, frames, video: Path) -> Path | None:
         """The PNG grid beside the mp4 (what the TUI preview and the trackers show). The video is the sample:
         a sheet that cannot be written (full disk) is a warning."""
-        from hvtui.core.contact_sheet import sheet_path_for, write_contact_sheet
+        from hvtui.core.samples.contact_sheet import sheet_path_for, write_contact_sheet
 
         try:
             return write_contact_sheet(frames, sheet_path_for(video))

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 
 from tests.helpers.dataset_builders import clip, preset_for
-from hvtui.core.dataset import SampleReadError, read_sample_frames, scan_preset
+from hvtui.core.dataset.read import SampleReadError, read_sample_frames
+from hvtui.core.dataset.scan import scan_preset
 from hvtui.core.dataset.read import decode_frames, fit_frame
-from hvtui.core.synth import read_marker
+from hvtui.core.dataset.synth import read_marker
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,13 @@ import pytest
 from tests.helpers.clip_corpus import BROKEN_FROM, build_corpus, upright_picture
 from tests.helpers.dataset_builders import preset_for
 from tests.helpers.repo_paths import REPO
-from hvtui.core.dataset import SampleReadError, format_report, read_sample_frames, scan_preset
+from hvtui.core.dataset.read import SampleReadError, read_sample_frames
+from hvtui.core.dataset.bucket_report import format_bucket_report
+from hvtui.core.dataset.scan import scan_preset
 from hvtui.core.dataset.buckets import bucket_size
 from hvtui.core.dataset.display import crop_box, display_size, pixel_aspect
 from hvtui.core.dataset.read import decode_frames
-from hvtui.core.synth import read_marker
+from hvtui.core.dataset.synth import read_marker
 
 RES = 64
 
@@ -88,7 +90,7 @@ def test_the_issue_examples(report):
     assert "folder.mp4/: a folder with a .mp4 name, not a file: scanned as a folder" in report.warnings
     assert "voice-memo.mp4: no video stream (1 other stream)" in lines
     assert "no-frames.mp4: no video stream (the file holds no streams with data)" in lines
-    text = format_report(report)
+    text = format_bucket_report(report)
     assert "broken symlinks and symlink loops (1)" in text and "permissions" not in text
 
 
@@ -187,7 +189,7 @@ def _stored(cache: Path) -> dict:
 
 
 def test_a_library_error_is_never_cached_and_a_decoder_change_rereads(tmp_path, corpus, monkeypatch):
-    from hvtui.core.dataset import cache as cache_mod
+    from hvtui.core.dataset import scan_cache as cache_mod
     from hvtui.core.dataset import probe as probe_mod
 
     cache = tmp_path / "cache"
@@ -251,9 +253,9 @@ def _write_run_preset(path: Path, data: Path, cache: Path, out: Path, steps: int
 
 def _train(preset_path: Path):
     from tests.helpers import loop_presets as L
-    from hvtui.core.bus import Bus
-    from hvtui.core.preset import load_preset
-    from hvtui.core.session import RunOptions, Session
+    from hvtui.core.run.bus import Bus
+    from hvtui.core.preset.schema import load_preset
+    from hvtui.core.run.session import RunOptions, Session
 
     preset = load_preset(preset_path)
     s = Session(preset, options=RunOptions(), bus=Bus())

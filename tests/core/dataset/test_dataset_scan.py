@@ -9,10 +9,11 @@ import av
 import pytest
 
 from tests.helpers.dataset_builders import build_mixed, caption, clip, preset_for
-from hvtui.core.dataset import format_report, scan_preset
+from hvtui.core.dataset.bucket_report import format_bucket_report
+from hvtui.core.dataset.scan import scan_preset
 from hvtui.core.dataset import probe as probe_mod
 from hvtui.core.dataset.scan import POOL_MIN
-from hvtui.core.preset import DatasetSpec, Preset, VideoSpec
+from hvtui.core.preset.schema import DatasetSpec, Preset, VideoSpec
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +117,7 @@ def test_mixed_dataset_warnings_and_notes(mixed_report):
     notes = {(n.relpath, n.topic): n.message for n in mixed_report.notes}
     assert notes[("vp9.webm", "frame_count")] == "the header has no frame count; counted 9 video packets"
     assert mixed_report.datasets[0].ignored == {".md": 1}
-    text = format_report(mixed_report)
+    text = format_bucket_report(mixed_report)
     assert "Frame counts from packets, not the header (1)" in text
     assert "short24.mp4: 8 frames after resampling 24->12 fps, needs >= 9 (num_frames)" in text
     mixed_report.json_text().encode("utf-8")    # JSON-ready and printable
@@ -389,7 +390,7 @@ def test_damaged_cache_is_ignored(tmp_path):
     preset = preset_for(tmp_path / "d", cache=tmp_path / "cache", num_frames=9)
     scan_preset(preset)
     cache_file = next((tmp_path / "cache").glob(".hvtui-scan-*.json"))
-    from hvtui.core.dataset.cache import CACHE_VERSION
+    from hvtui.core.dataset.scan_cache import CACHE_VERSION
 
     for damage in (json.dumps({"version": CACHE_VERSION, "entries": {"a.mp4": [1, 2]}, "captions": {}}), '{"vers', ""):
         cache_file.write_text(damage)

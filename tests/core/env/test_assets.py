@@ -4,9 +4,10 @@ import sys
 
 import pytest
 
+from hvtui.core.env import assets as A
+from hvtui.core.env import model_files as MF
+from hvtui.core.preset.schema import Preset, load_preset
 from tests.helpers.doctor_trees import copy_tree, fake_cache
-from hvtui.core import assets as A
-from hvtui.core.preset import Preset, load_preset
 
 pytestmark = pytest.mark.slow   # most tests build or read the tiny model trees
 
@@ -154,7 +155,7 @@ def test_siglip_download_as_vision_encoder_path(model_trees, tmp_path):
 
 def test_safetensors_header_reader(model_trees, tmp_path):
     folder = model_trees["diffusers"] / "transformer"
-    info = A.inspect_weights(folder)
+    info = MF.inspect_weights(folder)
     assert info.kind == "index" and len(info.files) > 1 and info.ok
     assert info.dtype == "fp32" and info.key_format == "diffusers"
     from diffusers import HunyuanVideo15Transformer3DModel
@@ -163,16 +164,16 @@ def test_safetensors_header_reader(model_trees, tmp_path):
     bad = tmp_path / "bad.safetensors"
     data = (model_trees["diffusers"] / "vae" / "diffusion_pytorch_model.safetensors").read_bytes()
     bad.write_bytes(data[: len(data) // 2])
-    with pytest.raises(A.HeaderError, match="truncated"):
-        A.read_safetensors_header(bad)
+    with pytest.raises(MF.HeaderError, match="truncated"):
+        MF.read_safetensors_header(bad)
     bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!")
-    with pytest.raises(A.HeaderError, match="not JSON"):
-        A.read_safetensors_header(bad)
-    assert A.inspect_weights(model_trees["tencent"] / "transformer" / "480p_t2v").key_format == "tencent"
+    with pytest.raises(MF.HeaderError, match="not JSON"):
+        MF.read_safetensors_header(bad)
+    assert MF.inspect_weights(model_trees["tencent"] / "transformer" / "480p_t2v").key_format == "tencent"
 
 
 def test_resolution_imports_nothing_heavy():
-    code = ("import sys; from hvtui.core.preset import Preset; from hvtui.core.assets import resolve_components;"
+    code = ("import sys; from hvtui.core.preset.schema import Preset; from hvtui.core.env.assets import resolve_components;"
             "resolve_components(Preset(pretrained_model_name_or_path='/nope'), {});"
             "print(sorted(m for m in ('torch', 'diffusers', 'transformers', 'huggingface_hub') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

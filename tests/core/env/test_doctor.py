@@ -7,13 +7,15 @@ import sys
 
 import pytest
 
+from hvtui.core.env import doctor as D
+from hvtui.core.env import doctor_report as R
+from hvtui.core.env import doctor_system as S
+from hvtui.core.env.assets import ENV_TEXT
+from hvtui.core.env.nvml import GpuSample, NvmlInfo
+from hvtui.core.preset.schema import DatasetSpec, Preset
 from tests.helpers.doctor_trees import copy_tree
-from hvtui.core import doctor as D
-from hvtui.core.assets import ENV_TEXT
-from hvtui.core.nvml import GpuSample, NvmlInfo
-from hvtui.core.preset import DatasetSpec, Preset
-
 from tests.helpers.repo_paths import REPO as ROOT
+
 NO_GPU = NvmlInfo(False, "no GPU: the NVIDIA driver library (libnvidia-ml) was not found")
 GiB = 1024 ** 3
 
@@ -204,7 +206,7 @@ def test_nonexistent_model_folder_is_one_row_with_one_cause(tmp_path):
 def test_text_encoder_hints_name_one_folder_and_both_spellings_work(model_trees, tmp_path):
     """$HUNYUANVIDEO_TEXT_ENCODER_PATH: the hints name <root>/text_encoder for both text groups; that folder works
     for both, and so does the Qwen2.5-VL folder itself (text_encoder/llm: its siblings hold byT5 and Glyph)."""
-    from hvtui.core.assets import ENV_TEXT, resolve_components
+    from hvtui.core.env.assets import ENV_TEXT, resolve_components
 
     missing = doctor(tmp_path, tmp_path / "nowhere")
     comps = {c.name: c for c in missing.components}
@@ -224,7 +226,7 @@ def test_text_encoder_hints_name_one_folder_and_both_spellings_work(model_trees,
 # ------------------------------------------------------------------------------------------ system and fit
 
 def test_builtin_demo_preset_on_a_machine_without_gpu(tmp_path):
-    from hvtui.core.preset import load_preset
+    from hvtui.core.preset.schema import load_preset
 
     r = D.run_doctor(load_preset(ROOT / "presets" / "demo.toml"), gpu=NO_GPU, env={})
     assert status(r, "cuda")[0] == "warn" and "no GPU" in status(r, "cuda")[1]
@@ -238,7 +240,7 @@ def test_builtin_demo_preset_on_a_machine_without_gpu(tmp_path):
 def test_fit_against_gpus():
     """The doctor quotes the estimate's whole-run peak (NVML) and hints only what is not already set."""
     p = Preset(pretrained_model_name_or_path="/m", model_flavour="t2v-480p")
-    from hvtui.core.fit import estimate_memory
+    from hvtui.core.env.fit import estimate_memory
 
     est = estimate_memory(p, (848, 480, 61))
     peak = est.peak_gib
@@ -268,43 +270,43 @@ def test_fit_against_gpus():
 
 
 def test_session_check_over_ssh():
-    assert D.check_session({"SSH_CONNECTION": "1.2.3.4 5 6.7.8.9 22"}).status == "warn"
-    assert "tmux" in D.check_session({"SSH_TTY": "/dev/pts/1"}).hint
-    assert D.check_session({"SSH_CONNECTION": "x", "TMUX": "/tmp/tmux-0/default,1,0"}).detail == "SSH inside tmux"
-    assert D.check_session({"SSH_CONNECTION": "x", "STY": "123.pts"}).status == "ok"
-    assert D.check_session({}).detail == "local terminal"
+    assert S.check_session({"SSH_CONNECTION": "1.2.3.4 5 6.7.8.9 22"}).status == "warn"
+    assert "tmux" in S.check_session({"SSH_TTY": "/dev/pts/1"}).hint
+    assert S.check_session({"SSH_CONNECTION": "x", "TMUX": "/tmp/tmux-0/default,1,0"}).detail == "SSH inside tmux"
+    assert S.check_session({"SSH_CONNECTION": "x", "STY": "123.pts"}).status == "ok"
+    assert S.check_session({}).detail == "local terminal"
 
 
 def test_torch_build_checks():
-    assert D.check_torch_build("2.13.0+cpu", NO_GPU).status == "ok"
-    cpu_on_gpu = D.check_torch_build("2.13.0+cpu", gpu(80))
+    assert S.check_torch_build("2.13.0+cpu", NO_GPU).status == "ok"
+    cpu_on_gpu = S.check_torch_build("2.13.0+cpu", gpu(80))
     assert cpu_on_gpu.status == "fail" and "CPU-only" in cpu_on_gpu.detail
-    old_driver = D.check_torch_build("2.11.0+cu130", gpu(80, cuda="12.4"))
+    old_driver = S.check_torch_build("2.11.0+cu130", gpu(80, cuda="12.4"))
     assert old_driver.status == "fail" and "CUDA 13.0" in old_driver.detail and "12.4" in old_driver.detail
-    assert D.check_torch_build("2.11.0+cu128", gpu(80, cuda="12.8")).status == "ok"
-    assert D.check_torch_build(None, NO_GPU).status == "fail"
+    assert S.check_torch_build("2.11.0+cu128", gpu(80, cuda="12.8")).status == "ok"
+    assert S.check_torch_build(None, NO_GPU).status == "fail"
 
 
 def test_packages_and_memory_and_disk(tmp_path):
-    assert D.check_packages({"torch": "2.13.0", "diffusers": None, "transformers": "5.0", "peft": "0.21",
+    assert S.check_packages({"torch": "2.13.0", "diffusers": None, "transformers": "5.0", "peft": "0.21",
                              "accelerate": "1.1"}).status == "fail"
-    old = D.check_packages({"torch": "2.13.0", "diffusers": "0.35.2", "transformers": "5.0", "peft": "0.21",
+    old = S.check_packages({"torch": "2.13.0", "diffusers": "0.35.2", "transformers": "5.0", "peft": "0.21",
                             "accelerate": "1.1"})
     assert old.status == "warn" and "diffusers 0.35.2 < 0.42" in old.detail
     real = Preset(pretrained_model_name_or_path="/m", output_dir=str(tmp_path / "o"))
-    assert D.check_host_memory(real, {"MemTotal": 16 * GiB, "MemAvailable": 8 * GiB}).status == "warn"
-    assert D.check_host_memory(real, {"MemTotal": 128 * GiB, "MemAvailable": 100 * GiB}).status == "ok"
-    disk = D.check_disk(real)
+    assert S.check_host_memory(real, {"MemTotal": 16 * GiB, "MemAvailable": 8 * GiB}).status == "warn"
+    assert S.check_host_memory(real, {"MemTotal": 128 * GiB, "MemAvailable": 100 * GiB}).status == "ok"
+    disk = S.check_disk(real)
     assert str(tmp_path / "o") in disk.detail and "free" in disk.detail
 
 
 def test_gpu_check_messages():
-    assert D.check_gpu(NO_GPU).status == "warn"
-    ok = D.check_gpu(gpu(80))
+    assert S.check_gpu(NO_GPU).status == "warn"
+    ok = S.check_gpu(gpu(80))
     assert ok.status == "ok" and "NVIDIA H100 80GB HBM3" in ok.detail and "driver 570.86 (CUDA 12.8)" in ok.detail
     hidden = gpu(80)
     hidden.gpus[0].visible = False
-    assert D.check_gpu(hidden).status == "fail"
+    assert S.check_gpu(hidden).status == "fail"
 
 
 # ------------------------------------------------------------------------------------------ the command
@@ -318,7 +320,7 @@ def run_cli(*args, env=None):
 def test_cli_demo_passes_with_cuda_warning():
     p = run_cli("presets/demo.toml")
     assert p.returncode == 0, p.stdout + p.stderr
-    from hvtui.core.nvml import query
+    from hvtui.core.env.nvml import query
     if not query().available:
         assert any(line.startswith("warn") and "cuda" in line for line in p.stdout.splitlines())
     assert "0 failed" in p.stdout and "Traceback" not in p.stderr
@@ -348,7 +350,7 @@ def test_cli_unreadable_preset_exits_2(tmp_path):
 
 
 def test_doctor_imports_no_ml_stack_or_ui():
-    code = ("import sys; from hvtui.core.preset import load_preset; from hvtui.core.doctor import run_doctor;"
+    code = ("import sys; from hvtui.core.preset.schema import load_preset; from hvtui.core.env.doctor import run_doctor;"
             "run_doctor(load_preset('presets/demo.toml'));"
             "print(sorted(m for m in ('torch', 'diffusers', 'transformers', 'peft', 'accelerate', 'textual', 'rich')"
             " if m in sys.modules))")
@@ -370,8 +372,8 @@ def test_odd_preset_values_give_checks_not_tracebacks(tmp_path):
     ("dataset_backend_config = 5\n", None),                                 # not a path
 ])
 def test_broken_dataset_keys_are_not_a_traceback(tmp_path, preset_text, extra):
-    """load_preset is lenient (validate.py reports these with lines): the doctor still runs its checks."""
-    from hvtui.core.preset import load_preset
+    """load_preset is lenient (preset/check.py reports these with lines): the doctor still runs its checks."""
+    from hvtui.core.preset.schema import load_preset
 
     (tmp_path / "p.toml").write_text(preset_text)
     if extra:
@@ -384,12 +386,12 @@ def test_broken_dataset_keys_are_not_a_traceback(tmp_path, preset_text, extra):
 
 def test_doctor_gpus_counts_this_machines_gpus_and_adds_nccl_to_the_fit(tmp_path, model_trees):
     two = NvmlInfo(True, "", "570.86", "12.8", gpu(80).gpus * 2)
-    ok = D.check_gpu_count(2, two)
-    assert ok.status == D.OK and "2 GPU(s)" in ok.detail
-    bad = D.check_gpu_count(4, two)
-    assert bad.status == D.FAIL and "this machine has 2 usable GPU(s)" in bad.detail and "--gpus 2" in bad.detail
-    cpu = D.check_gpu_count(2, NO_GPU)                        # CPU processes (gloo): possible, but say so
-    assert cpu.status == D.WARN and "2 CPU processes (gloo)" in cpu.detail
+    ok = S.check_gpu_count(2, two)
+    assert ok.status == R.OK and "2 GPU(s)" in ok.detail
+    bad = S.check_gpu_count(4, two)
+    assert bad.status == R.FAIL and "this machine has 2 usable GPU(s)" in bad.detail and "--gpus 2" in bad.detail
+    cpu = S.check_gpu_count(2, NO_GPU)                        # CPU processes (gloo): possible, but say so
+    assert cpu.status == R.WARN and "2 CPU processes (gloo)" in cpu.detail
     one = doctor(tmp_path, model_trees["diffusers"])
     dp = D.run_doctor(one.preset, env={"HF_HUB_CACHE": str(tmp_path / "hub")}, gpu=gpu(80), scan=False, processes=2)
     assert dp.fit.peak_gib > one.fit.peak_gib and "NCCL" in status(dp, "fit")[1]
@@ -399,7 +401,7 @@ def test_the_preset_check_fails_the_doctor_like_check_does(tmp_path, model_trees
     """A preset `hvtui check` rejects is never "ready": the doctor names its first error."""
     typo = tmp_path / "typo.toml"
     typo.write_text((ROOT / "presets" / "demo.toml").read_text().replace("lora_rank =", "lora_rnak ="))
-    from hvtui.core.preset import load_preset
+    from hvtui.core.preset.schema import load_preset
 
     r = D.run_doctor(load_preset(typo), gpu=NO_GPU, env={})
     st, detail = status(r, "preset")

@@ -2,8 +2,8 @@
 
 import pytest
 
-from hvtui.core import fit as F
-from hvtui.core.preset import Preset, load_preset
+from hvtui.core.env import fit as F
+from hvtui.core.preset.schema import Preset, load_preset
 
 from tests.helpers.repo_paths import REPO as ROOT
 GB = 1e9 / F.GiB   # GiB per GB
@@ -74,7 +74,7 @@ def test_builtin_tiny_is_negligible():
 def test_largest_bucket_from_preset_maths():
     p = Preset(pretrained_model_name_or_path="/m", datasets=[])
     assert F.largest_bucket(p, scan=False).key == "848x480@61"            # the flavour default
-    from hvtui.core.preset import DatasetSpec, VideoSpec
+    from hvtui.core.preset.schema import DatasetSpec, VideoSpec
 
     p.datasets = [DatasetSpec(id="a", resolution=480, video=VideoSpec(num_frames=61)),
                   DatasetSpec(id="b", resolution=720, video=VideoSpec(num_frames=33)),
@@ -153,7 +153,7 @@ def test_the_attention_cache_is_speed_pys():
 def test_the_allocator_mode_follows_the_environment(monkeypatch):
     """hvtui's default (expandable segments) unless the user set PYTORCH_ALLOC_CONF / PYTORCH_CUDA_ALLOC_CONF;
     the estimate follows what the run will use."""
-    from hvtui.core import cuda_allocator as A
+    from hvtui.core.env import cuda_allocator as A
 
     env: dict = {}
     assert A.expandable(env) and "hvtui's default" in A.configure(env) and env[A.ENV] == A.SETTING
@@ -178,7 +178,7 @@ def test_a_loaded_torch_gets_the_setting_through_its_runtime_setter(monkeypatch)
 
     import torch
 
-    from hvtui.core import cuda_allocator as A
+    from hvtui.core.env import cuda_allocator as A
 
     calls = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -205,7 +205,7 @@ def test_train_sets_the_allocator_default_in_its_own_process():
             "assert 'torch' not in sys.modules or not __import__('torch').cuda.is_initialized()\n"
             "loop.Trainer.run = lambda self: print(os.environ.get('PYTORCH_CUDA_ALLOC_CONF'), '|', self.allocator_note)"
             " or 0\n"
-            "from hvtui.core.preset import Preset\n"
+            "from hvtui.core.preset.schema import Preset\n"
             "loop.train(Preset(), None, None, None)\n")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
@@ -224,7 +224,7 @@ def test_validation_decode_and_tiling_move_the_peak():
                                        vae_enable_tiling=False, **big), (848, 480, 61))
     assert untiled.peak_phase == "validation" and "VAE decode" in untiled.phase("validation").note
     assert untiled.phase("validation").nvml_gib > tiled.phase("validation").nvml_gib + 10
-    assert "validation sampling needs" in __import__("hvtui.core.doctor", fromlist=["x"])._fit_hint(
+    assert "validation sampling needs" in __import__("hvtui.core.env.doctor", fromlist=["x"])._fit_hint(
         untiled, Preset(pretrained_model_name_or_path="/m", vae_enable_tiling=False, **big), 20 * F.GiB)
 
 
@@ -329,7 +329,7 @@ def test_calibration_recovers_the_constants_that_made_the_measurements(tmp_path)
     give that calibration back, each allocator mode's fragmentation from its own runs."""
     import json
 
-    from hvtui.core import fit_calibrate
+    from hvtui.core.env import fit_calibrate
 
     true = {"cuda_context_gib": 1.1, "train_work_per_token": 130_000, "infer_work_per_token": 55_000,
             "text_encode_work_gib": 1.7, "vae_encode_tiled_gib_per_frame": 0.09, "vae_decode_tiled_gib_per_frame": 0.21,
@@ -358,7 +358,7 @@ def test_calibration_recovers_the_constants_that_made_the_measurements(tmp_path)
 def test_a_step_s_constant_moves_only_with_its_own_step(tmp_path):
     """One preset's training measured higher changes train_work_per_token and training's fragmentation only: no
     other step's constant and no other step's estimate (the 2026-12-03 solver let one preset spoil another)."""
-    from hvtui.core import fit_calibrate
+    from hvtui.core.env import fit_calibrate
 
     runs = _runs_made_by(None, tmp_path, True)
     base = fit_calibrate.solve(runs, "base")
@@ -393,7 +393,7 @@ def test_the_estimate_is_within_10_percent_of_the_measured_preset_runs():
     """bench/preset_memory.py's full-size runs on the H200 (bench/results/*preset-memory*.json, adopted with
     --adopt; BENCHMARKS.md "Memory calibration"): with the committed calibration, every measured run's estimated
     whole-run peak (its preset, its allocator mode) is within 10% of its NVML peak."""
-    from hvtui.core import fit_calibrate
+    from hvtui.core.env import fit_calibrate
 
     runs = _committed_runs()
     assert runs, "bench/results/ holds no measured preset run (bench/preset_memory.py --adopt RESULTS_DIR)"
@@ -405,7 +405,7 @@ def test_the_estimate_is_within_10_percent_of_the_measured_preset_runs():
 def test_every_shipped_gpu_preset_is_measured_as_it_runs_now():
     """Each shipped GPU preset has a committed full-size run with hvtui's default allocator (expandable
     segments). Until the GPU call that measures them is adopted, this says which are missing."""
-    from hvtui.core import fit_calibrate
+    from hvtui.core.env import fit_calibrate
 
     runs = _committed_runs()
     assert {"t2v-480p-24gb", "t2v-480p-80gb", "t2v-720p-80gb"} <= {r["name"] for r in runs}
@@ -416,7 +416,7 @@ def test_every_shipped_gpu_preset_is_measured_as_it_runs_now():
 
 def test_presets_it_never_saw_are_within_10_percent():
     """Out of sample: each measured run against a calibration solved without any run of its preset."""
-    from hvtui.core import fit_calibrate
+    from hvtui.core.env import fit_calibrate
 
     for label, err in fit_calibrate.leave_one_preset_out(_committed_runs()).items():
         assert abs(err) <= 10, (label, f"{err:+.1f}%")

@@ -7,9 +7,9 @@ import types
 
 import pytest
 
-from hvtui.core import nvml as N
-from hvtui.core.bus import Bus
-from hvtui.core.telemetry import TelemetrySampler, torch_memory
+from hvtui.core.env import nvml as N
+from hvtui.core.run.bus import Bus
+from hvtui.core.env.telemetry import TelemetrySampler, torch_memory
 
 
 def wait_for(pred, timeout=10.0):
@@ -61,7 +61,7 @@ def test_failing_extra_does_not_stop_the_thread():
 
 
 def test_torch_memory_never_imports_torch():
-    code = "import sys; from hvtui.core.telemetry import torch_memory; print(torch_memory(), 'torch' in sys.modules)"
+    code = "import sys; from hvtui.core.env.telemetry import torch_memory; print(torch_memory(), 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["None", "False"]
 

@@ -1,4 +1,4 @@
-"""hvtui.core.validate + tomlpos: every problem at once, with the right file and line."""
+"""hvtui.core.preset.check + tomlpos: every problem at once, with the right file and line."""
 from __future__ import annotations
 
 import json
@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from hvtui.core import validate as V
-from hvtui.core.preset import load_preset
-from hvtui.core.tomlpos import key_lines, line_of
-from hvtui.core.validate import nearest_frame_counts, validate_file, validate_preset
+from hvtui.core.preset import check_rules as V
+from hvtui.core.preset.schema import load_preset
+from hvtui.core.preset.toml_positions import key_lines, line_of
+from hvtui.core.preset.check import validate_file, validate_preset
+from hvtui.core.preset.check_rules import nearest_frame_counts
+from hvtui.core.preset.problems import Problem
 
 GOOD = """\
 model_flavour = "t2v-480p"
@@ -129,9 +131,9 @@ def test_broken_preset_reports_every_problem_with_its_line(tmp_path):
 
 
 def test_str_of_problem_is_file_line_key_message_fix():
-    p = V.Problem("error", "a.toml", 3, "lora_rank", "too big", "use 16")
+    p = Problem("error", "a.toml", 3, "lora_rank", "too big", "use 16")
     assert str(p) == "a.toml:3: lora_rank: too big; use 16"
-    assert str(V.Problem("warning", "a.toml", None, "x", "m", "f")) == "a.toml: x: m; f"
+    assert str(Problem("warning", "a.toml", None, "x", "m", "f")) == "a.toml: x: m; f"
 
 
 @pytest.mark.parametrize("text, line, col", [
@@ -361,7 +363,7 @@ def test_tomlpos_paths():
 
 def test_no_value_of_any_type_crashes_the_validator(tmp_path):
     """Every field set to each kind of TOML value at once: problems are reported, never an exception."""
-    from hvtui.core.preset import DatasetSpec, Preset, VideoSpec, field_specs
+    from hvtui.core.preset.schema import DatasetSpec, Preset, VideoSpec, field_specs
     for value in ['"text"', "7", "0.5", "-3", "true", "[1, 2]", '["a"]', "{ a = 1 }", "1979-05-27"]:
         top = "".join(f"{k} = {value}\n" for k in field_specs(Preset) if k != "datasets")
         ds = "".join(f"{k} = {value}\n" for k in field_specs(DatasetSpec) if k != "video")

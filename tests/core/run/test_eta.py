@@ -1,12 +1,12 @@
-"""The remaining-time estimate (hvtui.core.eta): steady when step times vary, counting checkpoints and
+"""The remaining-time estimate (hvtui.core.run.eta): steady when step times vary, counting checkpoints and
 validation, and written the same way by the console line and the TUI (which only show `eta_s`)."""
 from __future__ import annotations
 
 import random
 
-from hvtui.core.eta import WINDOW, EtaClock, format_duration
-from hvtui.core.events import Event
-from hvtui.core.headless import progress_text
+from hvtui.core.run.eta import WINDOW, EtaClock, format_duration
+from hvtui.core.run.events import Event
+from hvtui.core.run.headless import progress_text
 
 
 def test_mixed_bucket_step_times_do_not_swing_the_estimate():

@@ -6,11 +6,11 @@ import sys
 
 import pytest
 
-from hvtui.core import doctor as D
-from hvtui.core.bus import Bus
-from hvtui.core.events import Event
-from hvtui.core.preset import Preset
-from hvtui.core.trackers import OffloadStall, TrackerSink, missing_packages, step_values, wandb_credentials, wanted
+from hvtui.core.env import doctor as D
+from hvtui.core.preset.schema import Preset
+from hvtui.core.run.bus import Bus
+from hvtui.core.run.events import Event
+from hvtui.core.run.trackers import OffloadStall, TrackerSink, missing_packages, step_values, wandb_credentials, wanted
 
 
 def test_wanted_and_missing_packages(monkeypatch):
@@ -139,7 +139,7 @@ def test_doctor_names_a_tracker_that_is_not_installed_or_not_logged_in(tmp_path,
     assert missing.detail == "report_to = all: wandb not installed; the run trains without it"
     assert missing.hint == "pip install 'hvtui[wandb]'"
     # in the whole report (exit code unchanged: a missing tracker never fails the doctor)
-    from hvtui.core.nvml import NvmlInfo
+    from hvtui.core.env.nvml import NvmlInfo
 
     report = D.run_doctor(Preset(report_to="wandb", pretrained_model_name_or_path="builtin:tiny",
                                  output_dir=str(tmp_path / "out")), env=env, gpu=NvmlInfo(False, reason="no GPU"),
@@ -151,7 +151,7 @@ def test_import_simpletuner_maps_tracker_keys(tmp_path):
     import json
     import tomllib
 
-    from hvtui.core.simpletuner import convert
+    from hvtui.core.preset.simpletuner_import import convert
 
     def imported(**keys):
         cfg = tmp_path / "config.json"

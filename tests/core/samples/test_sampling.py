@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from tests.helpers.doctor_trees import copy_tree
-from hvtui.core.preset import Preset
-from hvtui.core.sampling import sampling_settings
+from hvtui.core.preset.schema import Preset
+from hvtui.core.samples.sampling import sampling_settings
 from hvtui.core.train import step
 
 

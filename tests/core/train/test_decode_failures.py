@@ -1,7 +1,7 @@
 """Decode failures found while caching: recorded beside the entry, agreed by every process, retried after a
 decoder change."""
 
-from hvtui.core.dataset import scan_preset
+from hvtui.core.dataset.scan import scan_preset
 from hvtui.core.train import decode_failures as D
 from hvtui.core.train.cache import CacheEntry, CacheIndex
 
@@ -36,6 +36,6 @@ def test_settle_drops_what_another_process_could_not_decode(tmp_path, monkeypatc
     assert published[0].kind == "log" and published[0].get("discarded")["category"] == "decode_failed"
     # the record is trusted only under the decoder that wrote it
     assert D.known(b.latent_path) is not None
-    monkeypatch.setattr("hvtui.core.dataset.cache.pyav_version", lambda: "another")
+    monkeypatch.setattr("hvtui.core.dataset.scan_cache.pyav_version", lambda: "another")
     assert D.known(b.latent_path) is None
     assert D.describe({f"s{i}": "r" for i in range(7)}, limit=2) == "s0 (r); s1 (r) and 5 more"

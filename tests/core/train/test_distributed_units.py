@@ -23,7 +23,7 @@ def test_dist_env_reads_the_launchers_variables():
 
 
 def test_torchrun_command_keeps_hvtui_options_away_from_torchruns_parser():
-    from hvtui.core.session import RunOptions
+    from hvtui.core.run.session import RunOptions
 
     cmd = launch.torchrun_command(2, "p.toml", RunOptions(resume="auto", allow_changed=True))
     fresh = launch.torchrun_command(2, "p.toml", RunOptions(fresh=True))
@@ -126,8 +126,8 @@ def test_commit_refuses_a_checkpoint_without_every_ranks_rng(tmp_path):
 
 
 def test_launched_run_command_log_and_gpu_choices(tmp_path):
-    from hvtui.core.preset import load_preset
-    from hvtui.core.session import RunOptions
+    from hvtui.core.preset.schema import load_preset
+    from hvtui.core.run.session import RunOptions
     from hvtui.tui.runs import LaunchedRun, gpu_choices
 
     p = tmp_path / "p.toml"
@@ -141,7 +141,7 @@ def test_launched_run_command_log_and_gpu_choices(tmp_path):
 def test_launched_run_that_dies_before_its_first_event_reports_why(tmp_path):
     import time
 
-    from hvtui.core.preset import load_preset
+    from hvtui.core.preset.schema import load_preset
     from hvtui.tui.runs import LaunchedRun
 
     p = tmp_path / "p.toml"
@@ -176,9 +176,9 @@ def test_a_sharded_accelerate_config_is_refused_before_the_model_loads(tmp_path,
     from accelerate.utils import DistributedType
 
     from tests.helpers import loop_presets as L
-    from hvtui.core import exitcodes
-    from hvtui.core.preset import load_preset
-    from hvtui.core.session import RunOptions, Session
+    from hvtui.core.run import exitcodes
+    from hvtui.core.preset.schema import load_preset
+    from hvtui.core.run.session import RunOptions, Session
     from hvtui.core.train import loop
 
     L.write_clips(tmp_path / "data", 1)

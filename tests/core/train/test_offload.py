@@ -12,7 +12,7 @@ import os
 import pytest
 import torch
 
-from hvtui.core.preset import Preset
+from hvtui.core.preset.schema import Preset
 from hvtui.core.train import lora, speed, step, tiny
 from hvtui.core.train.offload import BlockOffloader
 from tests.helpers.lora_training import batch as _batch, train

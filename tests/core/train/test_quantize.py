@@ -13,13 +13,14 @@ import math
 import pytest
 import torch
 
-from tests.helpers import loop_presets as L
-from hvtui.core import doctor as D
-from hvtui.core.nvml import GpuSample, NvmlInfo
-from hvtui.core.preset import Preset, load_preset
+from hvtui.core.env import doctor_system as S
+from hvtui.core.env.nvml import GpuSample, NvmlInfo
+from hvtui.core.preset.schema import Preset, load_preset
 from hvtui.core.train import lora, quantize, step, tiny
 from hvtui.core.train.quantized_linear import QuantizedLinear, float8_linear, rowwise_fp8
-from tests.helpers.lora_training import batch as _batch, train
+from tests.helpers import loop_presets as L
+from tests.helpers.lora_training import batch as _batch
+from tests.helpers.lora_training import train
 
 PRESET = Preset(pretrained_model_name_or_path="builtin:tiny", lora_rank=4, gradient_checkpointing=True,
                 mixed_precision="no")
@@ -247,12 +248,12 @@ HAVE = {"torchao": "0.18.0", "torch": "2.11.0+cu130"}
     ("int8-torchao", NO_GPU, {"torchao": "0.18.0", "torch": "2.9.1"}, "fail", ["torch >= 2.11"]),
 ])
 def test_doctor_checks_the_base_precision(mode, info, versions, status, words):
-    [c] = D.check_base_precision(Preset(base_model_precision=mode), info, versions)
+    [c] = S.check_base_precision(Preset(base_model_precision=mode), info, versions)
     assert c.status == status
     text = c.detail + " " + c.hint
     for w in words:
         assert w in text, text
-    assert D.check_base_precision(Preset(base_model_precision="bf16"), info, versions) == []
+    assert S.check_base_precision(Preset(base_model_precision="bf16"), info, versions) == []
 
 
 def test_fp8_demo_passes_check_and_fails_doctor_on_the_cpu(tmp_path):
@@ -282,7 +283,7 @@ def test_fp8_demo_passes_check_and_fails_doctor_on_the_cpu(tmp_path):
 
 
 def test_check_accepts_the_quantized_modes_and_names_the_torchao_one_for_quanto(tmp_path):
-    from hvtui.core.validate import validate_file
+    from hvtui.core.preset.check import validate_file
 
     for value, ok in (("int8-torchao", True), ("fp8-torchao", True), ("int8-quanto", False)):
         p = tmp_path / f"{value}.toml"
@@ -345,7 +346,7 @@ def test_demo_trains_with_int8_and_its_lora_loads_onto_the_unquantized_model(tmp
 
 
 def _session(preset_path, resume=None):
-    from hvtui.core.session import RunOptions, Session
+    from hvtui.core.run.session import RunOptions, Session
 
     s = Session(load_preset(preset_path), options=RunOptions(resume=resume))
     s.start()
@@ -401,7 +402,7 @@ def test_int8_data_parallel_matches_one_process_with_accumulation(tmp_path, clip
 def test_fp8_that_gets_past_the_doctor_stops_with_exit_3_not_a_traceback(tmp_path, clips, monkeypatch):
     """If the doctor's answer was wrong (an unknown GPU), quantizing checks the FP8 matmul itself: the run
     ends with the doctor's exit code and the alternative, after caching, before training."""
-    from hvtui.core import doctor
+    from hvtui.core.env import doctor
 
     monkeypatch.setattr(doctor, "run_doctor", lambda *a, **k: doctor.DoctorReport(None))
     data, cache = clips

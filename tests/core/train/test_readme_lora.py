@@ -9,7 +9,7 @@ import re
 import pytest
 import torch
 
-from hvtui.core.preset import Preset
+from hvtui.core.preset.schema import Preset
 from hvtui.core.train import lora, tiny
 from hvtui.core.train.video_io import count_frames
 from tests.helpers.repo_paths import README

@@ -14,8 +14,8 @@ import pytest
 
 from tests.helpers import loop_presets as L
 from tests.helpers import reliability_kit as K
-from hvtui.core import exitcodes
-from hvtui.core.control import FileControl
+from hvtui.core.run import exitcodes
+from hvtui.core.run.control import FileControl
 from hvtui.core.train import checkpoint as ckpt
 
 pytestmark = pytest.mark.slow

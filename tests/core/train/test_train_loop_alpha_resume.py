@@ -7,8 +7,8 @@ import shutil
 import pytest
 
 from tests.helpers import loop_presets as L
-from hvtui.core.preset import load_preset
-from hvtui.core.session import RunOptions, Session
+from hvtui.core.preset.schema import load_preset
+from hvtui.core.run.session import RunOptions, Session
 from hvtui.core.train import checkpoint as ckpt
 
 pytestmark = pytest.mark.slow

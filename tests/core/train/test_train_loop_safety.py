@@ -5,9 +5,9 @@ import os
 import pytest
 
 from tests.helpers import loop_presets as L
-from hvtui.core import exitcodes
-from hvtui.core.preset import load_preset
-from hvtui.core.session import RunOptions, Session
+from hvtui.core.run import exitcodes
+from hvtui.core.preset.schema import load_preset
+from hvtui.core.run.session import RunOptions, Session
 from hvtui.core.train import checkpoint as ckpt
 from hvtui.core.train.lora import LORA_FILE
 

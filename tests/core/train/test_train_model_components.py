@@ -5,7 +5,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from hvtui.core.preset import Preset
+from hvtui.core.preset.schema import Preset
 from hvtui.core.train import components as C
 from hvtui.core.train.tencent_keys import diffusers_to_tencent, diffusers_vae_to_tencent
 from hvtui.core.train.tiny import tiny_components

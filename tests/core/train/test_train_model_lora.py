@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hvtui.core.preset import Preset
+from hvtui.core.preset.schema import Preset
 from hvtui.core.train import lora, step
 from hvtui.core.train.tiny import D_BYT5, D_IMG, D_TXT, tiny_transformer
 

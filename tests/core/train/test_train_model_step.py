@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from hvtui.core.preset import Preset
+from hvtui.core.preset.schema import Preset
 from hvtui.core.train import packed_attention, step
 from hvtui.core.train.tiny import BYT5_MAX_TOKENS, D_BYT5, D_IMG, D_TXT, IMAGE_TOKENS, TEXT_MAX_TOKENS, tiny_transformer
 

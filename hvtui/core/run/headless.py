@@ -17,11 +17,11 @@ import threading
 import time
 from dataclasses import replace
 
-from hvtui.core import exitcodes
-from hvtui.core.eta import format_duration
-from hvtui.core.events import Event
-from hvtui.core.preset import PresetError, load_preset
-from hvtui.core.session import RunOptions, Session
+from hvtui.core.run import exitcodes
+from hvtui.core.run.eta import format_duration
+from hvtui.core.run.events import Event
+from hvtui.core.preset.schema import PresetError, load_preset
+from hvtui.core.run.session import RunOptions, Session
 
 PROGRESS_EVERY_S = 5.0      # a plain progress line this often when stdout is not a terminal
 REDRAW_EVERY_S = 0.5        # the live bar on a terminal

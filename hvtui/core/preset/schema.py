@@ -1,7 +1,7 @@
 """The typed preset model: one TOML file (SimpleTuner's HunyuanVideo 1.5 keys, flat) plus its datasets.
 
-Reading uses tomllib (fast, stdlib). Editing and saving go through `hvtui.core.preset_edit` (tomlkit),
-so comments and key order survive. Validation lives in `hvtui.core.validate`; this module only maps
+Reading uses tomllib (fast, stdlib). Editing and saving go through `hvtui.core.preset.edit` (tomlkit),
+so comments and key order survive. Validation lives in `hvtui.core.preset.check`; this module only maps
 TOML tables onto dataclasses and knows each field's type, default, allowed values and help text.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Upper bounds (validate.py reports values above them at `check`): what the model and the libraries take.
+# Upper bounds (check.py reports values above them at `check`): what the model and the libraries take.
 SEED_MAX = 2**32 - 1          # numpy's RNG (accelerate's set_seed seeds it) takes 32-bit seeds
 STEPS_MAX = 100_000_000       # step counts: far beyond any LoRA run, well inside every integer type
 FRAMES_MAX = 513              # 4*128 + 1: the model generates 121; a decoded clip grows linearly with this
@@ -25,7 +25,7 @@ FLAVOURS = (
     "t2v-480p-distilled", "t2v-720p-distilled", "i2v-480p-distilled", "i2v-720p-distilled",
     "i2v-480p-step-distilled",
 )
-# Inference flow shift per flavour (Tencent's PIPELINE_CONFIGS; hvtui.core.sampling has the whole table): 5.0 at
+# Inference flow shift per flavour (Tencent's PIPELINE_CONFIGS; hvtui.core.samples.sampling has the whole table): 5.0 at
 # 480p, 9.0 for 720p t2v, 7.0 for 720p i2v and for the step-distilled 480p i2v.
 FLAVOUR_SHIFT = {
     "t2v-480p": 5.0, "t2v-720p": 9.0, "i2v-480p": 5.0, "i2v-720p": 7.0,
@@ -197,7 +197,7 @@ class Preset:
             return q
         try:
             return (self.source.parent / q).resolve()
-        except (OSError, ValueError):   # a NUL byte, a name too long: validate.py says so; never a traceback
+        except (OSError, ValueError):   # a NUL byte, a name too long: check.py says so; never a traceback
             return self.source.parent / q
 
 
@@ -214,7 +214,7 @@ def field_specs(cls) -> dict[str, dataclasses.Field]:
 
 
 def _build(cls, table: dict[str, Any]):
-    """Lenient mapping: known keys only, no type checks (validate.py reports problems with line numbers)."""
+    """Lenient mapping: known keys only, no type checks (check.py reports problems with line numbers)."""
     specs = field_specs(cls)
     kwargs: dict[str, Any] = {}
     for key, value in table.items():
@@ -236,7 +236,7 @@ def read_dataset_file(path: Path) -> list[dict]:
 
 
 def _lenient_dataset_file(preset: Preset) -> list:
-    """The dataset file's tables, or none when it is unusable (validate.py says why, with the file's lines)."""
+    """The dataset file's tables, or none when it is unusable (check.py says why, with the file's lines)."""
     if not isinstance(preset.dataset_backend_config, str):
         return []
     try:
@@ -249,7 +249,7 @@ def _lenient_dataset_file(preset: Preset) -> list:
 
 def preset_from_dict(data: dict[str, Any], source: Path | None = None) -> Preset:
     tables = data.get("datasets", [])
-    if not isinstance(tables, list):   # `datasets = 5`: validate.py reports it with its line
+    if not isinstance(tables, list):   # `datasets = 5`: check.py reports it with its line
         tables = []
     preset = _build(Preset, {k: v for k, v in data.items() if k != "datasets"})
     preset.source = source

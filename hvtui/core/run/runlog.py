@@ -9,7 +9,7 @@ import os
 import time
 from pathlib import Path
 
-from hvtui.core.events import SCHEMA_VERSION, Event
+from hvtui.core.run.events import SCHEMA_VERSION, Event
 
 FILENAME = "events.jsonl"
 

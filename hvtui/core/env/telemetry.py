@@ -12,9 +12,9 @@ import sys
 import threading
 from typing import Any, Callable
 
-from hvtui.core.bus import Bus
-from hvtui.core.events import Event
-from hvtui.core.nvml import Nvml
+from hvtui.core.env.nvml import Nvml
+from hvtui.core.run.bus import Bus
+from hvtui.core.run.events import Event
 
 
 def torch_memory(device: Any = None) -> dict | None:

@@ -43,8 +43,7 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from hvtui.core.preset import BUILTIN_TINY, Preset, flavour_height, is_i2v
-from hvtui.core.train.quantize import block_bytes_per_param
+from hvtui.core.preset.schema import BUILTIN_TINY, Preset, flavour_height, is_i2v
 
 GiB = 1024 ** 3
 
@@ -333,7 +332,7 @@ def largest_bucket(preset: Preset, scan: bool = True) -> BucketShape:
     resolution and num_frames, else the flavour's default size."""
     if scan:
         try:
-            from hvtui.core.dataset import scan_preset
+            from hvtui.core.dataset.scan import scan_preset
 
             report = scan_preset(preset, use_cache=True)
             buckets = [b for b in report.buckets if b.samples] or list(report.buckets)
@@ -441,7 +440,7 @@ def estimate_memory(preset: Preset, bucket: BucketShape | tuple[int, int, int] |
     padded = batch > 1 if padded is None else padded
     i2v = is_i2v(preset.model_flavour)
     if expandable is None:
-        from hvtui.core.cuda_allocator import expandable as run_is_expandable
+        from hvtui.core.env.cuda_allocator import expandable as run_is_expandable
 
         expandable = run_is_expandable()
     mode = EXPANDABLE if expandable else FIXED

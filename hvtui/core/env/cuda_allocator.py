@@ -13,7 +13,7 @@ while the library initialises, older ones when CUDA starts). `configure()` runs 
 torchrun / accelerate worker (its own process). By then torch is loaded, so besides setting the variable (for
 processes started from here) it applies the setting through torch's runtime setter, which the allocator reads at
 every new segment, before or after CUDA started. A user's own setting of either variable is left alone.
-`hvtui.core.fit` estimates with the mode `expandable(env)` says a run will use; bench/preset_memory.py records
+`hvtui.core.env.fit` estimates with the mode `expandable(env)` says a run will use; bench/preset_memory.py records
 whether the training step's segments were expandable.
 
 No torch import at module level: fit and doctor import this.

@@ -39,10 +39,14 @@ from pathlib import Path
 
 import tomlkit
 
-from hvtui.core.preset import DatasetSpec, Preset, VideoSpec, field_specs
-from hvtui.core.validate import (
-    coerce_string, field_type, field_hints, type_ok, parse_resolutions,
+from hvtui.core.preset.check_fields import (
+    coerce_string,
+    field_hints,
+    field_type,
+    parse_resolutions,
+    type_ok,
 )
+from hvtui.core.preset.schema import DatasetSpec, Preset, VideoSpec, field_specs
 
 # SimpleTuner's names (current and legacy) that mean an hvtui key. hvtui's own names are SimpleTuner's legacy
 # ones (checkpointing_steps, validation_steps): both spellings land on them.

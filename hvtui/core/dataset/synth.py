@@ -166,7 +166,7 @@ def write_demo_data(folder: str | Path) -> list[Path]:
     return paths
 
 
-if __name__ == "__main__":   # python -m hvtui.core.synth presets/demo-data
+if __name__ == "__main__":   # python -m hvtui.core.dataset.synth presets/demo-data
     import sys
 
     for p in write_demo_data(sys.argv[1] if len(sys.argv) > 1 else "presets/demo-data"):

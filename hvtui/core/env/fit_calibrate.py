@@ -1,4 +1,4 @@
-"""Calibrate hvtui.core.fit from measured runs: each constant solved from the measurements of the one step it
+"""Calibrate hvtui.core.env.fit from measured runs: each constant solved from the measurements of the one step it
 governs, the median over runs, written as memory_calibration.json (fit.py reads it) with its evidence.
 
 A measured run (bench/preset_memory.py writes them) is the preset it ran, as a dict, the allocator's mode
@@ -31,8 +31,8 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-from hvtui.core import fit as F
-from hvtui.core.preset import preset_from_dict
+from hvtui.core.env import fit as F
+from hvtui.core.preset.schema import preset_from_dict
 
 CACHE_LOG = re.compile(r"attention cache: (\d+)/\d+ blocks keep attention output at (\d+) tokens")
 # steps whose reserved / NVML peaks a bench version's labelling got wrong

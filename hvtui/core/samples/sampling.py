@@ -18,8 +18,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from hvtui.core.assets import transformer_version
-from hvtui.core.preset import BUILTIN_TINY, FLAVOUR_SHIFT, Preset
+from hvtui.core.env.assets import transformer_version
+from hvtui.core.preset.schema import BUILTIN_TINY, FLAVOUR_SHIFT, Preset
 
 TENCENT_STEPS = 50
 # Tencent's PIPELINE_CONFIGS: transformer version -> (guidance_scale, flow_shift, num_inference_steps)
@@ -79,7 +79,7 @@ def _model_configs(preset: Preset, env=None) -> tuple[dict, dict]:
     try:
         import os
 
-        from hvtui.core.assets import resolve_components
+        from hvtui.core.env.assets import resolve_components
 
         comps = {c.name: c for c in resolve_components(preset, os.environ if env is None else env)}
     except Exception:   # an unusable model folder: the doctor says why; the table still answers

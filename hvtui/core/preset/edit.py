@@ -6,7 +6,7 @@
     print(doc.diff())                               # unified diff against the file on disk
     doc.save()                                      # atomic: temp file + rename
 
-Reading for training stays with tomllib (`hvtui.core.preset.load_preset`); this module only edits.
+Reading for training stays with tomllib (`hvtui.core.preset.schema.load_preset`); this module only edits.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from typing import Any
 import tomlkit
 from tomlkit.exceptions import TOMLKitError
 
-from hvtui.core.preset import Preset, PresetError, preset_from_dict
+from hvtui.core.preset.schema import Preset, PresetError, preset_from_dict
 
 _MISSING = object()
 
@@ -141,7 +141,7 @@ class PresetDocument:
 
     def validate(self, env: dict | None = None):
         """Problems of the edited (unsaved) text, with its own line numbers."""
-        from hvtui.core.validate import validate_text
+        from hvtui.core.preset.check import validate_text
         return validate_text(self.text, self.path, env=env)
 
     def save(self, path: str | Path | None = None) -> Path:

@@ -41,7 +41,7 @@ def _rules(d) -> str:
     return ", ".join(parts)
 
 
-def format_report(report: DatasetReport, limit: int = 20, examples: int = 3) -> str:
+def format_bucket_report(report: DatasetReport, limit: int = 20, examples: int = 3) -> str:
     out: list[str] = []
     add = out.append
     if report.datasets:

@@ -14,7 +14,7 @@ import json
 import os
 from pathlib import Path
 
-from hvtui.core.trackers import first_line
+from hvtui.core.formatting import first_line
 
 GIF_MAX_SIDE = 256          # TensorBoard shows validation videos as animated GIFs this size at most
 WANDB_OFFLINE_MODES = ("offline", "dryrun")
@@ -135,7 +135,7 @@ class TensorBoard:
 
         step, key = int(d.get("step") or 0), _sample_key(d)
         if d.get("sheet") and Path(d["sheet"]).is_file():
-            from hvtui.core.contact_sheet import read_sheet
+            from hvtui.core.samples.contact_sheet import read_sheet
 
             sheet, _ = read_sheet(d["sheet"])
             self.tracker.log_images({f"{key}/sheet": np.asarray(sheet)[None]}, step=step, dataformats="NHWC")

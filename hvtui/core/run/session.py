@@ -12,11 +12,11 @@ import traceback
 from dataclasses import dataclass
 from typing import Callable
 
-from hvtui.core import exitcodes
-from hvtui.core.bus import Bus
-from hvtui.core.control import Control
-from hvtui.core.events import Event
-from hvtui.core.preset import Preset
+from hvtui.core.run import exitcodes
+from hvtui.core.run.bus import Bus
+from hvtui.core.run.control import Control
+from hvtui.core.run.events import Event
+from hvtui.core.preset.schema import Preset
 
 
 @dataclass

@@ -27,8 +27,9 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from hvtui.core import events
-from hvtui.core.events import Event
+from hvtui.core.formatting import first_line
+from hvtui.core.run import events
+from hvtui.core.run.events import Event
 
 # report_to name -> (module to import, pip extra that installs it)
 PACKAGES = {"tensorboard": ("tensorboard", "hvtui[tensorboard]"), "wandb": ("wandb", "hvtui[wandb]")}
@@ -39,12 +40,6 @@ CLOSE_TIMEOUT_S = 30.0
 STEP_SCALARS = (("loss", "train/loss"), ("loss_smooth", "train/loss_smooth"), ("lr", "train/lr"),
                 ("grad_norm", "train/grad_norm"), ("step_time", "train/step_time_s"),
                 ("samples_per_s", "train/samples_per_s"))
-
-
-def first_line(e: Exception, limit: int = 160) -> str:
-    """An exception's message for a one-line warning (wandb's carry advice on further lines)."""
-    text = (str(e).strip().splitlines() or [""])[0]
-    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def wanted(report_to: str | None) -> list[str]:
@@ -197,7 +192,7 @@ class TrackerSink:
                 self._status(t.name, "failed", message=f"{what} failed: {first_line(e)}")
 
     def _on_run_started(self, d: dict) -> None:
-        from hvtui.core.tracker_backends import BACKENDS, TrackerUnavailable, run_config
+        from hvtui.core.run.tracker_backends import BACKENDS, TrackerUnavailable, run_config
 
         self._end(None)   # a second run on the same sink (not done by the trainer) starts afresh
         self._ended = False

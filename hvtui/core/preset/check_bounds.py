@@ -1,8 +1,8 @@
 """Bounds that `hvtui check` puts on values the run could not take: paths the OS cannot hold, numbers that are
 not finite, a clip that would not fit in this machine's memory once decoded, and an output_dir inside a
 dataset folder (the run's sample videos would become training clips at the next scan).
-Ranges of single numbers live with each field (preset.py's `meta`); these need more than one value, or the OS.
-Everything here is stdlib and stat()-cheap, as validate.py's rule asks.
+Ranges of single numbers live with each field (schema.py's `meta`); these need more than one value, or the OS.
+Everything here is stdlib and stat()-cheap, as check.py's rule asks.
 """
 from __future__ import annotations
 

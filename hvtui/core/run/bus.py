@@ -11,7 +11,7 @@ import threading
 from collections import deque
 from typing import Callable
 
-from hvtui.core.events import Event
+from hvtui.core.run.events import Event
 
 Sink = Callable[[Event], None]
 

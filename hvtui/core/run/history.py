@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from hvtui.core.events import Event
-from hvtui.core.runlog import parse_line
+from hvtui.core.run.events import Event
+from hvtui.core.run.runlog import parse_line
 
 MAX_READ = 4 << 20        # bytes per poll: ~20k events, a few tens of ms to parse
 
