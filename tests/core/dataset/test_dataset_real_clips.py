@@ -199,7 +199,7 @@ def test_a_library_error_is_never_cached_and_a_decoder_change_rereads(tmp_path, 
         raise TypeError("open() got an unexpected keyword argument 'metadata_errors'")
 
     monkeypatch.setattr(probe_mod, "probe_video", broken_library)
-    monkeypatch.setattr("hvtui.core.dataset.scan.POOL_MIN", 10 ** 9)      # probe in this process
+    monkeypatch.setattr("hvtui.core.dataset.probe_pool.POOL_MIN", 10 ** 9)      # probe in this process
     r = scan_preset(preset)
     assert r.clips_kept == 0
     d = next(x for x in r.discards() if x.relpath == "h264.mp4")

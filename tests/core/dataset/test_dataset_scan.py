@@ -12,7 +12,7 @@ from tests.helpers.dataset_builders import build_mixed, caption, clip, preset_fo
 from hvtui.core.dataset.bucket_report import format_bucket_report
 from hvtui.core.dataset.scan import scan_preset
 from hvtui.core.dataset import probe as probe_mod
-from hvtui.core.dataset.scan import POOL_MIN
+from hvtui.core.dataset.probe_pool import POOL_MIN
 from hvtui.core.preset.schema import DatasetSpec, Preset, VideoSpec
 
 
@@ -361,7 +361,7 @@ def test_process_pool_with_other_threads_running(tmp_path):
 
 
 def test_broken_pool_falls_back_to_in_process(tmp_path, monkeypatch):
-    from hvtui.core.dataset import scan as scan_mod
+    from hvtui.core.dataset import probe_pool as scan_mod
 
     data = _pool_dataset(tmp_path, POOL_MIN + 2)
     parent = os.getpid()
