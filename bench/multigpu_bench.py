@@ -76,15 +76,15 @@ def build_transformer(device):
 
 def worker() -> None:
     import torch
+    from gpu_bench import NvmlPeak  # this script's folder is on sys.path (run as a script, also by torchrun)
 
+    from hvtui.core.preset.schema import Preset
     from hvtui.core.run.bus import Bus
     from hvtui.core.run.control import Control
-    from hvtui.core.preset.schema import Preset
     from hvtui.core.run.session import RunOptions
     from hvtui.core.train import loop, lora, optim
     from hvtui.core.train.collectives import Collectives
     from hvtui.core.train.data import BucketBatchSampler, group_key
-    from gpu_bench import NvmlPeak   # this script's folder is on sys.path (run as a script, also by torchrun)
 
     cuda = torch.cuda.is_available() and not TINY
     preset = Preset(lora_rank=16, gradient_checkpointing=True, train_batch_size=1, gradient_accumulation_steps=1,

@@ -91,10 +91,22 @@ def _tiny_tokenizer():
 def build_tree(root: Path, tiny: bool) -> None:
     """Child process: the three model folders (t2v-480p, t2v-720p, i2v-480p) in the diffusers layout."""
     import torch
-    from diffusers import (AutoencoderKLHunyuanVideo15, ClassifierFreeGuidance, FlowMatchEulerDiscreteScheduler,
-                           HunyuanVideo15Pipeline, HunyuanVideo15Transformer3DModel)
-    from transformers import (ByT5Tokenizer, Qwen2_5_VLTextConfig, Qwen2_5_VLTextModel, SiglipVisionConfig,
-                              SiglipVisionModel, T5Config, T5EncoderModel)
+    from diffusers import (
+        AutoencoderKLHunyuanVideo15,
+        ClassifierFreeGuidance,
+        FlowMatchEulerDiscreteScheduler,
+        HunyuanVideo15Pipeline,
+        HunyuanVideo15Transformer3DModel,
+    )
+    from transformers import (
+        ByT5Tokenizer,
+        Qwen2_5_VLTextConfig,
+        Qwen2_5_VLTextModel,
+        SiglipVisionConfig,
+        SiglipVisionModel,
+        T5Config,
+        T5EncoderModel,
+    )
 
     t0 = time.perf_counter()
     cuda = torch.cuda.is_available() and not tiny
@@ -200,7 +212,7 @@ class Sampler:
             p = self._peak(self.label)
             p["nvml_gib"] = max(p["nvml_gib"], self.used() / GiB)
 
-    def start(self) -> "Sampler":
+    def start(self) -> Sampler:
         self._since = time.perf_counter()
         self.thread.start()
         return self
@@ -295,10 +307,9 @@ def child(spec_path: Path) -> int:
     import torch
 
     from hvtui.core.env.cuda_allocator import user_setting
-
+    from hvtui.core.preset.schema import preset_from_dict
     from hvtui.core.run.bus import Bus
     from hvtui.core.run.control import Control
-    from hvtui.core.preset.schema import preset_from_dict
     from hvtui.core.run.session import RunOptions
     from hvtui.core.train.loop import train
 
@@ -359,9 +370,9 @@ def bench_preset(name: str, scratch: Path, models: Path, tiny: bool, compile_blo
     """(the preset as run, a spec for the child) for a shipped preset."""
     import tomllib
 
+    from hvtui.core.dataset.synth import write_clip
     from hvtui.core.env.fit import largest_bucket
     from hvtui.core.preset.schema import preset_from_dict
-    from hvtui.core.dataset.synth import write_clip
 
     raw = tomllib.loads((REPO / "presets" / f"{name}.toml").read_text())
     tag = name if expandable else f"{name}-without-expandable"

@@ -28,10 +28,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hvtui.core.dataset.scan import scan_preset                       # noqa: E402
-from hvtui.core.dataset.probe import probe_video                 # noqa: E402
-from hvtui.core.preset.schema import DatasetSpec, Preset, VideoSpec     # noqa: E402
-from hvtui.core.dataset.synth import write_clip                          # noqa: E402
+from hvtui.core.dataset.probe import probe_video  # noqa: E402
+from hvtui.core.dataset.scan import scan_preset  # noqa: E402
+from hvtui.core.dataset.synth import write_clip  # noqa: E402
+from hvtui.core.preset.schema import DatasetSpec, Preset, VideoSpec  # noqa: E402
 
 VARIANTS = [  # width, height, fps, frames, suffix
     (64, 64, 24, 17, ".mp4"), (96, 64, 30, 33, ".mp4"), (64, 96, 12, 9, ".mp4"), (128, 72, 24, 25, ".mp4"),
@@ -57,7 +57,7 @@ def make_dataset(root: Path, n: int) -> None:
 
 def make_real_dataset(root: Path, n: int) -> tuple[int, int]:
     """The real-world-clip corpus copied round-robin to n files: (distinct files, expected kept per copy set)."""
-    from tests.helpers.clip_corpus import build_corpus   # the repo root is on sys.path (above)
+    from tests.helpers.clip_corpus import build_corpus  # the repo root is on sys.path (above)
 
     corpus = build_corpus(root / "_src")
     protos = [corpus.root / c.name for c in corpus.clips if (corpus.root / c.name).is_file()

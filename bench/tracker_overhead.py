@@ -90,9 +90,9 @@ def one_run(root: Path, cache: Path, mode: str, steps: int, index: int) -> dict:
 def micro(mode: str, n: int, root: Path) -> dict:
     """Publish n step events into a sink for `mode`; time the publishing and the worker's drain."""
     os.environ["WANDB_MODE"] = "offline"
+    from hvtui.core.preset.schema import Preset
     from hvtui.core.run.bus import Bus
     from hvtui.core.run.events import Event
-    from hvtui.core.preset.schema import Preset
     from hvtui.core.run.trackers import TrackerSink
 
     out = root / f"micro-{mode}"

@@ -41,9 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import gpu_bench as gb  # noqa: E402
 
-from hvtui.core.run import exitcodes# noqa: E402
-from hvtui.core.run.events import Event, phase, state  # noqa: E402
 from hvtui.core.env.telemetry import TelemetrySampler  # noqa: E402
+from hvtui.core.run import exitcodes  # noqa: E402
+from hvtui.core.run.events import Event, phase, state  # noqa: E402
 from hvtui.core.train import lora, optim, speed  # noqa: E402
 
 TINY, CUDA, DEV, OUT = gb.TINY, gb.CUDA, gb.DEV, gb.OUT

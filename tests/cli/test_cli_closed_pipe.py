@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from tests.helpers.repo_paths import REPO
+
 DEMO = str(REPO / "presets" / "demo.toml")
 
 

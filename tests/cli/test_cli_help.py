@@ -8,7 +8,6 @@ import sys
 import pytest
 
 from hvtui import cli
-
 from tests.helpers.repo_paths import REPO
 
 

@@ -9,6 +9,7 @@ import sys
 import textwrap
 
 from tests.helpers.repo_paths import REPO
+
 HEAVY = ("torch", "diffusers", "transformers", "peft", "accelerate", "textual")
 BROKEN = 'lora_rank = "16"\nvalidation_num_video_frames = 60\n'
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.dataset_builders import clip
-
 from tests.helpers.repo_paths import REPO
+
 DEMO_BUCKETS = {"80x80@9": 4, "64x112@9": 2, "112x64@9": 4}
 
 

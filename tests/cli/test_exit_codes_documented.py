@@ -3,7 +3,6 @@ import re
 
 from hvtui.cli import EPILOG
 from hvtui.core.run import exitcodes
-
 from tests.helpers.repo_paths import README
 
 

@@ -26,8 +26,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from hvtui.core.dataset.synth import MARKER_BITS, MARKER_BLOCK, draw_marker
 from tests.helpers.dataset_builders import encode_silence, write_audio_only
-from hvtui.core.dataset.synth import MARKER_BLOCK, MARKER_BITS, draw_marker
 
 BROKEN_FROM = 28          # the broken clip decodes up to here
 BROKEN_FRAMES = 50

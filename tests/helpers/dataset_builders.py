@@ -6,8 +6,8 @@ from pathlib import Path
 
 import av
 
-from hvtui.core.preset.schema import DatasetSpec, Preset, VideoSpec
 from hvtui.core.dataset.synth import render_frame, write_clip
+from hvtui.core.preset.schema import DatasetSpec, Preset, VideoSpec
 
 
 def caption(folder: Path, name: str, text: str | bytes) -> None:

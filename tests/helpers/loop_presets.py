@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from tests.helpers.repo_paths import REPO
+
 DEMO_DATA = REPO / "presets" / "demo-data"
 
 BASE = dict(

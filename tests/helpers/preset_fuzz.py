@@ -14,6 +14,7 @@ import tomllib
 from pathlib import Path
 
 from tests.helpers.repo_paths import REPO
+
 DEMO = REPO / "presets" / "demo.toml"
 
 PATH_KEYS = ("output_dir", "instance_data_dir", "cache_dir", "metadata_file", "dataset_backend_config",
@@ -140,10 +141,8 @@ def run_case(path: Path) -> tuple[str, str]:
     import traceback
 
     from hvtui.cli import main
+    from hvtui.core.preset.check import validate_file, validate_preset
     from hvtui.core.preset.schema import PresetError, load_preset
-    from hvtui.core.preset.check import validate_preset
-
-    from hvtui.core.preset.check import validate_file
 
     stage = "check"
     try:

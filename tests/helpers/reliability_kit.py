@@ -9,8 +9,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from hvtui.core.run.bus import Bus
 from hvtui.core.preset.schema import load_preset
+from hvtui.core.run.bus import Bus
 from hvtui.core.run.session import RunOptions, Session
 
 
@@ -93,7 +93,7 @@ class InProcessRun:
     def __init__(self, preset_path: Path, **options):
         self.session = Session(load_preset(preset_path), options=RunOptions(**options), bus=Bus())
 
-    def start(self) -> "InProcessRun":
+    def start(self) -> InProcessRun:
         self.session.start()
         return self
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import tomlkit
 
 from tests.helpers.repo_paths import REPO
+
 DEMO = REPO / "presets" / "demo.toml"
 
 
@@ -32,8 +33,8 @@ def demo_preset(folder: Path, **overrides) -> Path:
 
 def run_in_process(preset_path: Path, **options):
     """(exit code, events) of a Session running the real trainer in this process."""
-    from hvtui.core.run.bus import Bus
     from hvtui.core.preset.schema import load_preset
+    from hvtui.core.run.bus import Bus
     from hvtui.core.run.runlog import read_events
     from hvtui.core.run.session import RunOptions, Session
 

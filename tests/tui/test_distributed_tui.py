@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from tests.helpers.tui_fakes import no_gpu, wait_for, write_presets
-
 from hvtui.tui import app as app_module  # noqa: E402
 from hvtui.tui.app import HvtuiApp  # noqa: E402
 from hvtui.tui.dialogs import ChoiceScreen  # noqa: E402
 from hvtui.tui.panes.config import ConfigPane  # noqa: E402
 from hvtui.tui.services import Services  # noqa: E402
 from hvtui.tui.settings import Settings  # noqa: E402
+from tests.helpers.tui_fakes import no_gpu, wait_for, write_presets
 
 
 class FakeLaunched:

@@ -6,15 +6,13 @@ import difflib
 import signal
 from pathlib import Path
 
-
-from tests.helpers.tui_fakes import FakeBackend, fake_editor, no_gpu, one_gpu, screen_text, wait_for, write_presets
-
-from hvtui.core.run import exitcodes# noqa: E402
+from hvtui.core.run import exitcodes  # noqa: E402
 from hvtui.tui.app import HvtuiApp, ssh_without_multiplexer  # noqa: E402
 from hvtui.tui.dialogs import ChoiceScreen, DiffScreen  # noqa: E402
 from hvtui.tui.panes.config import ChoicePicker, ConfigPane  # noqa: E402
 from hvtui.tui.services import Services  # noqa: E402
 from hvtui.tui.settings import Settings, load_settings  # noqa: E402
+from tests.helpers.tui_fakes import FakeBackend, fake_editor, no_gpu, one_gpu, screen_text, wait_for, write_presets
 
 SIZE = (100, 32)
 

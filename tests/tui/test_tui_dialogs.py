@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.helpers.tui_fakes import edit_field, screen_text, wait_for
-
 from hvtui.tui.dialogs import ChoiceScreen  # noqa: E402
 from hvtui.tui.panes.config import ConfigPane  # noqa: E402
+from tests.helpers.tui_fakes import edit_field, screen_text, wait_for
 
 SIZE = (80, 24)
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.helpers.tui_fakes import edit_field, screen_text, wait_for
-
-from hvtui.core.run import exitcodes# noqa: E402
+from hvtui.core.run import exitcodes  # noqa: E402
 from hvtui.core.run.events import Event, state  # noqa: E402
 from hvtui.tui.dialogs import DiffScreen  # noqa: E402
 from hvtui.tui.panes.config import ConfigPane  # noqa: E402
+from tests.helpers.tui_fakes import edit_field, screen_text, wait_for
 
 SIZE = (80, 24)
 

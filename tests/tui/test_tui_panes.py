@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.tui_fakes import FakeBackend, no_gpu, screen_text, wait_for, write_presets
-
 from hvtui.core.run.bus import Bus  # noqa: E402
 from hvtui.core.run.events import Event, log, state  # noqa: E402
 from hvtui.core.run.runlog import RunLogWriter  # noqa: E402
@@ -20,8 +18,9 @@ from hvtui.tui.panes.dataset import DatasetPane  # noqa: E402
 from hvtui.tui.panes.environment import EnvironmentPane  # noqa: E402
 from hvtui.tui.services import Services, Unavailable  # noqa: E402
 from hvtui.tui.settings import Settings  # noqa: E402
-
 from tests.helpers.repo_paths import REPO
+from tests.helpers.tui_fakes import FakeBackend, no_gpu, screen_text, wait_for, write_presets
+
 SIZE = (100, 32)
 
 

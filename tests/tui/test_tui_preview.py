@@ -14,16 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.tui.test_tui_snapshots import compare, fixed_clock_zone, make_app, settle, write_run  # noqa: F401
-from tests.helpers.tui_fakes import screen_text, wait_for
-
-from hvtui.core.samples.contact_sheet import read_sheet, write_contact_sheet  # noqa: E402
 from hvtui.core.dataset.read import decode_frames  # noqa: E402
+from hvtui.core.samples.contact_sheet import read_sheet, write_contact_sheet  # noqa: E402
 from hvtui.tui.train_state import TrainState  # noqa: E402
 from hvtui.tui.widgets.sample_preview import SamplePreview, choose_grid, compose, half_block_strips  # noqa: E402
 from hvtui.tui.widgets.tracker_line import TrackerLine  # noqa: E402
-
 from tests.helpers.repo_paths import REPO
+from tests.helpers.tui_fakes import screen_text, wait_for
+from tests.tui.test_tui_snapshots import compare, fixed_clock_zone, make_app, settle, write_run  # noqa: F401
+
 CLIP = REPO / "presets" / "demo-data" / "red-square-right.mp4"   # 80x80, 9 frames: a red square moving right
 RED = (200, 40, 40)
 
@@ -150,12 +149,12 @@ def test_sheet_round_trip_keeps_layout_and_tiles():
 def test_tui_starts_the_demo_and_previews_its_validation_sample(tmp_path):
     """The real trainer (no fake backend) started from the Train pane on the demo preset: after its validation
     step the preview shows the sample's sheet, read from the file the validator wrote."""
-    from tests.helpers import tracker_runs as R
     from hvtui.tui.app import HvtuiApp
+    from hvtui.tui.panes.config import ConfigPane
     from hvtui.tui.services import Services
     from hvtui.tui.settings import Settings
+    from tests.helpers import tracker_runs as R
     from tests.helpers.tui_fakes import no_gpu
-    from hvtui.tui.panes.config import ConfigPane
 
     preset = R.demo_preset(tmp_path / "presets", max_train_steps=4, validation_steps=4, checkpointing_steps=0)
 

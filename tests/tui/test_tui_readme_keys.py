@@ -8,12 +8,10 @@ import re
 import textwrap
 import tomllib
 
-from tests.helpers.tui_fakes import FakeBackend, wait_for
-
 from hvtui.tui import keymap  # noqa: E402
 from hvtui.tui.settings import load_settings  # noqa: E402
-
 from tests.helpers.repo_paths import README
+from tests.helpers.tui_fakes import FakeBackend, wait_for
 
 
 def readme_keys_example() -> str:

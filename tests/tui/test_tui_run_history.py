@@ -10,8 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-from tests.helpers.tui_fakes import screen_text, wait_for, write_presets
-
 from hvtui.core.run.bus import Bus  # noqa: E402
 from hvtui.core.run.events import Event, phase, state  # noqa: E402
 from hvtui.core.run.history import RunFollower  # noqa: E402
@@ -20,6 +18,7 @@ from hvtui.tui.dialogs import ChoiceScreen  # noqa: E402
 from hvtui.tui.panes.config import ConfigPane  # noqa: E402
 from hvtui.tui.resume_question import describe_run, resume_question  # noqa: E402
 from hvtui.tui.train_state import TrainState  # noqa: E402
+from tests.helpers.tui_fakes import screen_text, wait_for, write_presets
 
 
 def write_process(out: Path, *, first: int, last: int, max_steps: int, resume_from: str | None = None,

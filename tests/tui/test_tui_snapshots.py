@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.tui_fakes import H100, FakeBackend, no_gpu, screen_text, wait_for, write_presets
-
 from hvtui.core.run.bus import Bus  # noqa: E402
 from hvtui.core.run.events import Event, log, phase, state  # noqa: E402
 from hvtui.core.run.runlog import RunLogWriter  # noqa: E402
@@ -24,6 +22,7 @@ from hvtui.tui.panes.config import ConfigPane  # noqa: E402
 from hvtui.tui.panes.dataset import DatasetPane  # noqa: E402
 from hvtui.tui.services import Services  # noqa: E402
 from hvtui.tui.settings import Settings  # noqa: E402
+from tests.helpers.tui_fakes import H100, FakeBackend, no_gpu, screen_text, wait_for, write_presets
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 SIZE = (80, 24)

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.repo_paths import REPO
+
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (apt-get install tmux)")]
 

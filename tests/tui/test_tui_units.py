@@ -10,10 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.tui_fakes import write_presets
-
-from hvtui.core.run.events import Event  # noqa: E402
 from hvtui.core.preset.schema import load_preset  # noqa: E402
+from hvtui.core.run.events import Event  # noqa: E402
 from hvtui.tui import keymap  # noqa: E402
 from hvtui.tui.form import FieldError, form_fields, parse_text, to_text  # noqa: E402
 from hvtui.tui.launch import plan  # noqa: E402
@@ -21,9 +19,8 @@ from hvtui.tui.settings import config_dir, load_settings  # noqa: E402
 from hvtui.tui.themes import REPO_THEMES, ThemeError, load_theme_file, load_themes  # noqa: E402
 from hvtui.tui.train_state import TrainState, format_bytes, format_duration  # noqa: E402
 from hvtui.tui.widgets.loss_chart import BRAILLE_BASE, plot_layers  # noqa: E402
-
 from tests.helpers.repo_paths import REPO
-
+from tests.helpers.tui_fakes import write_presets
 
 # ------------------------------------------------------------------ themes
 

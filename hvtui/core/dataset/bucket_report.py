@@ -10,7 +10,6 @@ from hvtui.core.dataset.frames import fmt_fps
 from hvtui.core.dataset.model import CATEGORIES, DatasetReport
 
 
-
 def _listed(add, items, limit: int, indent: str, hint: str = "", more_indent: str | None = None) -> None:
     """The first `limit` items, one a line, then how many were left out."""
     for item in items[:limit]:
@@ -67,7 +66,7 @@ def format_bucket_report(report: DatasetReport, limit: int = 20, examples: int =
         w1 = max(len(r[1]) for r in rows)
         w2 = max(len(r[2]) for r in rows)
         add("Buckets (W x H @ frames)")
-        for i, r in enumerate(rows):
+        for r in rows:
             add(f"  {r[0]:<{w0}}  {r[1]:>{w1}}  {r[2]:>{w2}}  {r[3]}")
         add(f"  {'total':<{w0}}  {report.clips_kept:>{w1},}  {report.samples_per_epoch:>{w2},}")
         add("  samples/epoch = clips x (1 + repeats); repeats 0 = each clip once per epoch")

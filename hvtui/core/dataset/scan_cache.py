@@ -2,7 +2,8 @@
 
 Where: `<cache_dir>/.hvtui-scan-<hash>.json` when the dataset sets `cache_dir` (relative to the preset),
 else `$XDG_CACHE_HOME/hvtui/scan/<hash>.json` (default `~/.cache/hvtui/scan/`). `<hash>` is a short hash of the
-resolved dataset folder (and the dataset type, for image datasets). hvtui never writes into the dataset folder itself: it may be read-only or shared.
+resolved dataset folder (and the dataset type, for image datasets). hvtui never writes into the dataset folder
+itself: it may be read-only or shared.
 
 Cached: header facts (size, fps, frame count, display geometry, or why the file is unusable) and the parsed
 text of caption files. A verdict depends on the file, on the code that judged it and on the decoder, so:
@@ -70,11 +71,12 @@ class ScanCache:
         self.path = path
         # Lookups are done by the scan's per-file loop directly on these dicts (a method call per file costs).
         self.entries: dict[str, list] = entries or {}     # media relpath -> [size, mtime_ns, inode, probe]
-        self.captions: dict[str, list] = captions or {}   # .txt relpath -> [size, mtime_ns, [captions, warnings, problem]]
+        # .txt relpath -> [size, mtime_ns, [captions, warnings, problem]]
+        self.captions: dict[str, list] = captions or {}
         self.dirty = False
 
     @classmethod
-    def load(cls, path: Path) -> "ScanCache":
+    def load(cls, path: Path) -> ScanCache:
         try:
             with open(path, "rb") as f:
                 data = json.loads(f.read())

@@ -128,7 +128,7 @@ def set_mp4_rotation(path: Path, rotation: int) -> None:
     for typ, s, e in _boxes(moov, 0, len(moov)):
         if typ != b"trak" or b"vide" not in moov[s:e]:
             continue
-        for t2, s2, e2 in _boxes(moov, s, e):
+        for t2, s2, _e2 in _boxes(moov, s, e):
             if t2 == b"tkhd":
                 mo = s2 + 4 + (32 if moov[s2] == 1 else 20) + 16
                 struct.pack_into(">9i", data, start + mo, *matrix)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import MutableMapping
+from collections.abc import MutableMapping
 
 ENV = "PYTORCH_CUDA_ALLOC_CONF"          # what torch < 2.9 reads; still read by newer torch
 ENV_NEW = "PYTORCH_ALLOC_CONF"           # torch >= 2.9 reads this first

@@ -173,7 +173,7 @@ class Nvml:
         g.capability = (int(cc[0]), int(cc[1])) if cc is not None else None
         return g
 
-    def __enter__(self) -> "Nvml":
+    def __enter__(self) -> Nvml:
         self.open()
         return self
 

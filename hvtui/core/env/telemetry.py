@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from hvtui.core.env.nvml import Nvml
 from hvtui.core.run.bus import Bus
@@ -54,7 +55,7 @@ class TelemetrySampler:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def start(self) -> "TelemetrySampler":
+    def start(self) -> TelemetrySampler:
         if self.running:
             return self
         self._stop.clear()
@@ -104,7 +105,7 @@ class TelemetrySampler:
         finally:
             self._nvml.close()
 
-    def __enter__(self) -> "TelemetrySampler":
+    def __enter__(self) -> TelemetrySampler:
         return self.start()
 
     def __exit__(self, *exc) -> None:

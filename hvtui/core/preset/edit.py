@@ -60,7 +60,7 @@ class PresetDocument:
             raise PresetError(f"{self.path}: not valid TOML: {e}") from None
 
     @classmethod
-    def open(cls, path: str | Path) -> "PresetDocument":
+    def open(cls, path: str | Path) -> PresetDocument:
         path = Path(path)
         try:
             text = path.read_text(encoding="utf-8-sig")

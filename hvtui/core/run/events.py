@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 SCHEMA_VERSION = 1
 KINDS = ("run_started", "phase", "progress", "step", "gpu", "state", "checkpoint", "sample", "log", "error",
@@ -47,7 +48,7 @@ class Event:
         return json.dumps({"kind": self.kind, "time": round(self.time, 3), **self.data}, default=str)
 
     @classmethod
-    def from_json(cls, line: str) -> "Event":
+    def from_json(cls, line: str) -> Event:
         obj = json.loads(line)
         kind = obj.pop("kind")
         t = obj.pop("time", 0.0)

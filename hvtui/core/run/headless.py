@@ -17,10 +17,10 @@ import threading
 import time
 from dataclasses import replace
 
+from hvtui.core.preset.schema import PresetError, load_preset
 from hvtui.core.run import exitcodes
 from hvtui.core.run.eta import format_duration
 from hvtui.core.run.events import Event
-from hvtui.core.preset.schema import PresetError, load_preset
 from hvtui.core.run.session import RunOptions, Session
 
 PROGRESS_EVERY_S = 5.0      # a plain progress line this often when stdout is not a terminal
@@ -56,7 +56,7 @@ class ConsoleView:
     """A bus sink that turns events into lines (queued) and keeps what the progress line needs."""
 
     def __init__(self):
-        self.lines: "queue.Queue[tuple[bool, str]]" = queue.Queue()   # (to stderr, text)
+        self.lines: queue.Queue[tuple[bool, str]] = queue.Queue()   # (to stderr, text)
         self.phase = ""
         self.step: Event | None = None
         self.progress: Event | None = None

@@ -11,9 +11,10 @@ from __future__ import annotations
 import codecs
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from hvtui.core.run.events import Event
 from hvtui.core.run.runlog import parse_line

@@ -121,7 +121,7 @@ class RunLogFollower:
 
     def poll(self) -> list[Event]:
         try:
-            with open(self.path, "r", encoding="utf-8") as f:
+            with open(self.path, encoding="utf-8") as f:
                 st = os.fstat(f.fileno())
                 if (self._inode is not None and st.st_ino != self._inode) or st.st_size < self._pos:
                     self._pos, self._partial = 0, ""

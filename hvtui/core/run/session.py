@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import threading
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
+from hvtui.core.preset.schema import Preset
 from hvtui.core.run import exitcodes
 from hvtui.core.run.bus import Bus
 from hvtui.core.run.control import Control
 from hvtui.core.run.events import Event
-from hvtui.core.preset.schema import Preset
 
 
 @dataclass

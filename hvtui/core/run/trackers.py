@@ -24,8 +24,8 @@ import importlib.util
 import math
 import queue
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from hvtui.core.formatting import first_line
 from hvtui.core.run import events

@@ -3,11 +3,10 @@ covered + centre-cropped to the bucket."""
 import numpy as np
 import pytest
 
-from tests.helpers.dataset_builders import clip, preset_for
-from hvtui.core.dataset.read import SampleReadError, read_sample_frames
+from hvtui.core.dataset.read import SampleReadError, decode_frames, fit_frame, read_sample_frames
 from hvtui.core.dataset.scan import scan_preset
-from hvtui.core.dataset.read import decode_frames, fit_frame
 from hvtui.core.dataset.synth import read_marker
+from tests.helpers.dataset_builders import clip, preset_for
 
 
 @pytest.fixture(scope="module")

@@ -11,16 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hvtui.core.dataset.bucket_report import format_bucket_report
+from hvtui.core.dataset.buckets import bucket_size
+from hvtui.core.dataset.display import crop_box, display_size, pixel_aspect
+from hvtui.core.dataset.read import SampleReadError, decode_frames, read_sample_frames
+from hvtui.core.dataset.scan import scan_preset
+from hvtui.core.dataset.synth import read_marker
 from tests.helpers.clip_corpus import BROKEN_FROM, build_corpus, upright_picture
 from tests.helpers.dataset_builders import preset_for
 from tests.helpers.repo_paths import REPO
-from hvtui.core.dataset.read import SampleReadError, read_sample_frames
-from hvtui.core.dataset.bucket_report import format_bucket_report
-from hvtui.core.dataset.scan import scan_preset
-from hvtui.core.dataset.buckets import bucket_size
-from hvtui.core.dataset.display import crop_box, display_size, pixel_aspect
-from hvtui.core.dataset.read import decode_frames
-from hvtui.core.dataset.synth import read_marker
 
 RES = 64
 
@@ -189,8 +188,8 @@ def _stored(cache: Path) -> dict:
 
 
 def test_a_library_error_is_never_cached_and_a_decoder_change_rereads(tmp_path, corpus, monkeypatch):
-    from hvtui.core.dataset import scan_cache as cache_mod
     from hvtui.core.dataset import probe as probe_mod
+    from hvtui.core.dataset import scan_cache as cache_mod
 
     cache = tmp_path / "cache"
     preset = corpus_preset(corpus.root, cache)
@@ -252,10 +251,10 @@ def _write_run_preset(path: Path, data: Path, cache: Path, out: Path, steps: int
 
 
 def _train(preset_path: Path):
-    from tests.helpers import loop_presets as L
-    from hvtui.core.run.bus import Bus
     from hvtui.core.preset.schema import load_preset
+    from hvtui.core.run.bus import Bus
     from hvtui.core.run.session import RunOptions, Session
+    from tests.helpers import loop_presets as L
 
     preset = load_preset(preset_path)
     s = Session(preset, options=RunOptions(), bus=Bus())

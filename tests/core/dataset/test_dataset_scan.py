@@ -8,12 +8,12 @@ from pathlib import Path
 import av
 import pytest
 
-from tests.helpers.dataset_builders import build_mixed, caption, clip, preset_for
-from hvtui.core.dataset.bucket_report import format_bucket_report
-from hvtui.core.dataset.scan import scan_preset
 from hvtui.core.dataset import probe as probe_mod
+from hvtui.core.dataset.bucket_report import format_bucket_report
 from hvtui.core.dataset.probe_pool import POOL_MIN
+from hvtui.core.dataset.scan import scan_preset
 from hvtui.core.preset.schema import DatasetSpec, Preset, VideoSpec
+from tests.helpers.dataset_builders import build_mixed, caption, clip, preset_for
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ import pytest
 
 from hvtui.core.env import fit as F
 from hvtui.core.preset.schema import Preset, load_preset
-
 from tests.helpers.repo_paths import REPO as ROOT
+
 GB = 1e9 / F.GiB   # GiB per GB
 
 # The reference runs: full-size transformer, LoRA r16 on the 8 attention projections, AdamW (fp32 state),

@@ -8,8 +8,8 @@ import types
 import pytest
 
 from hvtui.core.env import nvml as N
-from hvtui.core.run.bus import Bus
 from hvtui.core.env.telemetry import TelemetrySampler, torch_memory
+from hvtui.core.run.bus import Bus
 
 
 def wait_for(pred, timeout=10.0):

@@ -9,9 +9,9 @@ import pytest
 
 from hvtui.cli import main
 from hvtui.core.preset import check_rules as V
+from hvtui.core.preset.check import validate_file
 from hvtui.core.preset.schema import load_preset
 from hvtui.core.preset.simpletuner_import import SimpleTunerInputError, convert
-from hvtui.core.preset.check import validate_file
 
 # The shape of SimpleTuner's HunyuanVideo 1.5 quickstart, with the CLI's "--" prefixes and string values
 # that SimpleTuner's own config files carry.

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from hvtui.core.preset.schema import PresetError, load_preset
 from hvtui.core.preset.edit import PresetDocument, parse_key_path
-
+from hvtui.core.preset.schema import PresetError, load_preset
 from tests.helpers.repo_paths import REPO
+
 SHIPPED = REPO / "presets" / "t2v-480p-24gb.toml"   # many comments, inline and on their own lines
 
 

@@ -6,10 +6,10 @@ import tomllib
 
 import pytest
 
-from tests.helpers import preset_fuzz
 from hvtui.cli import main
-from hvtui.core.preset.schema import load_preset
 from hvtui.core.preset.check import validate_file
+from hvtui.core.preset.schema import load_preset
+from tests.helpers import preset_fuzz
 
 FLOAT_KEYS = ("learning_rate", "lora_alpha", "lora_dropout", "max_grad_norm", "flow_schedule_shift", "logit_mean",
               "logit_std", "validation_guidance", "caption_dropout_probability")

@@ -1,13 +1,12 @@
 """Every preset shipped in presets/ passes `hvtui check` (warnings allowed)."""
 from __future__ import annotations
 
-
 import pytest
 
 from hvtui.cli import main
 from hvtui.core.preset.check import validate_file
-
 from tests.helpers.repo_paths import PRESETS
+
 SHIPPED = sorted(PRESETS.rglob("*.toml"))
 
 

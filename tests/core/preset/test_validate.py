@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from hvtui.core.preset import check_rules as V
-from hvtui.core.preset.schema import load_preset
-from hvtui.core.preset.toml_positions import key_lines, line_of
 from hvtui.core.preset.check import validate_file, validate_preset
 from hvtui.core.preset.check_rules import nearest_frame_counts
 from hvtui.core.preset.problems import Problem
+from hvtui.core.preset.schema import load_preset
+from hvtui.core.preset.toml_positions import key_lines, line_of
 
 GOOD = """\
 model_flavour = "t2v-480p"
@@ -388,7 +388,7 @@ def test_folders_the_run_writes_must_be_usable(tmp_path):
     (tmp_path / "a-file").write_text("x")
     (tmp_path / "clips").mkdir()
     p = tmp_path / "p.toml"
-    p.write_text(textwrap.dedent(f"""\
+    p.write_text(textwrap.dedent("""\
         pretrained_model_name_or_path = "builtin:tiny"
         output_dir = "a-file"
 

@@ -46,8 +46,9 @@ def test_tensorboard_one_loss_point_per_step_media_config_and_resume(tmp_path, m
     sheets, videos = acc.Images("validation/0/sheet"), acc.Images("validation/0/video")
     assert [i.step for i in sheets] == [4, 8] and [i.step for i in videos] == [4, 8]
     assert sheets[0].encoded_image_string[:4] == b"\x89PNG" and videos[0].encoded_image_string[:6] == b"GIF89a"
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     gif = Image.open(io.BytesIO(videos[-1].encoded_image_string))
     assert gif.n_frames == 9 and gif.size == (64, 64)                  # every frame of the 64x64x9 sample

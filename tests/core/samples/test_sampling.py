@@ -6,10 +6,10 @@ import json
 import pytest
 import torch
 
-from tests.helpers.doctor_trees import copy_tree
 from hvtui.core.preset.schema import Preset
 from hvtui.core.samples.sampling import sampling_settings
 from hvtui.core.train import step
+from tests.helpers.doctor_trees import copy_tree
 
 
 def test_flavour_table_when_the_checkpoint_has_no_guider():
@@ -44,9 +44,8 @@ def test_the_checkpoints_guider_and_scheduler_win_over_the_table(tmp_path, model
 @pytest.mark.parametrize("flavour, guidance, calls_per_step", [("t2v-480p-distilled", None, 1),
                                                                ("t2v-480p", None, 2), ("t2v-480p-distilled", 3.0, 2)])
 def test_validation_calls_the_transformer_as_the_guidance_says(tmp_path, flavour, guidance, calls_per_step):
-    from tests.core.train.test_train_model_validate import _setup
-
     from hvtui.core.train import validate
+    from tests.core.train.test_train_model_validate import _setup
 
     p, comps, index, tr = _setup(tmp_path, flavour, guidance=guidance)
     logs = []

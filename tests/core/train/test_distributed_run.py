@@ -13,11 +13,11 @@ import signal
 
 import pytest
 
-from tests.helpers import loop_presets as L
-from hvtui.core.run import exitcodes
 from hvtui.core.preset.schema import load_preset
+from hvtui.core.run import exitcodes
 from hvtui.core.run.session import RunOptions, Session
 from hvtui.core.train import checkpoint as ckpt
+from tests.helpers import loop_presets as L
 
 pytestmark = pytest.mark.slow
 STEPS = 6

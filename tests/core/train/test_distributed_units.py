@@ -175,11 +175,11 @@ def test_a_sharded_accelerate_config_is_refused_before_the_model_loads(tmp_path,
 
     from accelerate.utils import DistributedType
 
-    from tests.helpers import loop_presets as L
-    from hvtui.core.run import exitcodes
     from hvtui.core.preset.schema import load_preset
+    from hvtui.core.run import exitcodes
     from hvtui.core.run.session import RunOptions, Session
     from hvtui.core.train import loop
+    from tests.helpers import loop_presets as L
 
     L.write_clips(tmp_path / "data", 1)
     p = L.write_preset(tmp_path / "p.toml", tmp_path / "data", tmp_path / "cache", tmp_path / "out", max_train_steps=1)

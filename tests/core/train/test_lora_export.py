@@ -7,10 +7,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from tests.helpers.comfyui_rules import apply_lora, comfy_model_state_dict
 from hvtui.core.preset.schema import Preset
 from hvtui.core.train import lora, lora_export
 from hvtui.core.train.tiny import tiny_transformer
+from tests.helpers.comfyui_rules import apply_lora, comfy_model_state_dict
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,8 @@ import torch
 from hvtui.core.preset.schema import Preset
 from hvtui.core.train import lora, speed, step, tiny
 from hvtui.core.train.offload import BlockOffloader
-from tests.helpers.lora_training import batch as _batch, train
+from tests.helpers.lora_training import batch as _batch
+from tests.helpers.lora_training import train
 
 PRESET = Preset(pretrained_model_name_or_path="builtin:tiny", lora_rank=4, gradient_checkpointing=True)
 

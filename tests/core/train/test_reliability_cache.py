@@ -12,9 +12,9 @@ import pytest
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from hvtui.core.train.cache_verify import CacheEntryDamaged, check_latent, check_text
 from tests.helpers import loop_presets as L
 from tests.helpers import reliability_kit as K
-from hvtui.core.train.cache_verify import CacheEntryDamaged, check_latent, check_text
 
 pytestmark = pytest.mark.slow
 STEPS = 6

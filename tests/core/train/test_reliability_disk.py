@@ -12,11 +12,11 @@ import stat
 
 import pytest
 
-from tests.helpers import loop_presets as L
-from tests.helpers import reliability_kit as K
 from hvtui.core.run import exitcodes
 from hvtui.core.run.control import FileControl
 from hvtui.core.train import checkpoint as ckpt
+from tests.helpers import loop_presets as L
+from tests.helpers import reliability_kit as K
 
 pytestmark = pytest.mark.slow
 STEPS = 12

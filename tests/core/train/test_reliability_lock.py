@@ -7,11 +7,11 @@ import time
 
 import pytest
 
-from tests.helpers import loop_presets as L
-from tests.helpers import reliability_kit as K
 from hvtui.core.run import exitcodes
 from hvtui.core.train import checkpoint as ckpt
 from hvtui.core.train.run_lock import LOCK_FILE, RunLock, RunLocked, holder
+from tests.helpers import loop_presets as L
+from tests.helpers import reliability_kit as K
 
 STEPS = 8
 

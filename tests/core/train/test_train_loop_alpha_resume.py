@@ -6,10 +6,10 @@ import shutil
 
 import pytest
 
-from tests.helpers import loop_presets as L
 from hvtui.core.preset.schema import load_preset
 from hvtui.core.run.session import RunOptions, Session
 from hvtui.core.train import checkpoint as ckpt
+from tests.helpers import loop_presets as L
 
 pytestmark = pytest.mark.slow
 STEPS, CUT = 6, 3

@@ -8,12 +8,12 @@ import math
 
 import pytest
 
-from tests.helpers import loop_presets as L
+from hvtui.core.preset.schema import load_preset
 from hvtui.core.run import exitcodes
 from hvtui.core.run.bus import Bus
-from hvtui.core.preset.schema import load_preset
 from hvtui.core.run.session import RunOptions, Session
 from hvtui.core.train import checkpoint as ckpt
+from tests.helpers import loop_presets as L
 
 pytestmark = pytest.mark.slow
 

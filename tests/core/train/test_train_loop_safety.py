@@ -4,12 +4,12 @@ import os
 
 import pytest
 
-from tests.helpers import loop_presets as L
-from hvtui.core.run import exitcodes
 from hvtui.core.preset.schema import load_preset
+from hvtui.core.run import exitcodes
 from hvtui.core.run.session import RunOptions, Session
 from hvtui.core.train import checkpoint as ckpt
 from hvtui.core.train.lora import LORA_FILE
+from tests.helpers import loop_presets as L
 
 STEPS = 4
 
