@@ -86,8 +86,8 @@ def walk(root: Path, kind: str) -> Walk:
         try:
             with os.scandir(folder) as it:
                 entries = sorted(it, key=by_name)
-        except OSError as e:
-            out.warnings.append(f"{display(rel) or '.'}/: folder cannot be read ({e.strerror}); skipped")
+        except OSError as err:
+            out.warnings.append(f"{display(rel) or '.'}/: folder cannot be read ({err.strerror}); skipped")
             continue
         prefix = rel + "/" if rel else ""
         folder_path = None

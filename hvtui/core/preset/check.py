@@ -11,6 +11,7 @@ import json
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 
 from hvtui.core.preset.check_bounds import path_problem
@@ -124,7 +125,7 @@ def _check_raw_tables(c: Checker, tables, from_file: bool) -> list[dict]:
 
 
 
-def validate_file(path: str | Path, env: dict | None = None) -> Validation:
+def validate_file(path: str | Path, env: Mapping[str, str] | None = None) -> Validation:
     """Read and check a preset file. Never raises for a user error: problems say what and where."""
     path = Path(path)
     shown = str(path)
@@ -139,7 +140,7 @@ def validate_file(path: str | Path, env: dict | None = None) -> Validation:
     return validate_text(text, path, env)
 
 
-def validate_text(text: str, path: str | Path, env: dict | None = None) -> Validation:
+def validate_text(text: str, path: str | Path, env: Mapping[str, str] | None = None) -> Validation:
     """Check preset text as if it were the file `path` (relative paths start at its folder): the TUI
     validates unsaved edits with this, with the edited text's line numbers."""
     path = Path(path)
@@ -179,7 +180,7 @@ def validate_text(text: str, path: str | Path, env: dict | None = None) -> Valid
     return Validation(shown, preset, _in_file_order(c.problems, shown))
 
 
-def validate_preset(preset: Preset, env: dict | None = None) -> list[Problem]:
+def validate_preset(preset: Preset, env: Mapping[str, str] | None = None) -> list[Problem]:
     """Check an in-memory preset (the TUI's inline validation). Line numbers come from its source file,
     when it has one: they point at where the key is on disk."""
     env = os.environ if env is None else env
@@ -198,7 +199,7 @@ def validate_preset(preset: Preset, env: dict | None = None) -> list[Problem]:
     return _in_file_order(c.problems, shown)
 
 
-def validate_for_run(preset: Preset, env: dict | None = None) -> list[Problem]:
+def validate_for_run(preset: Preset, env: Mapping[str, str] | None = None) -> list[Problem]:
     """What `--run` and the doctor check. A preset loaded from a file is checked as that file (unknown keys,
     which loading drops, are errors there), unless it was changed since (the TUI's form): then as it is."""
     source = preset.source

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 TOP_PATHS = ("output_dir", "text_encoder_path", "vision_encoder_path", "pretrained_model_name_or_path",
              "dataset_backend_config")
@@ -75,7 +76,8 @@ def inside(child: Path, parent: Path) -> bool:
 # --- checks on a validate._Checker `c` (error / warn / good / bad) and a Preset `p` -------------------------
 def check_paths(c, p) -> None:
     """Every path value the OS could not take: an error at its line, and no further check stats it."""
-    places = [((key,), getattr(p, key, None)) for key in TOP_PATHS if key != "dataset_backend_config"]
+    places: list[tuple[tuple[str | int, ...], Any]] = [((key,), getattr(p, key, None)) for key in TOP_PATHS
+                                                       if key != "dataset_backend_config"]
     places += [(("datasets", k, key), getattr(d, key, None)) for k, d in enumerate(p.datasets)
                for key in DATASET_PATHS]
     for path, value in places:

@@ -222,6 +222,7 @@ class Checker:
                     elif low is not None:
                         want = f"at least {_format_number(low)}"
                     else:
+                        assert high is not None   # out of range, with no lower bound: above the upper one
                         want = f"at most {_format_number(high)}"
                     self.error(path, f"{_format_number(value)} is out of range", f"use a value {want}")
 

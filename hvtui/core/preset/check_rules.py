@@ -194,7 +194,7 @@ def folder_problem(folder: Path) -> str | None:
 
 def _check_writable_folders(c: Checker, p: Preset) -> None:
     """output_dir and the cache folders: found unusable here, not after the model has loaded."""
-    places = [(("output_dir",), p.output_dir)]
+    places: list[tuple[tuple[str | int, ...], str | None]] = [(("output_dir",), p.output_dir)]
     places += [(("datasets", k, "cache_dir"), d.cache_dir) for k, d in enumerate(p.datasets)
                if isinstance(d.cache_dir, str) and d.cache_dir.strip()]
     for path, value in places:
@@ -239,7 +239,7 @@ def _check_datasets(c: Checker, p: Preset) -> None:
                         'set metadata_file = "captions.jsonl" (JSONL or CSV with file + caption columns)',
                         at=base + ("caption_strategy",))
             else:
-                path = p.resolve_path(d.metadata_file)
+                path = p.resolve_path(d.metadata_file or "")   # set: the test above
                 if not path.is_file():
                     c.error(base + ("metadata_file",), f"{path} does not exist",
                             "fix the path (relative paths start at the preset file's folder)")
@@ -265,7 +265,7 @@ def _check_dataset_dir(c: Checker, p: Preset, base: tuple, d: DatasetSpec) -> No
         c.error(path_key, f"a {d.dataset_type} dataset needs a folder of clips",
                 'add instance_data_dir = "path/to/clips" (relative to the preset file)', at=base)
         return
-    folder = p.resolve_path(d.instance_data_dir)
+    folder = p.resolve_path(d.instance_data_dir or "")   # set: the test above
     if not folder.exists():
         c.error(path_key, f"folder {folder} does not exist",
                 "create it and put your clips (with .txt captions) there, or fix the path "

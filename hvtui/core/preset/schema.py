@@ -11,7 +11,7 @@ import json
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 # Upper bounds (check.py reports values above them at `check`): what the model and the libraries take.
 SEED_MAX = 2**32 - 1          # numpy's RNG (accelerate's set_seed seeds it) takes 32-bit seeds
@@ -223,8 +223,14 @@ class Preset:
     def training_datasets(self) -> list[DatasetSpec]:
         return [d for d in self.datasets if not d.disabled and d.dataset_type in ("video", "image")]
 
+    @overload
+    def resolve_path(self, p: str) -> Path: ...
+    @overload
+    def resolve_path(self, p: str | None) -> Path | None: ...
+
     def resolve_path(self, p: str | None) -> Path | None:
-        """Relative paths in a preset are relative to the preset file's folder."""
+        """Relative paths in a preset are relative to the preset file's folder (a str gives a Path: the
+        overloads let callers that checked the key is set use the result without a None test)."""
         if p is None:
             return None
         q = Path(p).expanduser()
