@@ -102,7 +102,7 @@ def test_saving_a_valid_preset_does_not_warn(tmp_path):
         app = make(tmp_path)
         async with app.run_test(size=SIZE) as pilot:
             await ready(pilot)
-            config = app.query_one(ConfigPane)
+            app.query_one(ConfigPane)   # the config pane is up
             await edit_field(pilot, "learning_rate", "5e-05")
             await pilot.press("ctrl+s")
             assert await wait_for(pilot, lambda: isinstance(app.screen, DiffScreen))
@@ -172,7 +172,7 @@ def test_pane_keys_work_with_the_focus_on_the_tab_bar(tmp_path):
             assert await wait_for(pilot, lambda: len(doctors) == 2)
             assert len(scans) == 2                                           # r went to the visible pane only
             await pilot.press("f1")
-            config = app.query_one(ConfigPane)
+            app.query_one(ConfigPane)   # the config pane is up
             await edit_field(pilot, "learning_rate", "5e-05")
             app.query_one(Tabs).focus()
             await pilot.press("ctrl+s")

@@ -29,7 +29,7 @@ def test_two_edits_change_exactly_two_lines(preset_copy):
     doc.set("learning_rate", 5e-5)
     doc.set("datasets.0.video.num_frames", 33)
     diff = doc.diff()
-    changed = [l for l in diff.splitlines() if l[:1] in "+-" and not l.startswith(("+++", "---"))]
+    changed = [ln for ln in diff.splitlines() if ln[:1] in "+-" and not ln.startswith(("+++", "---"))]
     lr = next(line for line in before if line.startswith("learning_rate = 1e-4"))   # inline comment kept
     assert changed == ["-" + lr, "+" + lr.replace("1e-4", "5e-05", 1),
                        "-num_frames = 61           # (frames - 1) % 4 == 0; 61 frames is 2.5 s at 24 fps",
@@ -37,8 +37,8 @@ def test_two_edits_change_exactly_two_lines(preset_copy):
     doc.save()
     after = preset_copy.read_text().splitlines()
     assert len(after) == len(before)
-    assert [i for i, (a, b) in enumerate(zip(before, after)) if a != b] == [
-        before.index(lr), next(i for i, l in enumerate(before) if l.startswith("num_frames"))]
+    assert [i for i, (a, b) in enumerate(zip(before, after, strict=True)) if a != b] == [
+        before.index(lr), next(i for i, ln in enumerate(before) if ln.startswith("num_frames"))]
     # git agrees (when git is around): two lines out, two in
     if shutil.which("git"):
         orig = preset_copy.with_name("orig.toml")
@@ -100,7 +100,7 @@ def test_validate_unsaved_text_uses_its_own_lines(preset_copy):
     doc.set("datasets.0.instance_data_dir", "clips")
     doc.set("datasets.0.video.num_frames", 30)
     v = doc.validate(env={})
-    line = doc.text.splitlines().index(next(l for l in doc.text.splitlines() if l.startswith("num_frames"))) + 1
+    line = doc.text.splitlines().index(next(ln for ln in doc.text.splitlines() if ln.startswith("num_frames"))) + 1
     assert [(p.key, p.line) for p in v.errors] == [("datasets[0].video.num_frames", line)]
     assert doc.to_preset().datasets[0].video.num_frames == 30
     assert "num_frames = 61" in preset_copy.read_text()        # nothing saved yet

@@ -26,7 +26,9 @@ def _train(m, opt, sch, n):
     for _ in range(n):
         loss = m(torch.randn(2, 4)).pow(2).mean()
         loss.backward()
-        opt.step(); sch.step(); opt.zero_grad()
+        opt.step()
+        sch.step()
+        opt.zero_grad()
     return loss.item()
 
 
