@@ -30,7 +30,7 @@ class EtaClock:
             return
         self.counted += 1
         weight = max(1.0 / self.counted, 2.0 / (WINDOW + 1))
-        self.rate = seconds if self.counted == 1 else self.rate + weight * (seconds - self.rate)
+        self.rate = seconds if self.counted == 1 or self.rate is None else self.rate + weight * (seconds - self.rate)
 
     def pause_done(self, kind: str, seconds: float) -> None:
         """A scheduled pause between steps ('checkpoint' or 'validation') took `seconds`."""

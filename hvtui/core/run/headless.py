@@ -205,7 +205,7 @@ def run_headless(preset_path: str, options: RunOptions | None = None, backend=No
     console = Console(view)
     session.bus.add_sink(view)
 
-    stopping = {"signal": None}
+    stopping: dict[str, str | None] = {"signal": None}
 
     def on_signal(signum, frame):
         name = SIGNAL_NAMES.get(signum, str(signum))

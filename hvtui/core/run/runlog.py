@@ -8,6 +8,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import TextIO
 
 from hvtui.core.run.events import SCHEMA_VERSION, Event
 
@@ -25,7 +26,7 @@ class RunLogWriter:
     def __init__(self, output_dir: Path, held: bool = False, on_error=None):
         self.output_dir = Path(output_dir)
         self.path = self.output_dir / FILENAME
-        self._f = None
+        self._f: TextIO | None = None
         self._held: list[Event] | None = [] if held else None
         self._on_error = on_error
         self.failed = False
@@ -37,8 +38,8 @@ class RunLogWriter:
         held, self._held = self._held or [], None
         try:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            self._f = open(self.path, "a", encoding="utf-8", buffering=1)
-            self._f.write(json.dumps({"schema": SCHEMA_VERSION, "hvtui_events": True, "pid": os.getpid(),
+            self._f = f = open(self.path, "a", encoding="utf-8", buffering=1)
+            f.write(json.dumps({"schema": SCHEMA_VERSION, "hvtui_events": True, "pid": os.getpid(),
                                       "time": round(time.time(), 3)}) + "\n")
             for e in held:
                 self._write(e)
@@ -53,6 +54,7 @@ class RunLogWriter:
             from hvtui.core.train.write_guard import inject
 
             inject("events", self.path, event.data.get("step"))
+        assert self._f is not None, "written only once open() has opened the file"
         self._f.write(event.to_json() + "\n")
 
     def _fail(self, e: Exception) -> None:
