@@ -32,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from hvtui.core.preset import Preset  # noqa: E402
+from hvtui.core.preset.schema import Preset  # noqa: E402
 from hvtui.core.train import lora, optim, speed, step  # noqa: E402
 
 TINY = os.environ.get("TINY") == "1"

@@ -78,7 +78,7 @@ def worker() -> None:
     import torch
     from gpu_bench import NvmlPeak  # this script's folder is on sys.path (run as a script, also by torchrun)
 
-    from hvtui.core.preset import Preset
+    from hvtui.core.preset.schema import Preset
     from hvtui.core.train import lora, optim, run_setup
     from hvtui.core.train.collectives import Collectives
     from hvtui.core.train.data import BucketBatchSampler, group_key

@@ -34,10 +34,11 @@ VARIANTS = {
 
 
 def worker() -> None:
+    from types import SimpleNamespace
+
     import pynvml
     import torch
     import torch.distributed as dist
-    from types import SimpleNamespace
 
     from hvtui.core.train.collectives import Collectives
 

@@ -1,4 +1,4 @@
-"""Memory of every shipped GPU preset, end to end, on the full-size model: estimate (hvtui.core.fit) vs measured.
+"""Memory of every shipped GPU preset, end to end, on the full-size model: estimate (hvtui.core.env.fit) vs measured.
 
 One command on the lent GPU (an H200) does all of it:
   1. builds the full-size model ONCE with random bf16 weights on the GPU and saves it in the diffusers layout
@@ -14,7 +14,7 @@ One command on the lent GPU (an H200) does all of it:
   3. samples NVML every 10 ms and torch's allocated / reserved peaks per step of the run (caching:text,
      caching:vae, training, checkpointing, validation:denoise from after the validator gave training's segments
      back, validation:decode), prints estimate vs measured, solves the estimate's constants from the
-     measurements together with the committed ones (hvtui.core.fit_calibrate) and writes under --out:
+     measurements together with the committed ones (hvtui.core.env.fit_calibrate) and writes under --out:
        preset_memory.json        every measurement, the run logs, what the trainer reported
        memory_calibration.json   the calibration solved from bench/results/ and this call
        table.md                  estimate (committed calibration, i.e. before this call) and after, vs measured
@@ -31,8 +31,8 @@ do not change the peaks: 2 optimizer steps, 1 sampling step (each step's memory 
     python3 bench/preset_memory.py --calibrate                # re-solve from bench/results/ (no GPU), print the table
     python3 bench/preset_memory.py --update-headers           # rewrite the presets' "estimates N GiB" header lines
 `--adopt` does every step: copies RESULTS_DIR/preset_memory.json to bench/results/, solves the calibration from all
-of bench/results/ into hvtui/core/memory_calibration.json, rewrites the preset headers and prints the tables for
-BENCHMARKS.md; then `python3 -m pytest -q tests/test_fit.py` checks each measured run within 10%.
+of bench/results/ into hvtui/core/env/memory_calibration.json, rewrites the preset headers and prints the tables for
+BENCHMARKS.md; then `python3 -m pytest -q tests/core/env/test_fit.py` checks each measured run within 10%.
 """
 from __future__ import annotations
 
@@ -91,10 +91,22 @@ def _tiny_tokenizer():
 def build_tree(root: Path, tiny: bool) -> None:
     """Child process: the three model folders (t2v-480p, t2v-720p, i2v-480p) in the diffusers layout."""
     import torch
-    from diffusers import (AutoencoderKLHunyuanVideo15, ClassifierFreeGuidance, FlowMatchEulerDiscreteScheduler,
-                           HunyuanVideo15Pipeline, HunyuanVideo15Transformer3DModel)
-    from transformers import (ByT5Tokenizer, Qwen2_5_VLTextConfig, Qwen2_5_VLTextModel, SiglipVisionConfig,
-                              SiglipVisionModel, T5Config, T5EncoderModel)
+    from diffusers import (
+        AutoencoderKLHunyuanVideo15,
+        ClassifierFreeGuidance,
+        FlowMatchEulerDiscreteScheduler,
+        HunyuanVideo15Pipeline,
+        HunyuanVideo15Transformer3DModel,
+    )
+    from transformers import (
+        ByT5Tokenizer,
+        Qwen2_5_VLTextConfig,
+        Qwen2_5_VLTextModel,
+        SiglipVisionConfig,
+        SiglipVisionModel,
+        T5Config,
+        T5EncoderModel,
+    )
 
     t0 = time.perf_counter()
     cuda = torch.cuda.is_available() and not tiny
@@ -200,7 +212,7 @@ class Sampler:
             p = self._peak(self.label)
             p["nvml_gib"] = max(p["nvml_gib"], self.used() / GiB)
 
-    def start(self) -> "Sampler":
+    def start(self) -> Sampler:
         self._since = time.perf_counter()
         self.thread.start()
         return self
@@ -273,7 +285,7 @@ def _instrument(sampler: Sampler, spec: dict, seen: dict) -> None:
     if spec["tiny"]:
         # the tiny tree is not the model the fit check and the system checks judge (no GPU, tiny weights): those
         # rows become warnings; every other doctor check (model files, encoder paths, preset) runs as in a run
-        from hvtui.core import doctor
+        from hvtui.core.env import doctor
 
         run_doctor = doctor.run_doctor
 
@@ -295,12 +307,11 @@ def child(spec_path: Path) -> int:
     # it does in every run (cuda_allocator.py), unless the parent set the "without" variable like a user's shell
     import torch
 
-    from hvtui.core.cuda_allocator import user_setting
-
-    from hvtui.core.bus import Bus
-    from hvtui.core.control import Control
-    from hvtui.core.preset import preset_from_dict
-    from hvtui.core.session import RunOptions
+    from hvtui.core.env.cuda_allocator import user_setting
+    from hvtui.core.preset.schema import preset_from_dict
+    from hvtui.core.run.bus import Bus
+    from hvtui.core.run.control import Control
+    from hvtui.core.run.session import RunOptions
     from hvtui.core.train.loop import train
 
     cuda = torch.cuda.is_available() and not spec["tiny"]
@@ -360,9 +371,9 @@ def bench_preset(name: str, scratch: Path, models: Path, tiny: bool, compile_blo
     """(the preset as run, a spec for the child) for a shipped preset."""
     import tomllib
 
-    from hvtui.core.fit import largest_bucket
-    from hvtui.core.preset import preset_from_dict
-    from hvtui.core.synth import write_clip
+    from hvtui.core.dataset.synth import write_clip
+    from hvtui.core.env.fit import largest_bucket
+    from hvtui.core.preset.schema import preset_from_dict
 
     raw = tomllib.loads((REPO / "presets" / f"{name}.toml").read_text())
     tag = name if expandable else f"{name}-without-expandable"
@@ -400,7 +411,7 @@ def bench_preset(name: str, scratch: Path, models: Path, tiny: bool, compile_blo
 def child_env(expandable: bool) -> dict:
     """The child's environment: hvtui's default allocator (neither variable set: train() sets expandable
     segments), or the user's choice "without"."""
-    from hvtui.core.cuda_allocator import ENV, ENV_NEW
+    from hvtui.core.env.cuda_allocator import ENV, ENV_NEW
 
     env = {k: v for k, v in os.environ.items() if k not in (ENV, ENV_NEW)}
     if not expandable:
@@ -433,7 +444,7 @@ def load_results(paths: list[Path] | None = None) -> list[dict]:
 
 def report(runs: list[dict], before: Path | None, after: Path | None) -> tuple[list[str], dict]:
     """The per-step table (estimate with the calibration before / after, vs measured) and a summary per run."""
-    from hvtui.core import fit_calibrate
+    from hvtui.core.env import fit_calibrate
 
     lines = ["| run (card) | step | estimate before | after | measured NVML | measured allocated / reserved | "
              "after vs measured |", "|---|---|---|---|---|---|---|"]
@@ -491,8 +502,8 @@ def evidence_table(cal: dict) -> list[str]:
 
 def update_headers() -> int:
     """Rewrite each preset's "hvtui doctor estimates N GiB at the peak (phase)" from the current estimate."""
-    from hvtui.core.fit import card_named_in, estimate_memory, largest_bucket
-    from hvtui.core.preset import load_preset
+    from hvtui.core.env.fit import card_named_in, estimate_memory, largest_bucket
+    from hvtui.core.preset.schema import load_preset
 
     pattern = re.compile(r"hvtui doctor estimates [\d.]+ GiB at the peak \(\w+\)")
     for name in CARDS:
@@ -512,7 +523,7 @@ def update_headers() -> int:
 
 def solve_all(extra: list[dict], source: str, out: Path) -> Path:
     """The calibration from every committed result plus `extra` (this call's runs), written to `out`."""
-    from hvtui.core import fit_calibrate
+    from hvtui.core.env import fit_calibrate
 
     runs = load_results() + [r for r in extra if r.get("steps")]
     return fit_calibrate.write(fit_calibrate.solve(runs, source), out)
@@ -521,7 +532,7 @@ def solve_all(extra: list[dict], source: str, out: Path) -> Path:
 def print_tables(runs: list[dict], before: Path | None, after: Path, out: Path | None = None) -> dict:
     lines, summary = report(runs, before, after)
     cal = json.loads(after.read_text())
-    from hvtui.core.fit_calibrate import leave_one_preset_out
+    from hvtui.core.env.fit_calibrate import leave_one_preset_out
 
     loo = leave_one_preset_out(load_results() + [r for r in runs if r.get("result_file") is None])
     text = ("\n".join(lines) + "\n\nLeave one preset out (each run estimated from a calibration solved without any "
@@ -540,8 +551,8 @@ def print_tables(runs: list[dict], before: Path | None, after: Path, out: Path |
 
 def committed_calibration(folder: Path) -> Path:
     """A copy, in `folder`, of the calibration the repository holds now (its priors where it holds none)."""
-    from hvtui.core import fit_calibrate
-    from hvtui.core.fit import CALIBRATION_FILE, calibration
+    from hvtui.core.env import fit_calibrate
+    from hvtui.core.env.fit import CALIBRATION_FILE, calibration
 
     path = Path(folder) / "calibration-before.json"
     if CALIBRATION_FILE.is_file():
@@ -572,8 +583,8 @@ def finish(runs: list[dict], out: Path, meta: dict) -> None:
 
 def adopt(results_dir: Path) -> int:
     """A GPU call's results into the repository: bench/results/, the calibration, the preset headers, the tables."""
-    from hvtui.core import fit_calibrate
-    from hvtui.core.fit import CALIBRATION_FILE
+    from hvtui.core.env import fit_calibrate
+    from hvtui.core.env.fit import CALIBRATION_FILE
 
     src = Path(results_dir) / "preset_memory.json"
     if not src.is_file():
@@ -605,8 +616,8 @@ def adopt(results_dir: Path) -> int:
         if update_headers():
             return 1
         print_tables([r for r in runs if r["result_file"] == dest.name], before, CALIBRATION_FILE)
-    log("\nnext: python3 -m pytest -q tests/test_fit.py, then paste the tables into BENCHMARKS.md "
-        "\"Memory calibration\" and commit bench/results/, hvtui/core/memory_calibration.json and presets/")
+    log("\nnext: python3 -m pytest -q tests/core/env/test_fit.py, then paste the tables into BENCHMARKS.md "
+        "\"Memory calibration\" and commit bench/results/, hvtui/core/env/memory_calibration.json and presets/")
     return 0
 
 

@@ -34,12 +34,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from hvtui.core.headless import quiet_libraries  # noqa: E402
+from hvtui.core.run.headless import quiet_libraries  # noqa: E402
 
 quiet_libraries()   # before diffusers is imported: it imports torchao, which is chatty on import
 import gpu_bench as G  # noqa: E402  (TINY, CUDA, DEV, OUT come from the same environment)
+
+from hvtui.core.env import fit  # noqa: E402
 from hvtui.core.train import lora, quantize, speed  # noqa: E402
-from hvtui.core import fit  # noqa: E402
 
 TINY, CUDA, DEV, OUT = G.TINY, G.CUDA, G.DEV, G.OUT
 STEPS = int(os.environ.get("STEPS") or (3 if TINY else 20))

@@ -3,7 +3,7 @@
     python bench/reliability.py [--kills 20] [--signals 3] [--pairs 6] [--fuzz 2000] [--no-disk] [--no-damage]
                                 [--out bench/results/reliability-DATE.json]
 
-Every run is the builtin tiny model on the CPU (tests/loop_presets.py: 80x80x9 clips, batch 1, 12 steps,
+Every run is the builtin tiny model on the CPU (tests/helpers/loop_presets.py: 80x80x9 clips, batch 1, 12 steps,
 a checkpoint every 2). Sections:
 - kills: `hvtui --run` SIGKILLed at a uniformly random moment (loading, caching, training, checkpoint
   writes), then `--resume auto` (in process): resumed from the newest complete checkpoint, every step's
@@ -15,7 +15,7 @@ a checkpoint every 2). Sections:
   (manifest verified), the resume loss-identical.
 - damage: each kind of damaged cache entry and checkpoint file: named, rebuilt or passed over, exit code.
 - pairs: two identical runs started 0-1 s apart: exactly one trains, the other exits 2 naming the holder.
-- fuzz: mutated presets through check / buckets / load (tests/preset_fuzz.py): tracebacks.
+- fuzz: mutated presets through check / buckets / load (tests/helpers/preset_fuzz.py): tracebacks.
 Prints one summary line per section and writes the details as JSON.
 """
 from __future__ import annotations
@@ -32,11 +32,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO))   # hvtui and its tests.helpers, when run as a script
 
-import loop_presets as L  # noqa: E402
-import reliability_kit as K  # noqa: E402
+from tests.helpers import loop_presets as L  # noqa: E402
+from tests.helpers import preset_fuzz  # noqa: E402
+from tests.helpers import reliability_kit as K  # noqa: E402
 
 STEPS = 12
 
@@ -121,7 +121,7 @@ def signals(root: Path, clips, reference, n: int, rng: random.Random) -> dict:
 
 
 def disk(root: Path, clips, reference) -> dict:
-    from hvtui.core.control import FileControl
+    from hvtui.core.run.control import FileControl
     from hvtui.core.train import checkpoint as ckpt
 
     problem = K.mount_problem()
@@ -300,7 +300,7 @@ def main() -> int:
                 ("disk", None if args.no_disk else lambda: disk(root, clips, reference)),
                 ("damage", None if args.no_damage else lambda: damage(root, clips, reference)),
                 ("pairs", lambda: pairs(root, clips, args.pairs, rng)),
-                ("fuzz", lambda: __import__("preset_fuzz").fuzz(args.fuzz, args.seed, root / "fuzz"))]
+                ("fuzz", lambda: preset_fuzz.fuzz(args.fuzz, args.seed, root / "fuzz"))]
     for name, fn in sections:
         if fn is None:
             continue

@@ -4,10 +4,10 @@
     python bench/scan_bench.py --first 2000 --rescan 0
     python bench/scan_bench.py --first 0 --rescan 0 --real 1000   # the real-world-clip corpus, copied to 1,000
 
-`--real N`: the corpus of tests/clip_corpus.py (every codec and container this PyAV encodes, rotation, pixel
+`--real N`: the corpus of tests/helpers/clip_corpus.py (every codec and container this PyAV encodes, rotation, pixel
 aspect, variable frame rate, odd sizes, a broken stream, non-videos), its files copied round-robin to N files.
 
-Clips: DISTINCT small synthetic clips (PyAV, hvtui.core.synth: 64-128 px, 12-30 fps, 9-33 frames, mp4 and a
+Clips: DISTINCT small synthetic clips (PyAV, hvtui.core.dataset.synth: 64-128 px, 12-30 fps, 9-33 frames, mp4 and a
 few webm, each with a .txt caption) copied round-robin to N files, since writing 10,000 H.264 clips would
 take minutes and a header read costs the same for a copy. Files were just written, so they are in the page
 cache: this measures the scanner, not the disk. Prints a markdown table row for BENCHMARKS.md.
@@ -28,10 +28,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hvtui.core.dataset import scan_preset                       # noqa: E402
-from hvtui.core.dataset.probe import probe_video                 # noqa: E402
-from hvtui.core.preset import DatasetSpec, Preset, VideoSpec     # noqa: E402
-from hvtui.core.synth import write_clip                          # noqa: E402
+from hvtui.core.dataset.probe import probe_video  # noqa: E402
+from hvtui.core.dataset.scan import scan_preset  # noqa: E402
+from hvtui.core.dataset.synth import write_clip  # noqa: E402
+from hvtui.core.preset.schema import DatasetSpec, Preset, VideoSpec  # noqa: E402
 
 VARIANTS = [  # width, height, fps, frames, suffix
     (64, 64, 24, 17, ".mp4"), (96, 64, 30, 33, ".mp4"), (64, 96, 12, 9, ".mp4"), (128, 72, 24, 25, ".mp4"),
@@ -57,8 +57,7 @@ def make_dataset(root: Path, n: int) -> None:
 
 def make_real_dataset(root: Path, n: int) -> tuple[int, int]:
     """The real-world-clip corpus copied round-robin to n files: (distinct files, expected kept per copy set)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from clip_corpus import build_corpus
+    from tests.helpers.clip_corpus import build_corpus  # the repo root is on sys.path (above)
 
     corpus = build_corpus(root / "_src")
     protos = [corpus.root / c.name for c in corpus.clips if (corpus.root / c.name).is_file()

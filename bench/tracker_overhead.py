@@ -61,7 +61,7 @@ def demo_preset(folder: Path, cache: Path, report_to: str, steps: int) -> Path:
 
 
 def one_run(root: Path, cache: Path, mode: str, steps: int, index: int) -> dict:
-    from hvtui.core.runlog import read_events
+    from hvtui.core.run.runlog import read_events
 
     folder = root / f"{mode}-{index}"
     preset = demo_preset(folder, cache, mode, steps)
@@ -90,10 +90,10 @@ def one_run(root: Path, cache: Path, mode: str, steps: int, index: int) -> dict:
 def micro(mode: str, n: int, root: Path) -> dict:
     """Publish n step events into a sink for `mode`; time the publishing and the worker's drain."""
     os.environ["WANDB_MODE"] = "offline"
-    from hvtui.core.bus import Bus
-    from hvtui.core.events import Event
-    from hvtui.core.preset import Preset
-    from hvtui.core.trackers import TrackerSink
+    from hvtui.core.preset.schema import Preset
+    from hvtui.core.run.bus import Bus
+    from hvtui.core.run.events import Event
+    from hvtui.core.run.trackers import TrackerSink
 
     out = root / f"micro-{mode}"
     bus = Bus()

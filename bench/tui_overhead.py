@@ -4,7 +4,7 @@ One process: the full-size HunyuanVideo 1.5 transformer with random bf16 weights
 (gpu_bench.build_transformer / make_batches / bench_preset, hvtui's lora.add_lora and speed.prepare_transformer,
 compiled blocks unless COMPILE=0), one warm-up (compile), then segments of STEPS timed steps that alternate
 
-  headless  hvtui.core.headless.run_headless(preset, backend=...): exactly `hvtui --run`, a Session thread
+  headless  hvtui.core.run.headless.run_headless(preset, backend=...): exactly `hvtui --run`, a Session thread
             trains while the main thread joins and prints progress;
   tui       the real HvtuiApp (real panes, real NVML telemetry service) with a backend service, rendered at
             120x40 into a driver that encodes every frame as terminal output and discards it; the Train pane
@@ -41,9 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import gpu_bench as gb  # noqa: E402
 
-from hvtui.core import exitcodes  # noqa: E402
-from hvtui.core.events import Event, phase, state  # noqa: E402
-from hvtui.core.telemetry import TelemetrySampler  # noqa: E402
+from hvtui.core.env.telemetry import TelemetrySampler  # noqa: E402
+from hvtui.core.run import exitcodes  # noqa: E402
+from hvtui.core.run.events import Event, phase, state  # noqa: E402
 from hvtui.core.train import lora, optim, speed  # noqa: E402
 
 TINY, CUDA, DEV, OUT = gb.TINY, gb.CUDA, gb.DEV, gb.OUT
@@ -170,7 +170,7 @@ def sink_driver():
 
 
 def run_headless_segment(preset_path: Path, trainer: Trainer) -> dict:
-    from hvtui.core.headless import run_headless
+    from hvtui.core.run.headless import run_headless
 
     code = run_headless(str(preset_path), backend=trainer.backend)
     return {"exit_code": code}

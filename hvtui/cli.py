@@ -1,4 +1,5 @@
-"""Entry point: `hvtui` (the TUI), `hvtui --run PRESET` (headless), `hvtui check|buckets|doctor|import-simpletuner|export`.
+"""Entry point: `hvtui` (the TUI), `hvtui --run PRESET` (headless),
+`hvtui check|buckets|doctor|import-simpletuner|export`.
 
 Only argparse and the standard library load here; each branch imports what it needs, so `--help` and
 `check` never pay for torch/diffusers, and the TUI paints before the ML stack loads.
@@ -48,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-changed", action="store_true",
                    help="with --run --resume: accept changed batch size / buckets / LR")
     p.add_argument("--fresh", action="store_true",
-                   help="with --run: start over where output_dir holds an earlier run (moved to output_dir/previous-TIME/)")
+                   help="with --run: start over where output_dir holds an earlier run "
+                        "(moved to output_dir/previous-TIME/)")
     p.add_argument("--gpus", type=int, default=None, metavar="N", help="with --run: data-parallel over N GPUs")
     p.add_argument("--attach", metavar="OUTPUT_DIR", help="open the Train pane on a headless run's output dir "
                    "(waits for a run that is starting)")
@@ -84,7 +86,8 @@ def build_subparsers() -> argparse.ArgumentParser:
     d = sub.add_parser("doctor", help="check environment, model assets and memory fit; exit 3 on failure")
     d.add_argument("preset")
     d.add_argument("--json", action="store_true")
-    d.add_argument("--gpus", type=int, default=1, metavar="N", help="the fit of a data-parallel run over N GPUs of this machine")
+    d.add_argument("--gpus", type=int, default=1, metavar="N",
+                   help="the fit of a data-parallel run over N GPUs of this machine")
     i = sub.add_parser("import-simpletuner", help="convert a SimpleTuner config.json into a preset")
     i.add_argument("config")
     i.add_argument("databackend", nargs="?")
@@ -151,7 +154,7 @@ def _main(argv: list[str] | None = None) -> int:
     if args.run:
         from hvtui.commands.run import main as cmd
         return cmd(args)
-    from hvtui.tui.launch import main as cmd
+    from hvtui.tui.app_launcher import main as cmd
     return cmd(args)
 
 

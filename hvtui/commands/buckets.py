@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import sys
 
-from hvtui.core import exitcodes
+from hvtui.core.run import exitcodes
 
 
 def _load(path: str, as_json: bool):
     """-> (preset, None) or (None, exit code) after printing why."""
-    from hvtui.core.validate import validate_file
+    from hvtui.core.preset.check import validate_file
 
     v = validate_file(path)
     if not v.ok or v.preset is None:
@@ -46,7 +46,8 @@ def main(args) -> int:
     preset, code = _load(args.preset, as_json)
     if preset is None:
         return code
-    from hvtui.core.dataset import format_report, scan_preset
+    from hvtui.core.dataset.bucket_report import format_bucket_report
+    from hvtui.core.dataset.scan import scan_preset
 
     try:
         report = scan_preset(preset, progress=None if as_json else _progress_line(),
@@ -57,5 +58,5 @@ def main(args) -> int:
     if as_json:
         print(report.json_text())
     else:
-        print(format_report(report))
+        print(format_bucket_report(report))
     return exitcodes.OK if report.ok else exitcodes.INVALID

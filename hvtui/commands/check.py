@@ -4,8 +4,9 @@ from __future__ import annotations
 import json
 import sys
 
-from hvtui.core import exitcodes
-from hvtui.core.validate import Validation, validate_file
+from hvtui.core.preset.check import validate_file
+from hvtui.core.preset.problems import Validation
+from hvtui.core.run import exitcodes
 
 
 def report(v: Validation, out=None) -> None:

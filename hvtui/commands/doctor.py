@@ -6,9 +6,11 @@ import shutil
 import sys
 import textwrap
 
-from hvtui.core import exitcodes
-from hvtui.core.doctor import FAIL, OK, WARN, DoctorReport, check_gpu_count, run_doctor
-from hvtui.core.preset import PresetError, load_preset
+from hvtui.core.env.doctor import run_doctor
+from hvtui.core.env.doctor_report import FAIL, OK, WARN, DoctorReport
+from hvtui.core.env.doctor_system import check_gpu_count
+from hvtui.core.preset.schema import PresetError, load_preset
+from hvtui.core.run import exitcodes
 
 COLORS = {OK: "\033[32m", WARN: "\033[33m", FAIL: "\033[31;1m"}
 RESET = "\033[0m"
@@ -23,7 +25,7 @@ def _wrap(text: str, width: int) -> list[str]:
     return textwrap.wrap(text, width, break_on_hyphens=False, break_long_words=False)
 
 
-def format_report(report: DoctorReport, width: int = 100, color: bool = False) -> str:
+def format_doctor_report(report: DoctorReport, width: int = 100, color: bool = False) -> str:
     """The checks as a table (status, name, detail; the hint under a failing or warning row), then a verdict."""
     name_w = max([len(c.name) for c in report.checks] + [5])
     indent = 7 + name_w + 2
@@ -65,5 +67,5 @@ def main(args) -> int:
         print(report.to_json())
     else:
         width = shutil.get_terminal_size((100, 24)).columns
-        print(format_report(report, width=min(max(width, 60), 160), color=_color(sys.stdout)))
+        print(format_doctor_report(report, width=min(max(width, 60), 160), color=_color(sys.stdout)))
     return report.exit_code

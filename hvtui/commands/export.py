@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from hvtui.core import exitcodes
+from hvtui.core.run import exitcodes
 
 DEFAULT_NAME = "pytorch_lora_weights.safetensors"
 SUFFIX = {"comfyui": "_comfy.safetensors", "diffusers": "_diffusers.safetensors"}

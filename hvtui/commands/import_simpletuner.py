@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 from hvtui.commands.check import report
-from hvtui.core import exitcodes
-from hvtui.core.simpletuner import SimpleTunerInputError, convert
-from hvtui.core.validate import validate_file
+from hvtui.core.preset.check import validate_file
+from hvtui.core.preset.simpletuner_import import SimpleTunerInputError, convert
+from hvtui.core.run import exitcodes
 
 
 def main(args) -> int:

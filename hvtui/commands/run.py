@@ -1,17 +1,17 @@
 """`hvtui --run PRESET [--resume auto|PATH] [--allow-changed] [--fresh] [--gpus N]`: headless training
-(see hvtui.core.headless). `--gpus N` (N > 1) relaunches through torchrun (hvtui.core.train.multi_gpu); a
+(see hvtui.core.run.headless). `--gpus N` (N > 1) relaunches through torchrun (hvtui.core.train.multi_gpu); a
 process that torchrun / `accelerate launch` started is one worker of such a run."""
 from __future__ import annotations
 
 import sys
 
-from hvtui.core import exitcodes
+from hvtui.core.run import exitcodes
 
 
 def main(args) -> int:
     from hvtui.core.train.multi_gpu import dist_env, gpus_problem   # no torch here
 
-    from hvtui.core.session import RunOptions
+    from hvtui.core.run.session import RunOptions
 
     gpus = getattr(args, "gpus", None)
     env = dist_env()
@@ -31,6 +31,6 @@ def main(args) -> int:
     if env.distributed and gpus is not None and gpus != env.world_size and env.is_main:
         print(f"warning: --gpus {gpus} ignored: this process is one of {env.world_size} started by a launcher "
               "(torchrun / accelerate launch decides the count)", file=sys.stderr)
-    from hvtui.core.headless import run_headless
+    from hvtui.core.run.headless import run_headless
 
     return run_headless(args.run, options, dist=env)

@@ -18,10 +18,10 @@ from textual.app import App, ComposeResult
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
-from hvtui.core import exitcodes
-from hvtui.core.bus import Bus
-from hvtui.core.run_history import process_alive
-from hvtui.core.session import RunOptions
+from hvtui.core.run import exitcodes
+from hvtui.core.run.bus import Bus
+from hvtui.core.run.history import process_alive
+from hvtui.core.run.session import RunOptions
 from hvtui.tui import keymap
 from hvtui.tui.dialogs import ChoiceScreen
 from hvtui.tui.panes.config import ConfigPane, PresetList
@@ -652,6 +652,6 @@ def _same_path(a, b) -> bool:
 
 
 def _log_event(message: str, level: str):
-    from hvtui.core.events import log
+    from hvtui.core.run.events import log
 
     return log(message, level)

@@ -1,5 +1,5 @@
 """The Config pane's form model: which fields a preset has (from the dataclass metadata in
-hvtui.core.preset, grouped by `section`), their current values as text, and text -> typed value.
+hvtui.core.preset.schema, grouped by `section`), their current values as text, and text -> typed value.
 No widgets here, so it is testable on its own."""
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from hvtui.core.preset import DatasetSpec, Preset, VideoSpec, field_specs
-from hvtui.core.validate import display_key, field_hints, field_type
+from hvtui.core.preset.schema import DatasetSpec, Preset, VideoSpec, field_specs
+from hvtui.core.preset.check_fields import display_key, field_hints, field_type
 
 SECTION_ORDER = ("model", "lora", "training", "memory", "validation", "logging", "data")
 LIST_SEPARATOR = " | "

@@ -12,7 +12,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from hvtui.core import exitcodes
+from hvtui.core.run import exitcodes
 
 DEFAULT_PRESETS = Path("presets")
 

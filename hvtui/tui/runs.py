@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hvtui.core.control import FileControl
-from hvtui.core.events import Event
-from hvtui.core.preset import Preset
-from hvtui.core.run_history import RunFollower, ended_without_final_event, gone_event
-from hvtui.core.runlog import FILENAME
-from hvtui.core.session import Backend, RunOptions, Session
+from hvtui.core.run.control import FileControl
+from hvtui.core.run.events import Event
+from hvtui.core.preset.schema import Preset
+from hvtui.core.run.history import RunFollower, ended_without_final_event, gone_event
+from hvtui.core.run.runlog import FILENAME
+from hvtui.core.run.session import Backend, RunOptions, Session
 
 
 class LocalRun:

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from hvtui.core.bus import Bus
-from hvtui.core.preset import Preset
-from hvtui.core.session import Backend
+from hvtui.core.run.bus import Bus
+from hvtui.core.preset.schema import Preset
+from hvtui.core.run.session import Backend
 
 
 class Unavailable(RuntimeError):
@@ -43,30 +43,30 @@ def _need(module: str, what: str):
 
 
 def validate_file(path: Path):
-    return _need("hvtui.core.validate", "preset validation").validate_file(path)
+    return _need("hvtui.core.preset.check", "preset validation").validate_file(path)
 
 
 def validate_preset(preset: Preset) -> list:
-    return _need("hvtui.core.validate", "preset validation").validate_preset(preset)
+    return _need("hvtui.core.preset.check", "preset validation").validate_preset(preset)
 
 
 def open_document(path: Path):
-    return _need("hvtui.core.preset_edit", "preset editing").PresetDocument.open(path)
+    return _need("hvtui.core.preset.edit", "preset editing").PresetDocument.open(path)
 
 
 def scan_preset(preset: Preset, progress: Callable[[int, int, str], None] | None = None, use_cache: bool = True):
-    return _need("hvtui.core.dataset", "the dataset scanner").scan_preset(preset, progress=progress,
+    return _need("hvtui.core.dataset.scan", "the dataset scanner").scan_preset(preset, progress=progress,
                                                                            use_cache=use_cache)
 
 
 def run_doctor(preset: Preset):
-    return _need("hvtui.core.doctor", "the environment doctor").run_doctor(preset)
+    return _need("hvtui.core.env.doctor", "the environment doctor").run_doctor(preset)
 
 
 def default_telemetry(bus: Bus) -> Any | None:
     """An NVML sampler publishing `gpu` events, or None when this build has no telemetry module."""
     try:
-        mod = _need("hvtui.core.telemetry", "GPU telemetry")
+        mod = _need("hvtui.core.env.telemetry", "GPU telemetry")
     except Unavailable:
         return None
     return mod.TelemetrySampler(bus, interval=1.0)
@@ -88,7 +88,7 @@ def editor_command(path: Path, env=os.environ) -> list[str]:
 
 def run_editor(app, path: Path) -> int:
     """Hand the terminal to $EDITOR (the app is suspended meanwhile); the exit status."""
-    from hvtui.tui.launch import TERMINAL_FD
+    from hvtui.tui.app_launcher import TERMINAL_FD
 
     tty = TERMINAL_FD[0]   # set while the launcher diverts fds 1/2 to a log
     with app.suspend():

@@ -18,7 +18,7 @@ import signal
 import termios
 import threading
 
-from hvtui.core import exitcodes
+from hvtui.core.run import exitcodes
 
 INTERVAL_S = 0.5
 GRACE_S = 10.0      # for the app to leave by itself before the watch ends the process (after any save)

@@ -16,8 +16,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from hvtui.core.eta import format_duration  # noqa: F401  (the TUI's name for it)
-from hvtui.core.events import Event
+from hvtui.core.run.eta import format_duration  # noqa: F401  (the TUI's name for it)
+from hvtui.core.run.events import Event
 
 MAX_POINTS = 4000
 MAX_PENDING = 2000                  # events of a process that has not yet said whether it resumes

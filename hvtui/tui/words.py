@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from hvtui.core.events import Event
+from hvtui.core.run.events import Event
 
 # (pattern, pane binding id, replacement with {key}); the first forms are whole phrases that would read
 # badly with a pane put in place of the command

@@ -285,7 +285,7 @@ def _timing(pts: list[int], time_base) -> tuple[float, tuple[float, float] | Non
     if len(ts) < 2 or not time_base:
         return 0.0, None, None
     tb = Fraction(time_base)
-    deltas = sorted(b - a for a, b in zip(ts, ts[1:]))
+    deltas = sorted(b - a for a, b in zip(ts, ts[1:], strict=False))   # neighbours: one fewer
     med = deltas[len(deltas) // 2]
     span = (ts[-1] - ts[0] + med) * tb
     avg = Fraction(len(ts) - 1) / ((ts[-1] - ts[0]) * tb) if ts[-1] > ts[0] else None

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from hvtui.core import exitcodes
+from hvtui.core.run import exitcodes
 from hvtui.core.train.context import RunContext
 from hvtui.core.train.failures import Abort, Stopped
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hvtui.core import exitcodes
-from hvtui.core.events import Event
+from hvtui.core.run import exitcodes
+from hvtui.core.run.events import Event
 from hvtui.core.train import checkpoint as ckpt
 from hvtui.core.train import write_guard
 from hvtui.core.train.context import Progress, RunContext, Training

@@ -5,7 +5,7 @@ components (transformer, vae, scheduler, text_encoder, tokenizer, text_encoder_2
 image_encoder, feature_extractor, guider) plus "info" (a `ModelInfo`: what was loaded, for cache keys).
 Only the requested parts are kept ("transformer", "vae", "text" = both text encoders + tokenizers, "image" =
 SigLIP + its processor for i2v; scheduler and guider always). Nothing is downloaded: real weights come from
-the local folders `hvtui.core.assets.resolve_components` finds, loaded by the format it reports (diffusers
+the local folders `hvtui.core.env.assets.resolve_components` finds, loaded by the format it reports (diffusers
 `from_pretrained`, or the official Tencent files converted with `tencent_keys`). `builtin:tiny` builds the
 tiny random model of the real classes (tiny.py), seeded by `preset.seed`.
 
@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-from hvtui.core import events
-from hvtui.core.preset import BUILTIN_TINY, FLAVOUR_SHIFT
+from hvtui.core.run import events
+from hvtui.core.preset.schema import BUILTIN_TINY, FLAVOUR_SHIFT
 
 PARTS = ("transformer", "vae", "text", "image")
 TEXT_NAMES = ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")
@@ -136,11 +136,11 @@ def _load_tiny(preset, dtype):
 def _load_local(preset, dtype, wanted: set[str], publish):
     from diffusers import ClassifierFreeGuidance
 
-    from hvtui.core.assets import resolve_components
+    from hvtui.core.env.assets import resolve_components
 
     found = {c.name: c for c in resolve_components(preset)}
     comps, layouts = {}, {}
-    from hvtui.core.sampling import sampling_settings
+    from hvtui.core.samples.sampling import sampling_settings
 
     comps["guider"] = ClassifierFreeGuidance(guidance_scale=sampling_settings(preset).guidance)
     for name in [n for n in found if n in wanted]:
@@ -164,7 +164,7 @@ def _load_local(preset, dtype, wanted: set[str], publish):
 
 
 def _load_one(c, dtype, preset):
-    """One component by the format the resolver found (hvtui.core.assets.FORMATS)."""
+    """One component by the format the resolver found (hvtui.core.env.assets.FORMATS)."""
     name, path, fmt = c.name, Path(c.path), c.format
     local: dict[str, Any] = dict(local_files_only=True)
     if name == "transformer":

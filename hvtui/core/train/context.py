@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from hvtui.core import events, exitcodes
-from hvtui.core.events import Event
+from hvtui.core.run import events, exitcodes
+from hvtui.core.run.events import Event
 from hvtui.core.train import write_guard
 from hvtui.core.train.failures import Abort
 from hvtui.core.train.multi_gpu import dist_env
@@ -94,7 +94,7 @@ class RunContext:
     # ------------------------------------------------------------------ what the run holds
     def claim_output_dir(self) -> None:
         """The run lock, and events held in memory until the run is accepted (run_claim.py)."""
-        from hvtui.core.runlog import RunLogWriter
+        from hvtui.core.run.runlog import RunLogWriter
         from hvtui.core.train.run_claim import LOCKED_HINT, RunClaim
         from hvtui.core.train.run_lock import RunLocked
 
@@ -115,7 +115,7 @@ class RunContext:
     def start_trackers(self) -> None:
         """report_to's experiment trackers, as a sink of this run's events on rank 0 (trackers.py): they start
         at run_started, in their own thread, and can neither fail nor stall the run."""
-        from hvtui.core.trackers import TrackerSink, wanted
+        from hvtui.core.run.trackers import TrackerSink, wanted
 
         if self.is_main and wanted(self.preset.report_to):
             self.trackers = TrackerSink(self.preset, self.out, self.bus.publish)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from hvtui.core import events
+from hvtui.core.run import events
 from hvtui.core.train import write_guard
 from hvtui.core.train.context import Progress, RunContext
 from hvtui.core.train.failures import STOP_EXIT

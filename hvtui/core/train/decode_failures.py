@@ -20,7 +20,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from hvtui.core import events
+from hvtui.core.run import events
 
 CATEGORY = "decode_failed"
 
@@ -30,7 +30,7 @@ def record_path(latent_path: Path) -> Path:
 
 
 def _identity() -> str:
-    from hvtui.core.dataset.cache import verdict_identity
+    from hvtui.core.dataset.scan_cache import verdict_identity
 
     return verdict_identity()
 

@@ -30,8 +30,8 @@ from collections.abc import Callable
 
 import torch
 
-from hvtui.core import exitcodes
-from hvtui.core.events import Event
+from hvtui.core.run import exitcodes
+from hvtui.core.run.events import Event
 from hvtui.core.train import checkpoint as ckpt
 from hvtui.core.train import write_guard
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from hvtui.core import events
+from hvtui.core.run import events
 from hvtui.core.train import conditioning, decode_failures
 from hvtui.core.train.components import free, make_pipeline
 
@@ -260,7 +260,7 @@ def build_cache(preset, report, components: dict, device, publish=None, control=
     `plan_cache` result, when it already made one to decide which encoders to load (saves a second pass of
     file checks)."""
     if read_frames is None:
-        from hvtui.core.dataset import read_sample_frames as read_frames
+        from hvtui.core.dataset.read import read_sample_frames as read_frames
     publish = publish or (lambda ev: None)
     info = components["info"]
     dtype = info.dtype

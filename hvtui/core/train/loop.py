@@ -39,9 +39,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from hvtui.core import events
-from hvtui.core.eta import EtaClock
-from hvtui.core.events import Event
+from hvtui.core.run import events
+from hvtui.core.run.eta import EtaClock
+from hvtui.core.run.events import Event
 from hvtui.core.train import cache_phase, preflight, resume, run_setup
 from hvtui.core.train.checkpointing import Checkpointer
 from hvtui.core.train.context import Progress, RunContext
@@ -186,7 +186,7 @@ class Trainer:
 
 
 def train(preset, bus, control, options) -> int:
-    from hvtui.core.cuda_allocator import configure
+    from hvtui.core.env.cuda_allocator import configure
 
     allocator = configure()   # before anything starts CUDA in this process (cuda_allocator.py says why)
     return Trainer(preset, bus, control, options, allocator_note=allocator).run()

@@ -26,7 +26,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from hvtui.core import exitcodes
+from hvtui.core.run import exitcodes
 
 SHUTDOWN_TIMEOUT_S = 600
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -62,7 +62,7 @@ def dist_env(env=os.environ) -> DistEnv:
 def gpu_count(env=os.environ) -> int:
     """CUDA GPUs this process may use (NVML, honouring CUDA_VISIBLE_DEVICES); 0 without a GPU or driver."""
     try:
-        from hvtui.core.nvml import query
+        from hvtui.core.env.nvml import query
 
         return len(query(env).visible_gpus)
     except Exception:   # no NVML library, a broken driver: no GPU as far as the launcher can tell
@@ -129,7 +129,7 @@ def finished_code(events_path: Path, offset: int, inode: int | None = None) -> i
     """The exit code in the last `finished` event written after `offset` (this launch's run), or None.
     `inode`: the file's when `offset` was taken; another file there (--fresh moved the earlier run's
     events aside and this run began a new one) is read from its start."""
-    from hvtui.core.runlog import parse_line
+    from hvtui.core.run.runlog import parse_line
 
     try:
         with open(events_path, encoding="utf-8") as f:
@@ -152,15 +152,15 @@ def finished_code(events_path: Path, offset: int, inode: int | None = None) -> i
 
 def launch(preset_path: str, n: int, options, out=sys.stdout, err=sys.stderr) -> int:
     """`hvtui --run PRESET --gpus N` with N > 1: checks, torchrun, signal forwarding; the run's exit code."""
-    from hvtui.core.preset import PresetError, load_preset
-    from hvtui.core.runlog import FILENAME
+    from hvtui.core.preset.schema import PresetError, load_preset
+    from hvtui.core.run.runlog import FILENAME
 
     try:
         preset = load_preset(preset_path)
     except PresetError as e:
         print(f"error: {e}", file=err)
         return exitcodes.INVALID
-    from hvtui.core.validate import validate_preset
+    from hvtui.core.preset.check import validate_preset
 
     problems = [q for q in validate_preset(preset) if q.is_error]
     if problems:   # once here, not once per worker

@@ -6,8 +6,8 @@ scan (exit 2) -> the checkpoint to resume (resume.py; exit 5 if it would change 
 """
 from __future__ import annotations
 
-from hvtui.core import events, exitcodes
-from hvtui.core.events import Event
+from hvtui.core.run import events, exitcodes
+from hvtui.core.run.events import Event
 from hvtui.core.train.context import RunContext
 from hvtui.core.train.failures import Abort
 from hvtui.core.train.plan import RunPlan
@@ -16,7 +16,7 @@ from hvtui.core.train.resume import ResumeChoice
 
 def check_preset(ctx: RunContext) -> None:
     """The preset's problems: warnings go to the log, errors stop the run before anything else."""
-    from hvtui.core.validate import validate_for_run
+    from hvtui.core.preset.check import validate_for_run
 
     problems = validate_for_run(ctx.preset)
     errors = [q for q in problems if q.is_error]
@@ -32,7 +32,7 @@ def check_preset(ctx: RunContext) -> None:
 
 def check_doctor(ctx: RunContext) -> None:
     """The doctor's checks for this preset on this machine; a failing one stops the run."""
-    from hvtui.core.doctor import run_doctor
+    from hvtui.core.env.doctor import run_doctor
 
     report = run_doctor(ctx.preset, system=True, processes=ctx.dist.world_size)
     failed = [c for c in report.checks if c.status == "fail"]

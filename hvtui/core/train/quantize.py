@@ -216,7 +216,7 @@ def quantize_transformer(transformer, mode: str, device, *, fp8_compute=None, pu
     report = QuantizeReport(mode, len(blocks), n_linear, n_fp8, before, after, time.perf_counter() - t0,
                             str(device))
     if publish is not None:
-        from hvtui.core import events
+        from hvtui.core.run import events
 
         publish(events.log(report.line()))
     return report

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hvtui.core import exitcodes
+from hvtui.core.run import exitcodes
 from hvtui.core.train import checkpoint as ckpt
 from hvtui.core.train.checkpointing import run_summary
 from hvtui.core.train.context import Progress, RunContext, Training

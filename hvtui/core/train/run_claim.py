@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hvtui.core.runlog import FILENAME as EVENTS_FILE
+from hvtui.core.run.runlog import FILENAME as EVENTS_FILE
 from hvtui.core.train import checkpoint as ckpt
 from hvtui.core.train.run_lock import RunLock
 
@@ -54,7 +54,7 @@ class RunClaim:
         return ckpt.set_aside(self.out, earlier_run_files(self.out)), newest.step if newest else None
 
     def accept(self, writer=None) -> None:
-        from hvtui.core.control import FileControl
+        from hvtui.core.run.control import FileControl
 
         self.accepted = True
         if self.main:

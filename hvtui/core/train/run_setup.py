@@ -11,9 +11,9 @@ import os
 
 import torch
 
-from hvtui.core import exitcodes
-from hvtui.core.events import Event
-from hvtui.core.preset import BUILTIN_TINY
+from hvtui.core.run import exitcodes
+from hvtui.core.run.events import Event
+from hvtui.core.preset.schema import BUILTIN_TINY
 from hvtui.core.train import checkpoint as ckpt
 from hvtui.core.train.context import RunContext, Training
 from hvtui.core.train.failures import Abort
@@ -112,7 +112,7 @@ def _log_data_parallel(ctx: RunContext, cuda: bool) -> None:
 def start_telemetry(ctx: RunContext) -> None:
     """NVML and allocator samples on rank 0 of a GPU run (telemetry.py)."""
     if torch.cuda.is_available() and ctx.is_main:
-        from hvtui.core.telemetry import TelemetrySampler
+        from hvtui.core.env.telemetry import TelemetrySampler
 
         ctx.telemetry = TelemetrySampler(ctx.bus, device=ctx.accelerator.device).start()
 

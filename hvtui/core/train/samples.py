@@ -7,14 +7,14 @@ SigLIP tokens for i2v), so sampling runs in packed attention (no mask) like trai
 pass the cached tensors through; for i2v `encode_image` returns the cached SigLIP tokens of the clip whose
 first frame conditions the sample.
 
-Guidance, step count and flow shift follow the checkpoint (hvtui.core.sampling): CFG-distilled checkpoints
+Guidance, step count and flow shift follow the checkpoint (hvtui.core.samples.sampling): CFG-distilled checkpoints
 sample without CFG (one transformer call per step, no negative prompt) unless the preset sets a guidance.
 
 Memory: sampling runs on the card the training filled, so it must stay under the training peak. diffusers'
 guider already runs the conditional and unconditional passes one after the other at batch 1 (never a batch of 2);
 the allocator's cache of training-sized blocks is given back first, the denoising loop stops at latents, its
 buffers are given back, and only then the VAE decodes (spatially tiled with vae_enable_tiling), so the decode
-never stacks on the transformer's working set. The estimate of this phase is hvtui.core.fit's "validation".
+never stacks on the transformer's working set. The estimate of this phase is hvtui.core.env.fit's "validation".
 
 Each mp4 gets a contact sheet (contact_sheet.py) beside it, named in the sample event (`sheet`).
 
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from hvtui.core import events
+from hvtui.core.run import events
 from hvtui.core.train import conditioning, packed_attention, write_guard
 from hvtui.core.train.components import make_pipeline, release_memory
 from hvtui.core.train.video_io import write_mp4
@@ -87,7 +87,7 @@ class Validator:
         frame_rates = [d.video.frame_rate for d in preset.training_datasets if d.video.frame_rate]
         self.fps = fps or (frame_rates[0] if frame_rates else 24.0)
         self.i2v = bool(preset.is_i2v)
-        from hvtui.core.sampling import sampling_settings
+        from hvtui.core.samples.sampling import sampling_settings
 
         self.settings = sampling_settings(preset)
         self.publish(events.log(f"validation sampling: {self.settings.describe()}"))
@@ -163,7 +163,7 @@ class Validator:
     def _contact_sheet(self, frames, video: Path) -> Path | None:
         """The PNG grid beside the mp4 (what the TUI preview and the trackers show). The video is the sample:
         a sheet that cannot be written (full disk) is a warning."""
-        from hvtui.core.contact_sheet import sheet_path_for, write_contact_sheet
+        from hvtui.core.samples.contact_sheet import sheet_path_for, write_contact_sheet
 
         try:
             return write_contact_sheet(frames, sheet_path_for(video))

@@ -27,8 +27,8 @@ import types
 
 import torch
 
-from hvtui.core.fit import ATTENTION_CACHE_HEADROOM, ATTENTION_CACHE_SHARE
-from hvtui.core.fit import attention_cache_share as attention_cache_share_for
+from hvtui.core.env.fit import ATTENTION_CACHE_HEADROOM, ATTENTION_CACHE_SHARE
+from hvtui.core.env.fit import attention_cache_share as attention_cache_share_for
 from hvtui.core.train import attention_cache
 
 # the attention cache's share of blocks and the headroom it may fill: one place, the memory estimate's
@@ -46,7 +46,7 @@ _BACKEND_CHOICE: dict[str, tuple[str, dict]] = {}
 def log_to(publish):
     def log(message: str, level: str = "info") -> None:
         if publish is not None:
-            from hvtui.core import events
+            from hvtui.core.run import events
             publish(events.log(message, level))
     return log
 

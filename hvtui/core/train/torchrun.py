@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from hvtui.core import exitcodes
+from hvtui.core.run import exitcodes
 
 KNOWN = {exitcodes.OK, exitcodes.UNEXPECTED, exitcodes.INVALID, exitcodes.DOCTOR_FAILED, exitcodes.TRAINING_FAILED,
          exitcodes.RESUME_MISMATCH, exitcodes.WRITE_FAILED, exitcodes.SIGHUP, exitcodes.SIGINT, exitcodes.SIGTERM}

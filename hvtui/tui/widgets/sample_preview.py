@@ -167,7 +167,7 @@ class SamplePreview(Widget):
         self.run_worker(lambda: self._read(sample), thread=True, exclusive=True, group="preview")
 
     def _read(self, sample) -> None:
-        from hvtui.core.contact_sheet import read_sheet
+        from hvtui.core.samples.contact_sheet import read_sheet
 
         try:
             sheet = read_sheet(sample[1])
