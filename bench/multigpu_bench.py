@@ -81,9 +81,10 @@ def worker() -> None:
     from hvtui.core.preset.schema import Preset
     from hvtui.core.train import lora, optim, run_setup
     from hvtui.core.train.collectives import Collectives
+    from hvtui.core.train.context import Training
     from hvtui.core.train.data import BucketBatchSampler, group_key
     from hvtui.core.train.failures import Injector
-    from hvtui.core.train.train_step import Training, TrainStep
+    from hvtui.core.train.train_step import TrainStep
 
     cuda = torch.cuda.is_available() and not TINY
     preset = Preset(lora_rank=16, gradient_checkpointing=True, train_batch_size=1, gradient_accumulation_steps=1,
