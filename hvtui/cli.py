@@ -151,7 +151,7 @@ def _main(argv: list[str] | None = None) -> int:
     if args.run:
         from hvtui.commands.run import main as cmd
         return cmd(args)
-    from hvtui.tui.launch import main as cmd
+    from hvtui.tui.app_launcher import main as cmd
     return cmd(args)
 
 

@@ -17,7 +17,7 @@ from hvtui.core.events import Event  # noqa: E402
 from hvtui.core.preset import load_preset  # noqa: E402
 from hvtui.tui import keymap  # noqa: E402
 from hvtui.tui.form import FieldError, form_fields, parse_text, to_text  # noqa: E402
-from hvtui.tui.launch import plan  # noqa: E402
+from hvtui.tui.app_launcher import plan  # noqa: E402
 from hvtui.tui.settings import config_dir, load_settings  # noqa: E402
 from hvtui.tui.themes import REPO_THEMES, ThemeError, load_theme_file, load_themes  # noqa: E402
 from hvtui.tui.train_state import TrainState, format_bytes, format_duration  # noqa: E402
@@ -233,7 +233,7 @@ def test_cli_exit_codes_for_bad_arguments(tmp_path):
 
 
 def test_tui_imports_no_ml_stack_before_paint():
-    code = ("import sys; import hvtui.tui.app, hvtui.tui.launch; "
+    code = ("import sys; import hvtui.tui.app, hvtui.tui.app_launcher; "
             "bad = [m for m in ('torch', 'diffusers', 'transformers', 'peft', 'accelerate', 'av', 'numpy') "
             "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
