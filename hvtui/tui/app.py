@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Mapping
 
@@ -41,6 +42,7 @@ PANE_CLASSES = {"dataset": ("hvtui.tui.panes.dataset", "DatasetPane"),
 PANES = (("config", "Config", "pane.config"), ("dataset", "Dataset", "pane.dataset"),
          ("environment", "Env", "pane.environment"), ("train", "Train", "pane.train"))
 POLL_INTERVAL = 0.25          # the UI pulls events ~4 times a second
+KEY_NOTE_SECONDS = 3.0       # how long a run key's answer shows
 RUN_ACTIONS = {"start_run", "toggle_pause", "stop_run", "save_now", "sample_now"}
 
 
@@ -132,6 +134,7 @@ class HvtuiApp(App):
         self.exit_code = exitcodes.OK
         self._quit_when_stopped = False
         self._starting_note = ""
+        self._key_note, self._key_note_until = "", 0.0     # a run key's answer in the Train pane's head
         self._allowed_actions: tuple = ()
         self.event_loop = None
 
@@ -484,7 +487,17 @@ class HvtuiApp(App):
             self.say("no run in progress", severity="warning")
             return
         self.current_run.request(command, reason=f"{command} key")
-        self.say(note, timeout=3)
+        self.acknowledge(note)
+
+    def acknowledge(self, note: str) -> None:
+        """A run key's answer. On the Train pane it goes in the pane's head, for a few seconds or until the run
+        ends: a toast there would sit over the "checkpoints & samples" box, hiding the very checkpoint or
+        sample the key asked for (at 80x24 a stop is answered well within a toast's life)."""
+        if self.visible_pane == "train" and self.pane("train") is not None:
+            self._key_note, self._key_note_until = note, time.monotonic() + KEY_NOTE_SECONDS
+            self._show_train()
+        else:
+            self.say(note, timeout=KEY_NOTE_SECONDS)
 
     def action_toggle_pause(self) -> None:
         if self.train_state.state == "paused":
@@ -538,12 +551,17 @@ class HvtuiApp(App):
         pane = self.pane("train")
         if pane is None:
             return
-        pane.note = self._starting_note or self._waiting_note()
+        pane.note = self._starting_note or self._key_note_now() or self._waiting_note()
         preset = self.query_one(ConfigPane).preset
         offload = bool(getattr(getattr(self.current_run, "preset", None) or preset, "enable_group_offload", False))
         pane.show(self.train_state, offload_enabled=offload, telemetry=self.telemetry_available,
                   keys={k.id: keymap.key_for(k.id, self.keymap) for k in keymap.APP_KEYS}, force=force,
                   can_start=not self.attach_dir)
+
+    def _key_note_now(self) -> str:
+        """The last run key's answer while it is fresh and the run goes on (stopped: the head offers s)."""
+        fresh = time.monotonic() < self._key_note_until and self.train_state.active
+        return self._key_note if fresh else ""
 
     def _pane_keys(self) -> dict[str, str]:
         return {pane_id: keymap.key_for(pane_id, self.keymap) for _, _, pane_id in PANES}
