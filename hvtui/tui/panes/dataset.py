@@ -15,10 +15,11 @@ from textual.widgets import DataTable, Static
 
 from hvtui.tui import keymap
 from hvtui.tui.services import guarded
+from hvtui.tui.panes.pane import Pane
 from hvtui.tui.panes.train import bar
 
 
-class DatasetPane(Vertical):
+class DatasetPane(Vertical, Pane):
     BINDINGS = keymap.bindings(keymap.DATASET_KEYS)
     DEFAULT_CSS = """
     DatasetPane #dataset-head { height: 2; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }
@@ -74,6 +75,11 @@ class DatasetPane(Vertical):
     def set_preset(self, preset) -> None:
         self.preset = preset
         self.stale = True
+
+    focus_target = "#bucket-table"
+
+    def shown(self) -> None:
+        self.scan_if_stale()
 
     def scan_if_stale(self) -> None:
         if self.stale and not self.scanning:

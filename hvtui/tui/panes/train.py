@@ -14,6 +14,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import RichLog, Static
 
+from hvtui.tui.panes.pane import Pane
 from hvtui.tui.train_state import TrainState, format_duration
 from hvtui.tui.widgets.gpu_panel import GpuPanel
 from hvtui.tui.widgets.loss_chart import LossChart
@@ -31,7 +32,7 @@ def bar(fraction: float, width: int) -> str:
     return "━" * filled + "─" * (width - filled)
 
 
-class TrainPane(Vertical):
+class TrainPane(Vertical, Pane):
     DEFAULT_CSS = """
     TrainPane { height: 1fr; }
     TrainPane #train-head { height: auto; min-height: 2; max-height: 5; padding: 0 1; }
@@ -47,6 +48,8 @@ class TrainPane(Vertical):
                                text-wrap: nowrap; text-overflow: ellipsis; }
     TrainPane #train-stats { text-wrap: nowrap; text-overflow: ellipsis; }
     """
+
+    focus_target = "#train-log"
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
