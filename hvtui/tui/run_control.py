@@ -330,7 +330,7 @@ class RunControl(PaneHost):
 def newest_checkpoint(preset):
     """The newest complete checkpoint (CheckpointInfo) in the preset's output_dir, or None; what the trainer
     counts as an earlier run there (the checkpoint module imports no torch)."""
-    from hvtui.core.train.checkpoint import find_newest   # here: nothing more to import before the first paint
+    from hvtui.core.train.checkpoint import find_newest  # here: nothing more to import before the first paint
     out = preset.resolve_path(preset.output_dir)
     try:
         return find_newest(out) if out else None

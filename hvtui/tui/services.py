@@ -7,9 +7,10 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from hvtui.core.bus import Bus
 from hvtui.core.preset import Preset
@@ -75,7 +76,7 @@ def default_telemetry(bus: Bus) -> Any | None:
 
 def gpu_count() -> int:
     """CUDA GPUs this machine offers a run (NVML; no torch): more than 1 makes the UI ask how many to use."""
-    from hvtui.core.train.launch import gpu_count as count   # here: NVML only when a run is started
+    from hvtui.core.train.launch import gpu_count as count  # here: NVML only when a run is started
 
     return count()
 

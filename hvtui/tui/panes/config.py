@@ -20,8 +20,7 @@ from textual.widgets import DataTable, Input, Label, ListItem, ListView, OptionL
 from textual.widgets.option_list import Option
 
 from hvtui.tui import keymap
-from hvtui.tui.form import (FieldError, FormField, copy_preset, form_fields, get_value, parse_text, set_value,
-                            to_text)
+from hvtui.tui.form import FieldError, FormField, copy_preset, form_fields, get_value, parse_text, set_value, to_text
 from hvtui.tui.panes.config_file import PresetFileActions
 from hvtui.tui.services import Unavailable
 

@@ -14,9 +14,9 @@ from textual.message import Message
 from textual.widgets import DataTable, Static
 
 from hvtui.tui import keymap
-from hvtui.tui.services import guarded
 from hvtui.tui.panes.pane import Pane
 from hvtui.tui.panes.train import bar
+from hvtui.tui.services import guarded
 
 
 class DatasetPane(Vertical, Pane):
@@ -194,6 +194,6 @@ def plain(*values) -> list[Text]:
 
 
 def _category_title(category: str) -> str:
-    from hvtui.core.dataset.model import CATEGORIES   # here: the dataset package loads the scanner
+    from hvtui.core.dataset.model import CATEGORIES  # here: the dataset package loads the scanner
 
     return CATEGORIES.get(category, category)

@@ -163,6 +163,6 @@ def format_fit(fit) -> Text:
 
 
 def source_text(comp) -> str:
-    from hvtui.core.doctor import source_words   # here: not needed for the first paint
+    from hvtui.core.doctor import source_words  # here: not needed for the first paint
 
     return source_words(str(comp.source))

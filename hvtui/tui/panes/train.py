@@ -9,8 +9,8 @@ from pathlib import Path
 from rich.console import Group
 from rich.style import Style
 from rich.text import Text
-from textual.color import Color, ColorParseError
 from textual.app import ComposeResult
+from textual.color import Color, ColorParseError
 from textual.containers import Horizontal, Vertical
 from textual.widgets import RichLog, Static
 
@@ -148,8 +148,9 @@ class TrainPane(Vertical, Pane):
             v = d.get(key)
             return "--" if v is None else format(v, fmt)
 
+        max_steps = d.get('max_steps') or st.started.get('max_steps', '?')
         rows = [
-            ("step", f"{d['step']} / {d.get('max_steps') or st.started.get('max_steps', '?')}" if "step" in d else "--"),
+            ("step", f"{d['step']} / {max_steps}" if "step" in d else "--"),
             ("loss", num("loss", ".4f")),
             ("smoothed", f"{st.smooth[-1]:.4f}" if st.smooth else "--"),
             ("lr", num("lr", ".2e")),
