@@ -7,6 +7,7 @@ object (or control files). Nothing here is ever called from the trainer thread.
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from collections.abc import Mapping
@@ -124,7 +125,7 @@ class HvtuiApp(RunControl):
         self._starting_note = ""
         self._key_note, self._key_note_until = "", 0.0     # a run key's answer in the Train pane's head
         self._allowed_actions: tuple = ()
-        self.event_loop = None
+        self.event_loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ layout
 
@@ -149,8 +150,6 @@ class HvtuiApp(RunControl):
         yield Footer(compact=True)
 
     async def on_mount(self) -> None:
-        import asyncio
-
         self.event_loop = asyncio.get_running_loop()   # for threads that must reach the app without waiting
         self.set_interval(POLL_INTERVAL, self.tick)
         if self.install_signal_handlers:

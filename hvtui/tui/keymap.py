@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 
 
 @dataclass(frozen=True)
@@ -57,14 +57,14 @@ ALL_KEYS = APP_KEYS + CONFIG_KEYS + DATASET_KEYS + ENVIRONMENT_KEYS
 KEY_IDS = frozenset(k.id for k in ALL_KEYS)
 
 
-def bindings(keys: tuple[Key, ...]) -> list[Binding]:
+def bindings(keys: tuple[Key, ...]) -> list[BindingType]:
     return [Binding(k.keys, k.action, k.description, show=k.show, priority=k.priority, id=k.id) for k in keys]
 
 
-def pane_fallbacks() -> list[Binding]:
+def pane_fallbacks() -> list[BindingType]:
     """App-level copies of the panes' keys (same ids, so a remap moves both, hidden from the footer): the
     app runs them on the visible pane when the focus is outside it."""
-    out = []
+    out: list[BindingType] = []
     for pane, keys in (("config", CONFIG_KEYS), ("dataset", DATASET_KEYS), ("environment", ENVIRONMENT_KEYS)):
         out += [Binding(k.keys, f"pane_key('{pane}', '{k.action}')", k.description, show=False, id=k.id)
                 for k in keys]

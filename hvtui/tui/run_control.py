@@ -7,7 +7,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from hvtui.core import exitcodes
 from hvtui.core.bus import Bus
@@ -23,6 +23,10 @@ from hvtui.tui.services import Services
 from hvtui.tui.train_state import TrainState, format_duration
 from hvtui.tui.widgets.status_bar import StatusBar
 from hvtui.tui.words import tui_event
+
+if TYPE_CHECKING:     # built when first shown (less to import before the first paint)
+    from hvtui.tui.panes.environment import EnvironmentPane
+    from hvtui.tui.panes.train import TrainPane
 
 KEY_NOTE_SECONDS = 3.0       # how long a run key's answer shows
 RUN_ACTIONS = {"start_run", "toggle_pause", "stop_run", "save_now", "sample_now"}
@@ -218,7 +222,7 @@ class RunControl(PaneHost):
             keys = self._pane_keys()
             events = [tui_event(e, keys) for e in events]
             if any(e.kind == "finished" and e.get("exit_code") == exitcodes.DOCTOR_FAILED for e in events):
-                env = self.pane("environment")
+                env = cast("EnvironmentPane | None", self.pane("environment"))
                 if env is not None:
                     env.stale = True      # F3 shows the checks as they are now
         self.train_state.apply(events)
@@ -241,7 +245,7 @@ class RunControl(PaneHost):
             self.exit(self.exit_code)
 
     def _show_train(self, force: bool = False) -> None:
-        pane = self.pane("train")
+        pane = cast("TrainPane | None", self.pane("train"))
         if pane is None:
             return
         pane.note = self._starting_note or self._key_note_now() or self._waiting_note()
