@@ -7,11 +7,11 @@ object (or control files). Nothing here is ever called from the trainer thread.
 """
 from __future__ import annotations
 
+import asyncio
 import os
-import signal
 import threading
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from rich.text import Text
 from textual.app import App, ComposeResult
@@ -20,28 +20,19 @@ from textual.widgets import Footer, Static, TabbedContent, TabPane
 
 from hvtui.core.run import exitcodes
 from hvtui.core.run.bus import Bus
-from hvtui.core.run.history import process_alive
-from hvtui.core.run.session import RunOptions
 from hvtui.tui import keymap
 from hvtui.tui.dialogs import ChoiceScreen
+from hvtui.tui.pane_host import PANES
 from hvtui.tui.panes.config import ConfigPane, PresetList
-from hvtui.tui.runs import AttachedRun, FollowedRun, LaunchedRun, LocalRun, PastRun, gpu_choices
-from hvtui.tui.resume_question import resume_question, short_path
+from hvtui.tui.run_control import RunControl, same_path
+from hvtui.tui.runs import AttachedRun, PastRun
 from hvtui.tui.services import Services
 from hvtui.tui.settings import DEFAULT_THEME, Settings, save_theme
 from hvtui.tui.themes import REPO_THEMES, load_themes, variable_defaults
-from hvtui.tui.train_state import TrainState, format_duration
-from hvtui.tui.words import tui_event
+from hvtui.tui.train_state import TrainState
 from hvtui.tui.widgets.status_bar import StatusBar
 
-# The other panes are built (and their modules imported) when first shown: less work before the first paint.
-PANE_CLASSES = {"dataset": ("hvtui.tui.panes.dataset", "DatasetPane"),
-                "environment": ("hvtui.tui.panes.environment", "EnvironmentPane"),
-                "train": ("hvtui.tui.panes.train", "TrainPane")}
-PANES = (("config", "Config", "pane.config"), ("dataset", "Dataset", "pane.dataset"),
-         ("environment", "Env", "pane.environment"), ("train", "Train", "pane.train"))
 POLL_INTERVAL = 0.25          # the UI pulls events ~4 times a second
-RUN_ACTIONS = {"start_run", "toggle_pause", "stop_run", "save_now", "sample_now"}
 
 
 def ssh_without_multiplexer(env: Mapping[str, str]) -> bool:
@@ -84,7 +75,7 @@ class HvtuiCommands(Provider):
                 yield Hit(score, matcher.highlight(name), callback, help=help_text or None)
 
 
-class HvtuiApp(App):
+class HvtuiApp(RunControl):
     TITLE = "hvtui"
     CSS = """
     #ssh-banner { height: auto; background: $hvtui-banner; color: $foreground; text-style: bold; padding: 0 1; }
@@ -132,12 +123,9 @@ class HvtuiApp(App):
         self.exit_code = exitcodes.OK
         self._quit_when_stopped = False
         self._starting_note = ""
+        self._key_note, self._key_note_until = "", 0.0     # a run key's answer in the Train pane's head
         self._allowed_actions: tuple = ()
-        self.event_loop = None
-
-    def say(self, message: str, **kwargs) -> None:
-        """A toast of plain text: paths and key names like [keys] must not be read as markup."""
-        self.notify(message, markup=False, **kwargs)
+        self.event_loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ layout
 
@@ -161,30 +149,7 @@ class HvtuiApp(App):
         yield StatusBar(id="status")
         yield Footer(compact=True)
 
-    def _new_pane(self, pane: str):
-        import importlib
-
-        module, name = PANE_CLASSES[pane]
-        widget = getattr(importlib.import_module(module), name)(id=f"{pane}-pane")
-        if hasattr(widget, "set_preset"):
-            widget.set_preset(self.pane_preset)
-        return widget
-
-    def pane(self, pane: str):
-        """A pane's widget, or None while it has not been shown yet."""
-        found = self.query(f"#{pane}-pane")
-        return found.first() if found else None
-
-    async def ensure_pane(self, pane: str):
-        widget = self.pane(pane)
-        if widget is None:
-            widget = self._new_pane(pane)
-            await self.query_one(f"TabPane#{pane}").mount(widget)
-        return widget
-
     async def on_mount(self) -> None:
-        import asyncio
-
         self.event_loop = asyncio.get_running_loop()   # for threads that must reach the app without waiting
         self.set_interval(POLL_INTERVAL, self.tick)
         if self.install_signal_handlers:
@@ -227,10 +192,6 @@ class HvtuiApp(App):
 
     # ------------------------------------------------------------------ presets
 
-    @property
-    def active_path(self) -> Path | None:
-        return self.presets[self.active] if self.presets else None
-
     async def load_active_preset(self) -> None:
         config = self.query_one(ConfigPane)
         await config.load(self.active_path)
@@ -240,10 +201,8 @@ class HvtuiApp(App):
     def _preset_changed(self, preset) -> None:
         self.pane_preset = preset
         self._follow_output_dir(preset)
-        for name in ("dataset", "environment"):
-            widget = self.pane(name)
-            if widget is not None:
-                widget.set_preset(preset)
+        for _, widget in self.built_panes():
+            widget.set_preset(preset)
         self._refresh_visible_pane()
         self.update_status()
 
@@ -254,7 +213,7 @@ class HvtuiApp(App):
             return
         out = preset.resolve_path(preset.output_dir) if preset is not None and preset.output_dir else None
         shown = self.current_run if self.current_run is not None else self.history
-        if shown is not None and out is not None and _same_path(shown.output_dir, out):
+        if shown is not None and out is not None and same_path(shown.output_dir, out):
             return
         self.current_run = None
         self.history = PastRun(out) if out is not None else None
@@ -304,55 +263,7 @@ class HvtuiApp(App):
     def on_preset_list_chosen(self, message: PresetList.Chosen) -> None:
         self.switch_preset(message.index)
 
-    # ------------------------------------------------------------------ panes and themes
-
-    def action_show_pane(self, pane: str) -> None:
-        tabs = self.query_one(TabbedContent)
-        if tabs.active != pane and self.focused is not None:
-            # the focus leaves the pane first: Textual moves a focus that is hidden to the next widget of the
-            # same pane, whose focus message then switches back to it
-            self.screen.set_focus(None)
-        tabs.active = pane
-
-    def action_cycle_pane(self, delta: int) -> None:
-        names = [p for p, _, _ in PANES]
-        self.action_show_pane(names[(names.index(self.visible_pane) + delta) % len(names)])
-
-    async def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
-        pane = self.visible_pane
-        if pane in PANE_CLASSES:
-            await self.ensure_pane(pane)
-        # focus the pane's main widget, so its own keys (r: rescan, ctrl+s: save, ...) work at once
-        target = {"config": "#field-table", "dataset": "#bucket-table", "environment": "#check-table",
-                  "train": "#train-log"}.get(pane)
-        if target:
-            self.query_one(target).focus()
-        self._refresh_visible_pane()
-        self.refresh_bindings()
-
-    @property
-    def visible_pane(self) -> str:
-        return self.query_one(TabbedContent).active
-
-    def _refresh_visible_pane(self) -> None:
-        pane = self.visible_pane
-        widget = self.pane(pane)
-        if widget is None:
-            return
-        if pane == "dataset":
-            widget.scan_if_stale()
-        elif pane == "environment":
-            widget.check_if_stale()
-        elif pane == "train":
-            self._show_train(force=True)
-
-    def action_pane_key(self, pane: str, action: str) -> None:
-        getattr(self.pane(pane), f"action_{action}")()
-
-    async def run_pane_action(self, pane: str, action: str) -> None:
-        self.action_show_pane(pane)
-        widget = self.query_one(ConfigPane) if pane == "config" else await self.ensure_pane(pane)
-        getattr(widget, f"action_{action}")()
+    # ------------------------------------------------------------------ themes
 
     def action_next_theme(self) -> None:
         names = self.theme_names or list(self.available_themes)
@@ -364,257 +275,6 @@ class HvtuiApp(App):
         self.theme = name
         problem = save_theme(self.settings, name)
         self.say(problem or f"theme: {name}", timeout=4 if problem else 2)
-
-    # ------------------------------------------------------------------ the run
-
-    def _local_run_active(self) -> bool:
-        return isinstance(self.current_run, LocalRun) and self.current_run.active
-
-    def check_action(self, action: str, parameters: tuple) -> bool | None:
-        """Footer shows only what can be done now; the keys of the rest do nothing."""
-        if len(self.screen_stack) > 1:
-            return False    # a question or the palette is open: its own keys only (escape closes it)
-        if action == "pane_key":
-            return parameters[0] == self.visible_pane and self.pane(parameters[0]) is not None
-        if action not in RUN_ACTIONS:
-            return True
-        running = (self.current_run is not None and self.current_run.active
-                   and self.train_state.state not in ("finished", "failed", "stopped"))
-        if action == "start_run":
-            return not self.attach_dir and not running
-        return running
-
-    def action_start_run(self) -> None:
-        if self.attach_dir:
-            self.say("attached to a headless run: start runs with hvtui --run PRESET", severity="warning")
-            return
-        if self._local_run_active():
-            self.say("a run is already in progress")
-            return
-        config = self.query_one(ConfigPane)
-        if config.path is None or config.preset is None:
-            self.say("no valid preset to train; see the Config pane", severity="error")
-            self.action_show_pane("config")
-            return
-        if config.dirty:
-            def answered(choice) -> None:
-                if choice == "save":
-                    config.doc.save()
-                    config.dirty = False
-                    self.preset_saved()
-                    self._start_if_valid()
-                elif choice == "disk":
-                    self._start_if_valid()
-            self.push_screen(ChoiceScreen("Unsaved edits", f"{config.path.name} has edits not saved to disk.",
-                                          [("s", "Save and start", "save"), ("d", "Start with the saved file", "disk"),
-                                           ("n", "Cancel", None)]), answered)
-            return
-        self._start_if_valid()
-
-    def _start_if_valid(self) -> None:
-        config = self.query_one(ConfigPane)
-        validation = self.services.validate_file(config.path)
-        if validation.preset is None or not validation.ok:
-            errors = validation.errors
-            self.say(f"{len(errors)} error(s) in {config.path.name}: " + (str(errors[0]) if errors else ""),
-                        title="cannot start", severity="error", timeout=10)
-            self.action_show_pane("config")
-            return
-        preset = validation.preset
-        if (pid := self._other_writer()) is not None:
-            out = short_path(preset.resolve_path(preset.output_dir))
-            self.say(f"{out} has a run in progress in another process (pid {pid}); two runs in one output_dir "
-                     f"would mix: watch it with hvtui --attach {out}", title="cannot start", severity="warning",
-                     timeout=10)
-            return
-        newest = newest_checkpoint(preset)
-        if newest is None:
-            self._launch(preset, RunOptions())
-            return
-        out = preset.resolve_path(preset.output_dir)
-        shown = self.current_run if self.current_run is not None else self.history
-        known = self.train_state if shown is not None and _same_path(shown.output_dir, out) else None
-        q = resume_question(out, newest.path, newest.step, preset.max_train_steps, known)
-
-        def answered(choice) -> None:
-            if choice is not None:   # "": start over (the earlier run is moved aside, not deleted)
-                self._launch(preset, RunOptions(resume=choice or None, fresh=not choice))
-        self.push_screen(ChoiceScreen(q.title, q.message, q.choices), answered)
-
-    def _other_writer(self) -> int | None:
-        """The pid of another process training in the active preset's output_dir right now, or None."""
-        if self.history is None or not self.train_state.active:
-            return None
-        pid = self.history.follower.pid
-        return pid if pid != os.getpid() and process_alive(pid) else None
-
-    def _launch(self, preset, options: RunOptions) -> None:
-        options.resume = options.resume or None
-        gpus = self.services.gpu_count() if self.services.backend is None else 0   # fakes train in-process
-        if gpus > 1 and preset.source is not None:
-            def answered(n) -> None:
-                if n is not None:
-                    self._start(preset, options, n)
-            self.push_screen(ChoiceScreen(
-                "GPUs", f"This machine has {gpus} GPUs. Train data-parallel on how many? With more than one, "
-                        "`hvtui --run --gpus N` runs in the background and this view attaches to it "
-                        "(it keeps running if you quit).",
-                [(str(n), f"{n} GPU{'s' if n > 1 else ''}", n) for n in gpu_choices(gpus)]), answered)
-            return
-        self._start(preset, options, 1)
-
-    def _start(self, preset, options: RunOptions, gpus: int) -> None:
-        self.train_state.begin_run(resume=bool(options.resume))   # a resume keeps the history shown
-        self.history = None
-        if gpus > 1:
-            self.current_run = LaunchedRun(preset, gpus, options=options)
-            self.say(f"{gpus} GPUs: output in {self.current_run.log_path}; hvtui --attach "
-                     f"{self.current_run.output_dir} follows it later", timeout=10)
-        else:
-            self.current_run = LocalRun(preset, backend=self.services.backend, options=options)
-        self._starting_note = ("starting: loading torch + diffusers (a few seconds)…" if self.services.backend is None
-                               else "starting…")
-        self.current_run.start()
-        self.action_show_pane("train")
-        self.refresh_bindings()
-        self.tick()
-
-    def _request(self, command: str, note: str) -> None:
-        if self.current_run is None or not self.current_run.active:
-            self.say("no run in progress", severity="warning")
-            return
-        self.current_run.request(command, reason=f"{command} key")
-        self.say(note, timeout=3)
-
-    def action_toggle_pause(self) -> None:
-        if self.train_state.state == "paused":
-            self._request("resume", "resuming")
-        else:
-            self._request("pause", "pausing at the next step boundary")
-
-    def action_stop_run(self) -> None:
-        self._request("stop", "stopping: a checkpoint is saved first")
-
-    def action_save_now(self) -> None:
-        self._request("save", "checkpoint requested: saved at the next step boundary")
-
-    def action_sample_now(self) -> None:
-        self._request("sample", "validation sample requested")
-
-    def tick(self) -> None:
-        """Pull new events (never blocks) and redraw what changed."""
-        if not self.screen_stack or not self.query(StatusBar):
-            return  # starting up or shutting down
-        source = self.current_run if self.current_run is not None else self.history
-        events = source.poll() if source is not None else []
-        if events:
-            self._starting_note = ""
-            keys = self._pane_keys()
-            events = [tui_event(e, keys) for e in events]
-            if any(e.kind == "finished" and e.get("exit_code") == exitcodes.DOCTOR_FAILED for e in events):
-                env = self.pane("environment")
-                if env is not None:
-                    env.stale = True      # F3 shows the checks as they are now
-        self.train_state.apply(events)
-        if isinstance(source, FollowedRun) and source.just_caught_up:
-            self.train_state.sync_outputs(source.checkpoints_on_disk())   # pruned / moved ones are not listed
-        monitor, self._monitor_cursor = self.monitor_bus.since(self._monitor_cursor)
-        self.train_state.apply(monitor)
-        if isinstance(self.current_run, LocalRun) and not self.current_run.active and self.train_state.active:
-            # the thread ended without a finished event (it always publishes one; this is a safety net)
-            self.train_state.state = "stopped" if self.current_run.exit_code in (0, None) else "failed"
-            self.train_state.version += 1
-        allowed = tuple(self.check_action(a, ()) for a in sorted(RUN_ACTIONS))
-        if allowed != self._allowed_actions:   # the footer shows only what can be done now
-            self._allowed_actions = allowed
-            self.refresh_bindings()
-        if self.visible_pane == "train":
-            self._show_train()
-        self.update_status()
-        if self._quit_when_stopped and not self._local_run_active():
-            self.exit(self.exit_code)
-
-    def _show_train(self, force: bool = False) -> None:
-        pane = self.pane("train")
-        if pane is None:
-            return
-        pane.note = self._starting_note or self._waiting_note()
-        preset = self.query_one(ConfigPane).preset
-        offload = bool(getattr(getattr(self.current_run, "preset", None) or preset, "enable_group_offload", False))
-        pane.show(self.train_state, offload_enabled=offload, telemetry=self.telemetry_available,
-                  keys={k.id: keymap.key_for(k.id, self.keymap) for k in keymap.APP_KEYS}, force=force,
-                  can_start=not self.attach_dir)
-
-    def _pane_keys(self) -> dict[str, str]:
-        return {pane_id: keymap.key_for(pane_id, self.keymap) for _, _, pane_id in PANES}
-
-    def _waiting_note(self) -> str:
-        st = self.train_state
-        if self.attach_dir and st.state == "idle" and not st.started and not st.phase:
-            return (f"waiting for a run in {self.attach_dir}: nothing written there yet (a run started with "
-                    "hvtui --run PRESET writes its events once its checks pass)")
-        return ""
-
-    def update_status(self) -> None:
-        st = self.train_state
-        detail = ""
-        if st.step:
-            detail = f"step {st.step.get('step')}/{st.step.get('max_steps') or st.started.get('max_steps', '?')}"
-            if st.step.get("loss") is not None:
-                detail += f"  loss {st.step['loss']:.4f}"
-            if st.active and st.step.get("eta_s") is not None:
-                detail += f"  ETA {format_duration(st.step['eta_s'])}"
-        elif st.phase:
-            detail = st.phase
-        name = self.active_path.stem if self.active_path else ""
-        self.query_one(StatusBar).show(name, self.active, len(self.presets), st.state, detail,
-                                       attached=str(self.attach_dir) if self.attach_dir else "")
-
-    # ------------------------------------------------------------------ quitting and signals
-
-    async def action_quit(self) -> None:
-        if not self._local_run_active():
-            config = self.query_one(ConfigPane)
-            if not config.dirty:
-                self.exit(self.exit_code)
-                return
-
-            def drop(choice) -> None:
-                if choice:
-                    self.exit(self.exit_code)
-            self.push_screen(ChoiceScreen("Unsaved edits", f"{config.path.name} has edits not saved to disk.",
-                                          [("y", "Quit without saving", True), ("n", "Cancel", None)]), drop)
-            return
-
-        def answered(choice) -> None:
-            if choice == "stop":
-                self._quit_when_stopped = True
-                self.current_run.request("stop", reason="quit")
-                self.train_state.state = "stopping"
-                self.say("stopping: saving a checkpoint, then quitting…", timeout=30)
-                self.action_show_pane("train")
-        self.push_screen(ChoiceScreen("A run is in progress",
-                                      "Quitting stops it. A checkpoint is saved first, so it can be resumed.",
-                                      [("s", "Stop and save, then quit", "stop"), ("c", "Cancel", None)]), answered)
-
-    def _install_signal_handlers(self) -> None:
-        import asyncio
-
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGHUP, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, self.on_signal, sig)
-            except (NotImplementedError, RuntimeError, ValueError):
-                pass
-
-    def on_signal(self, signum: int) -> None:
-        """SIGHUP (SSH dropped) / SIGTERM: ask the run to stop and save, then leave at once; the launcher
-        waits for the trainer thread, since the terminal may already be gone."""
-        self.exit_code = 128 + int(signum)
-        if self._local_run_active():
-            self.current_run.request("stop", reason=signal.Signals(signum).name)
-        self.exit(self.exit_code)
-
 
 def write_paint_probe(path: Path) -> None:
     """bench/first_paint.py: CPU seconds and wall seconds since this process started, at the first paint."""
@@ -628,27 +288,6 @@ def write_paint_probe(path: Path) -> None:
     except (OSError, ValueError, IndexError):
         wall = None
     path.write_text(json.dumps({"cpu_s": round(time.process_time(), 3), "wall_s": wall}))
-
-
-def newest_checkpoint(preset):
-    """The newest complete checkpoint (CheckpointInfo) in the preset's output_dir, or None; what the trainer
-    counts as an earlier run there (the checkpoint module imports no torch)."""
-    try:
-        from hvtui.core.train.checkpoint import find_newest
-    except ImportError:
-        return None
-    out = preset.resolve_path(preset.output_dir)
-    try:
-        return find_newest(out) if out else None
-    except Exception:  # an unreadable folder: start fresh rather than fail here
-        return None
-
-
-def _same_path(a, b) -> bool:
-    try:
-        return Path(a).resolve() == Path(b).resolve()
-    except OSError:
-        return Path(a) == Path(b)
 
 
 def _log_event(message: str, level: str):

@@ -90,7 +90,7 @@ class DiffScreen(ModalScreen):
         self.path, self.diff, self.errors = path, diff, list(errors)
 
     def compose(self) -> ComposeResult:
-        from rich.syntax import Syntax   # pygments: only when a diff is shown, not at start-up
+        from rich.syntax import Syntax  # pygments: only when a diff is shown, not at start-up
 
         n = len(self.errors)
         with Vertical():

@@ -110,7 +110,8 @@ def parse_text(f: FormField, text: str) -> Any:
         try:
             v = float(t)
         except ValueError:
-            raise FieldError("expected a number like 1e-4" + (", or empty for the default" if f.optional else "")) from None
+            default = ", or empty for the default" if f.optional else ""
+            raise FieldError("expected a number like 1e-4" + default) from None
         return int(v) if t.lstrip("+-").isdigit() else v
     if f.base is bool:
         if t.lower() in ("true", "false"):

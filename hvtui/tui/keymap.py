@@ -12,9 +12,8 @@ one, so digits never switch panes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 
 
 @dataclass(frozen=True)
@@ -58,50 +57,17 @@ ALL_KEYS = APP_KEYS + CONFIG_KEYS + DATASET_KEYS + ENVIRONMENT_KEYS
 KEY_IDS = frozenset(k.id for k in ALL_KEYS)
 
 
-def bindings(keys: tuple[Key, ...]) -> list[Binding]:
+def bindings(keys: tuple[Key, ...]) -> list[BindingType]:
     return [Binding(k.keys, k.action, k.description, show=k.show, priority=k.priority, id=k.id) for k in keys]
 
 
-def pane_fallbacks() -> list[Binding]:
+def pane_fallbacks() -> list[BindingType]:
     """App-level copies of the panes' keys (same ids, so a remap moves both, hidden from the footer): the
     app runs them on the visible pane when the focus is outside it."""
-    out = []
+    out: list[BindingType] = []
     for pane, keys in (("config", CONFIG_KEYS), ("dataset", DATASET_KEYS), ("environment", ENVIRONMENT_KEYS)):
         out += [Binding(k.keys, f"pane_key('{pane}', '{k.action}')", k.description, show=False, id=k.id)
                 for k in keys]
-    return out
-
-
-def read_keymap(path: Path, problems: list[str]) -> dict[str, str]:
-    """binding id -> keys from keys.toml; unknown ids and non-string keys are reported and skipped.
-
-    Ids may sit at the top level or in a [keys] table, quoted ("run.start" = "g") or as TOML dotted keys
-    (run.start = "g", which TOML reads as a table `run` holding `start`): all mean the same binding."""
-    from hvtui.tui.settings import read_toml
-
-    data = read_toml(path, problems)
-    table = data.pop("keys", {})
-    if not isinstance(table, dict):
-        problems.append(f"{path}: [keys] must be a table of binding id = \"key\"")
-        table = {}
-    out: dict[str, str] = {}
-    for binding_id, keys in [*_flatten(data), *_flatten(table)]:
-        if binding_id not in KEY_IDS:
-            problems.append(f"{path}: unknown binding id {binding_id!r} (ignored); ids: {', '.join(sorted(KEY_IDS))}")
-        elif not isinstance(keys, str) or not keys.strip():
-            problems.append(f"{path}: {binding_id} must be a key string like \"f5\" or \"s,ctrl+s\"")
-        else:
-            out[binding_id] = keys.replace(" ", "")
-    return out
-
-
-def _flatten(table: dict, prefix: str = "") -> list[tuple[str, object]]:
-    out: list[tuple[str, object]] = []
-    for key, value in table.items():
-        if isinstance(value, dict):
-            out += _flatten(value, f"{prefix}{key}.")
-        else:
-            out.append((f"{prefix}{key}", value))
     return out
 
 

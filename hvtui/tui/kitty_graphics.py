@@ -15,7 +15,7 @@ on for other terminals that implement placeholders.
 from __future__ import annotations
 
 import base64
-from typing import Mapping
+from collections.abc import Mapping
 
 from rich.color import Color
 from rich.segment import Segment

@@ -7,13 +7,15 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from hvtui.core.run.bus import Bus
 from hvtui.core.preset.schema import Preset
 from hvtui.core.run.session import Backend
+from hvtui.tui.native_output import TERMINAL_FD
 
 
 class Unavailable(RuntimeError):
@@ -74,10 +76,8 @@ def default_telemetry(bus: Bus) -> Any | None:
 
 def gpu_count() -> int:
     """CUDA GPUs this machine offers a run (NVML; no torch): more than 1 makes the UI ask how many to use."""
-    try:
-        from hvtui.core.train.multi_gpu import gpu_count as count
-    except ImportError:
-        return 0
+    from hvtui.core.train.multi_gpu import gpu_count as count  # here: NVML only when a run is started
+
     return count()
 
 
@@ -88,8 +88,6 @@ def editor_command(path: Path, env=os.environ) -> list[str]:
 
 def run_editor(app, path: Path) -> int:
     """Hand the terminal to $EDITOR (the app is suspended meanwhile); the exit status."""
-    from hvtui.tui.app_launcher import TERMINAL_FD
-
     tty = TERMINAL_FD[0]   # set while the launcher diverts fds 1/2 to a log
     with app.suspend():
         try:

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+
+from hvtui.tui.keymap import KEY_IDS
 
 DEFAULT_THEME = "hvtui-dark"
 
@@ -59,8 +61,6 @@ def save_theme(settings: Settings, name: str) -> str | None:
 
 
 def load_settings(directory: Path | None = None) -> Settings:
-    from hvtui.tui.keymap import read_keymap
-
     directory = directory or config_dir()
     s = Settings(directory=directory)
     data = read_toml(directory / "settings.toml", s.problems)
@@ -71,3 +71,34 @@ def load_settings(directory: Path | None = None) -> Settings:
         s.problems.append(f"{directory / 'settings.toml'}: theme must be a theme name string")
     s.keys = read_keymap(directory / "keys.toml", s.problems)
     return s
+
+
+def read_keymap(path: Path, problems: list[str]) -> dict[str, str]:
+    """binding id -> keys from keys.toml; unknown ids and non-string keys are reported and skipped.
+
+    Ids may sit at the top level or in a [keys] table, quoted ("run.start" = "g") or as TOML dotted keys
+    (run.start = "g", which TOML reads as a table `run` holding `start`): all mean the same binding."""
+    data = read_toml(path, problems)
+    table = data.pop("keys", {})
+    if not isinstance(table, dict):
+        problems.append(f"{path}: [keys] must be a table of binding id = \"key\"")
+        table = {}
+    out: dict[str, str] = {}
+    for binding_id, keys in [*_flatten(data), *_flatten(table)]:
+        if binding_id not in KEY_IDS:
+            problems.append(f"{path}: unknown binding id {binding_id!r} (ignored); ids: {', '.join(sorted(KEY_IDS))}")
+        elif not isinstance(keys, str) or not keys.strip():
+            problems.append(f"{path}: {binding_id} must be a key string like \"f5\" or \"s,ctrl+s\"")
+        else:
+            out[binding_id] = keys.replace(" ", "")
+    return out
+
+
+def _flatten(table: dict, prefix: str = "") -> list[tuple[str, object]]:
+    out: list[tuple[str, object]] = []
+    for key, value in table.items():
+        if isinstance(value, dict):
+            out += _flatten(value, f"{prefix}{key}.")
+        else:
+            out.append((f"{prefix}{key}", value))
+    return out

@@ -57,7 +57,7 @@ class TerminalWatch:
         self.fired = False
         self._thread = threading.Thread(target=self._run, name="hvtui-terminal-watch", daemon=True)
 
-    def start(self) -> "TerminalWatch":
+    def start(self) -> TerminalWatch:
         if terminal_alive(self.fd):        # nothing to watch without a terminal (tests, pipes)
             self._thread.start()
         return self

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from hvtui.core.run.eta import format_duration  # noqa: F401  (the TUI's name for it)
 from hvtui.core.run.events import Event

@@ -175,8 +175,8 @@ def test_a_newcomers_first_hour_in_tmux(tmp_path):
         t.keys("x")
         stopped = t.wait_for(lambda s: "STOPPED" in s and "s: start (resume it or start fresh)" in s, 120,
                              "the run to stop")
-        assert "checkpoint-" in stopped
         stopped_at = complete_steps(out)[-1]
+        assert f"ckpt {stopped_at} checkpoint-{stopped_at:06d}" in stopped, stopped    # the stop's checkpoint
         assert (out / "checkpoints" / f"checkpoint-{stopped_at:06d}" / "pytorch_lora_weights.safetensors").is_file()
 
         # --- start again: the Resume dialog says what it resumes, every button visible at 80x24

@@ -20,9 +20,8 @@ from textual.widgets import DataTable, Input, Label, ListItem, ListView, OptionL
 from textual.widgets.option_list import Option
 
 from hvtui.tui import keymap
-from hvtui.tui.dialogs import ChoiceScreen, DiffScreen
-from hvtui.tui.form import (FieldError, FormField, copy_preset, form_fields, get_value, parse_text, set_value,
-                            to_text)
+from hvtui.tui.form import FieldError, FormField, copy_preset, form_fields, get_value, parse_text, set_value, to_text
+from hvtui.tui.panes.config_file import PresetFileActions
 from hvtui.tui.services import Unavailable
 
 SECTION_PREFIX = "section:"
@@ -88,7 +87,7 @@ class FieldTable(DataTable):
         self.query_ancestor(ConfigPane).toggle_highlighted()
 
 
-class ConfigPane(Horizontal):
+class ConfigPane(Horizontal, PresetFileActions):
     BINDINGS = keymap.bindings(keymap.CONFIG_KEYS) + [Binding("escape", "cancel_edit", "Cancel edit", show=False)]
     DEFAULT_CSS = """
     ConfigPane #preset-list { width: 22; height: 1fr; border: round $panel-lighten-2; }
@@ -103,6 +102,7 @@ class ConfigPane(Horizontal):
     ConfigPane #edit-label { width: auto; max-width: 30; padding: 0 1; text-style: bold; }
     ConfigPane #edit-input { width: 1fr; }
     """
+    focus_target = "#field-table"
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -116,10 +116,6 @@ class ConfigPane(Horizontal):
         self.dirty = False
         self.edit_note = ""
         self.editing: FormField | None = None
-
-    @property
-    def services(self):
-        return self.app.services
 
     def compose(self) -> ComposeResult:
         yield PresetList(id="preset-list")
@@ -370,54 +366,3 @@ class ConfigPane(Horizontal):
             bounds.append("one of: " + ", ".join(map(str, f.choices)))
         t.append(f.help + (f" ({'; '.join(bounds)})" if bounds else ""), style="dim")
         info.update(t)
-
-    # ------------------------------------------------------------------ actions
-
-    def action_save(self) -> None:
-        if self.doc is None:
-            self.app.say(self.edit_note or "nothing to save", severity="warning")
-            return
-        if self.field_errors:
-            self.app.say("fix the field marked ✗ first", severity="error")
-            return
-        diff = self.doc.diff()
-        if not diff.strip():
-            self.dirty = False
-            self._show_head()
-            self.app.say("no changes to save")
-            return
-
-        def answered(save: bool | None) -> None:
-            if save:
-                self.doc.save()
-                self.dirty = False
-                self._show_head()
-                self.app.say(f"saved {self.path.name}")
-                self.app.preset_saved()
-        errors = [f"{p.key}: {p.message}; {p.fix}" for p in self.problems if p.severity == "error"]
-        self.app.push_screen(DiffScreen(str(self.path), diff, errors), answered)
-
-    def action_revert(self) -> None:
-        self.app.call_later(self.load, self.path)
-
-    def action_edit_external(self) -> None:
-        if self.path is None:
-            return
-
-        def go(answer) -> None:
-            if answer:
-                self.app.call_later(self._run_editor)
-        if self.dirty:
-            self.app.push_screen(ChoiceScreen("Unsaved edits", "Open the file in $EDITOR and drop the edits "
-                                              "made here?", [("y", "Open editor", True), ("n", "Cancel", False)]), go)
-        else:
-            go(True)
-
-    async def _run_editor(self) -> None:
-        status = self.services.run_editor(self.app, self.path)
-        await self.load(self.path)
-        self.app.preset_saved()
-        if status:
-            self.app.say(f"editor exited with status {status}", severity="warning")
-        else:
-            self.app.say(f"reloaded {self.path.name}")

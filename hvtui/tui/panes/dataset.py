@@ -14,11 +14,12 @@ from textual.message import Message
 from textual.widgets import DataTable, Static
 
 from hvtui.tui import keymap
-from hvtui.tui.services import guarded
+from hvtui.tui.panes.pane import Pane
 from hvtui.tui.panes.train import bar
+from hvtui.tui.services import guarded
 
 
-class DatasetPane(Vertical):
+class DatasetPane(Vertical, Pane):
     BINDINGS = keymap.bindings(keymap.DATASET_KEYS)
     DEFAULT_CSS = """
     DatasetPane #dataset-head { height: 2; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }
@@ -74,6 +75,11 @@ class DatasetPane(Vertical):
     def set_preset(self, preset) -> None:
         self.preset = preset
         self.stale = True
+
+    focus_target = "#bucket-table"
+
+    def shown(self) -> None:
+        self.scan_if_stale()
 
     def scan_if_stale(self) -> None:
         if self.stale and not self.scanning:
@@ -188,6 +194,6 @@ def plain(*values) -> list[Text]:
 
 
 def _category_title(category: str) -> str:
-    from hvtui.core.dataset.model import CATEGORIES   # here: the dataset package loads the scanner
+    from hvtui.core.dataset.model import CATEGORIES  # here: the dataset package loads the scanner
 
     return CATEGORIES.get(category, category)

@@ -11,12 +11,13 @@ from textual.widgets import DataTable, Static
 
 from hvtui.tui import keymap
 from hvtui.tui.panes.dataset import plain
+from hvtui.tui.panes.pane import Pane
 from hvtui.tui.services import guarded
 
 STATUS_MARK = {"ok": "✓ ok", "warn": "! warn", "fail": "✗ FAIL"}
 
 
-class EnvironmentPane(Vertical):
+class EnvironmentPane(Vertical, Pane):
     BINDINGS = keymap.bindings(keymap.ENVIRONMENT_KEYS)
     DEFAULT_CSS = """
     EnvironmentPane #env-head { height: 1; padding: 0 1; }
@@ -65,6 +66,11 @@ class EnvironmentPane(Vertical):
     def set_preset(self, preset) -> None:
         self.preset = preset
         self.stale = True
+
+    focus_target = "#check-table"
+
+    def shown(self) -> None:
+        self.check_if_stale()
 
     def check_if_stale(self) -> None:
         if self.stale and not self.running:
@@ -157,6 +163,6 @@ def format_fit(fit) -> Text:
 
 
 def source_text(comp) -> str:
-    from hvtui.core.env.doctor_report import source_words   # here: not needed for the first paint
+    from hvtui.core.env.doctor_report import source_words  # here: not needed for the first paint
 
     return source_words(str(comp.source))

@@ -9,11 +9,12 @@ from pathlib import Path
 from rich.console import Group
 from rich.style import Style
 from rich.text import Text
-from textual.color import Color, ColorParseError
 from textual.app import ComposeResult
+from textual.color import Color, ColorParseError
 from textual.containers import Horizontal, Vertical
 from textual.widgets import RichLog, Static
 
+from hvtui.tui.panes.pane import Pane
 from hvtui.tui.train_state import TrainState, format_duration
 from hvtui.tui.widgets.gpu_panel import GpuPanel
 from hvtui.tui.widgets.loss_chart import LossChart
@@ -31,7 +32,7 @@ def bar(fraction: float, width: int) -> str:
     return "━" * filled + "─" * (width - filled)
 
 
-class TrainPane(Vertical):
+class TrainPane(Vertical, Pane):
     DEFAULT_CSS = """
     TrainPane { height: 1fr; }
     TrainPane #train-head { height: auto; min-height: 2; max-height: 5; padding: 0 1; }
@@ -47,6 +48,8 @@ class TrainPane(Vertical):
                                text-wrap: nowrap; text-overflow: ellipsis; }
     TrainPane #train-stats { text-wrap: nowrap; text-overflow: ellipsis; }
     """
+
+    focus_target = "#train-log"
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -145,8 +148,9 @@ class TrainPane(Vertical):
             v = d.get(key)
             return "--" if v is None else format(v, fmt)
 
+        max_steps = d.get('max_steps') or st.started.get('max_steps', '?')
         rows = [
-            ("step", f"{d['step']} / {d.get('max_steps') or st.started.get('max_steps', '?')}" if "step" in d else "--"),
+            ("step", f"{d['step']} / {max_steps}" if "step" in d else "--"),
             ("loss", num("loss", ".4f")),
             ("smoothed", f"{st.smooth[-1]:.4f}" if st.smooth else "--"),
             ("lr", num("lr", ".2e")),

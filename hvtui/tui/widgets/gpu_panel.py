@@ -25,7 +25,8 @@ def _num(v, fmt: str, unit: str = "") -> str:
 
 class GpuPanel(Static):
     DEFAULT_CSS = """
-    GpuPanel { height: auto; min-height: 4; max-height: 12; text-wrap: nowrap; text-overflow: ellipsis; border: round $panel-lighten-2; padding: 0 1; }
+    GpuPanel { height: auto; min-height: 4; max-height: 12; text-wrap: nowrap; text-overflow: ellipsis;
+               border: round $panel-lighten-2; padding: 0 1; }
     """
 
     def on_mount(self) -> None:

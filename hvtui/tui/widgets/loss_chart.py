@@ -55,16 +55,16 @@ def plot_layers(steps: list[int], raw: list[float], smooth: list[float], width: 
         return min(ph - 1, max(0, int((hi - v) / (hi - lo) * (ph - 1) + 0.5)))
 
     raw_layer, smooth_layer = BrailleCanvas(width, height), BrailleCanvas(width, height)
-    for s, v in zip(steps, raw):
+    for s, v in zip(steps, raw, strict=False):     # drawn while the run appends: lengths may differ
         if math.isfinite(v):
             raw_layer.dot(px(s), py(v))
     # smoothed: one mean value per dot column, joined vertically so the line has no gaps
     columns: dict[int, list[float]] = {}
-    for s, v in zip(steps, smooth):
+    for s, v in zip(steps, smooth, strict=False):
         if math.isfinite(v):
             columns.setdefault(px(s), []).append(v)
     points = [(x, py(sum(vs) / len(vs))) for x, vs in sorted(columns.items())]
-    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+    for (x0, y0), (x1, y1) in zip(points, points[1:], strict=False):    # neighbours: one pair fewer
         # straight segment between neighbouring points, one dot column at a time
         for x in range(x0, x1 + 1):
             y = y0 + (y1 - y0) * (x - x0) / max(x1 - x0, 1)

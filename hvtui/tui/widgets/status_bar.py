@@ -7,7 +7,8 @@ from textual.widgets import Static
 
 class StatusBar(Static):
     DEFAULT_CSS = """
-    StatusBar { height: 1; text-wrap: nowrap; text-overflow: ellipsis; background: $panel; color: $foreground; padding: 0 1; }
+    StatusBar { height: 1; text-wrap: nowrap; text-overflow: ellipsis; background: $panel; color: $foreground;
+                padding: 0 1; }
     """
 
     def show(self, preset: str, index: int, count: int, state: str, detail: str = "", attached: str = "") -> None:

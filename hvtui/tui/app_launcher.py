@@ -6,13 +6,12 @@ is asked to stop and waited for, so its final checkpoint is written even when th
 """
 from __future__ import annotations
 
-import os
 import signal
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 from hvtui.core.run import exitcodes
+from hvtui.tui.native_output import TERMINAL_FD, native_output_diverted, native_output_log
 
 DEFAULT_PRESETS = Path("presets")
 
@@ -106,49 +105,6 @@ def main(args) -> int:
     if code is not None:
         return code
     return result if isinstance(result, int) else app.exit_code
-
-
-def native_output_log() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    return Path(base) / "hvtui" / "native-output.log"
-
-
-@contextmanager
-def native_output_diverted(log: Path):
-    """Keep C/Rust libraries that write straight to fds 1 and 2 (tokenizers' progress bars, c10 warnings)
-    from scribbling over the UI: fds 1 and 2 go to a log file while Textual draws on a duplicate of the
-    terminal (its driver writes to sys.__stderr__). Yields the log path, or None when not diverted."""
-    if not (sys.__stderr__ and sys.__stderr__.isatty()):
-        yield None
-        return
-    try:
-        log.parent.mkdir(parents=True, exist_ok=True)
-        log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    except OSError:
-        yield None
-        return
-    saved = {1: os.dup(1), 2: os.dup(2)}
-    old_stderr, old_stdout = sys.__stderr__, sys.__stdout__
-    terminal = os.fdopen(os.dup(2), "w", encoding=old_stderr.encoding, errors="replace", buffering=1)
-    sys.__stderr__ = terminal   # type: ignore[misc]  (read by Textual's driver and App.suspend)
-    sys.__stdout__ = terminal   # type: ignore[misc]
-    TERMINAL_FD[0] = terminal.fileno()
-    os.dup2(log_fd, 1)
-    os.dup2(log_fd, 2)
-    os.close(log_fd)
-    try:
-        yield log
-    finally:
-        for fd, copy in saved.items():
-            os.dup2(copy, fd)
-            os.close(copy)
-        sys.__stderr__, sys.__stdout__ = old_stderr, old_stdout   # type: ignore[misc]
-        TERMINAL_FD[0] = None
-        terminal.close()
-
-
-# The terminal's fd while fds 1/2 are diverted (an $EDITOR must draw on the terminal, not the log).
-TERMINAL_FD: list[int | None] = [None]
 
 
 def _finish_run(app) -> int | None:
