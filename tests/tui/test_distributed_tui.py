@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from hvtui.tui import app as app_module  # noqa: E402
+from hvtui.tui import run_control as run_control_module
 from hvtui.tui.app import HvtuiApp  # noqa: E402
 from hvtui.tui.dialogs import ChoiceScreen  # noqa: E402
 from hvtui.tui.panes.config import ConfigPane  # noqa: E402
@@ -47,7 +47,7 @@ def _app(tmp_path, gpus: int) -> HvtuiApp:
 
 
 def test_several_gpus_ask_how_many_and_launch_the_workers(tmp_path, monkeypatch):
-    monkeypatch.setattr(app_module, "LaunchedRun", FakeLaunched)
+    monkeypatch.setattr(run_control_module, "LaunchedRun", FakeLaunched)
     FakeLaunched.started = []
 
     async def go():

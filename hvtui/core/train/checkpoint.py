@@ -387,7 +387,9 @@ def read_torch_file(path: Path):
     except pickle.UnpicklingError:   # torch's text here advises loading unsafely: not for a damaged file
         raise CheckpointError(f"{path} cannot be read (not a torch checkpoint file): the checkpoint is "
                               "damaged") from None
-    except (OSError, RuntimeError, ValueError, EOFError) as e:
+    except Exception as e:   # noqa: BLE001  overwritten bytes make the unpickler raise almost anything
+        # (IndexError, KeyError, UnicodeDecodeError, ... besides the usual OSError / RuntimeError / EOFError);
+        # only torch.load runs here, so whatever it raises means this file cannot be read
         raise CheckpointError(f"{path} cannot be read ({type(e).__name__}: {_first_line(e)}): the checkpoint is "
                               "damaged") from None
 

@@ -121,3 +121,20 @@ def test_a_save_after_an_unexpected_error_in_a_step_lets_the_resume_train_that_s
     assert sorted(got) == [5, 6, 7, 8]
     for step, loss in got.items():
         assert loss == pytest.approx(reference[step], abs=1e-6), step
+
+
+def test_a_torch_file_overwritten_with_any_bytes_is_named_damaged(tmp_path):
+    """Random bytes make torch's unpickler raise many kinds of error (UnpicklingError, IndexError, ...): each
+    one is a damaged file the user is told about, never a crash ("likely a bug")."""
+    import random
+
+    rng = random.Random(0)
+    kinds = set()
+    for i in range(60):
+        path = tmp_path / f"optimizer-{i}.pt"
+        path.write_bytes(rng.randbytes(4096))
+        with pytest.raises(ckpt.CheckpointError, match="damaged") as caught:
+            ckpt.read_torch_file(path)
+        assert str(path) in str(caught.value)
+        kinds.add(str(caught.value).split("(")[1].split(":")[0])
+    assert len(kinds) >= 2, kinds   # more than one kind of unpickler error was met and named
