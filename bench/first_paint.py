@@ -115,7 +115,8 @@ def main() -> int:
             c = summary["first_paint_cpu_s"]
             w = summary["in_app_wall_s"]
             if w:
-                print(f"  in-app wall at first paint  median {w['median']:.3f} s  (min {w['min']:.3f}, max {w['max']:.3f})")
+                print(f"  in-app wall at first paint  median {w['median']:.3f} s  "
+                      f"(min {w['min']:.3f}, max {w['max']:.3f})")
             print(f"  CPU time by first paint  median {c['median']:.3f} s  (min {c['min']:.3f}, max {c['max']:.3f})")
         if fr:
             print(f"  form ready   median {fr['median']:.3f} s  (min {fr['min']:.3f}, max {fr['max']:.3f})")

@@ -113,7 +113,8 @@ def gib(x):
 def mem():
     if not CUDA:
         return {}
-    return dict(peak_alloc_gib=gib(torch.cuda.max_memory_allocated()), peak_reserved_gib=gib(torch.cuda.max_memory_reserved()))
+    return dict(peak_alloc_gib=gib(torch.cuda.max_memory_allocated()),
+                peak_reserved_gib=gib(torch.cuda.max_memory_reserved()))
 
 
 def build_transformer():
@@ -128,7 +129,8 @@ def build_transformer():
         torch.set_default_dtype(torch.bfloat16)
         tr = HunyuanVideo15Transformer3DModel(**kw)
         torch.set_default_dtype(prev)
-    log(f"built transformer {sum(p.numel() for p in tr.parameters()) / 1e9:.3f}B params in {time.perf_counter() - t:.1f}s")
+    log(f"built transformer {sum(p.numel() for p in tr.parameters()) / 1e9:.3f}B params "
+        f"in {time.perf_counter() - t:.1f}s")
     return tr
 
 
@@ -255,7 +257,8 @@ def part_a():
     tr = build_transformer()
     params = lora.add_lora(tr, preset)
     init = lora_cpu(tr)
-    cap = int(CAP_GIB * 2**30) if CUDA and torch.cuda.get_device_properties(0).total_memory > (CAP_GIB + 2) * 2**30 else None
+    big = CUDA and torch.cuda.get_device_properties(0).total_memory > (CAP_GIB + 2) * 2**30
+    cap = int(CAP_GIB * 2**30) if big else None
     t = time.perf_counter()
     handle = speed.prepare_transformer(tr, preset, DEV, gpu_memory_bytes=cap, publish=lambda e: log("  event:", e.data))
     prep_s = time.perf_counter() - t
@@ -321,7 +324,8 @@ def part_a():
 
         model, lp = reference_loop.build(DEV)
         with NvmlPeak() as nv:
-            r = reference_loop.run(model, lp, w, h, f, 4, DEV, on_step=lambda i, t, l: log(f"  reference step {i}: {t:.2f}s loss {l:.4f}"))
+            r = reference_loop.run(model, lp, w, h, f, 4, DEV,
+                                   on_step=lambda i, t, loss: log(f"  reference step {i}: {t:.2f}s loss {loss:.4f}"))
         r.update(case="reference padded", **mem(), nvml_peak_gib=gib(nv.peak))
         record(with_mfu(r, w, h, f))
         del model, lp
@@ -393,12 +397,14 @@ def attention_accuracy(seq=8192, heads=16, dim=128):
     ref = run(bshd(SDPBackend.MATH), torch.float32)
     res = {}
     for name, fn in [("sdpa flash", bshd(SDPBackend.FLASH_ATTENTION)), ("sdpa cudnn", bshd(SDPBackend.CUDNN_ATTENTION)),
-                     ("diffusers _native_cudnn", lambda a, b, c: attention_dispatch.dispatch_attention_fn(a, b, c, backend="_native_cudnn")),
+                     ("diffusers _native_cudnn",
+                      lambda a, b, c: attention_dispatch.dispatch_attention_fn(a, b, c, backend="_native_cudnn")),
                      ("hvtui cached flash", cached("flash")), ("hvtui cached cudnn", cached("cudnn")),
-                     ("hvtui compute cudnn", lambda a, b, c: ac.attention(a, b, c, ac.AttentionStore(), 0, "compute", "cudnn"))]:
+                     ("hvtui compute cudnn",
+                      lambda a, b, c: ac.attention(a, b, c, ac.AttentionStore(), 0, "compute", "cudnn"))]:
         try:
             got = run(fn)
-            res[name] = [float(f"{((x - r).norm() / r.norm()).item():.2e}") for x, r in zip(got, ref)]
+            res[name] = [float(f"{((x - r).norm() / r.norm()).item():.2e}") for x, r in zip(got, ref, strict=False)]
         except Exception as e:
             res[name] = repr(e)[:160]
     record(dict(case="attention accuracy vs fp32 (rel err out, dq, dk, dv)", seq=seq, **res))
@@ -412,7 +418,8 @@ def part_b():
     preset = bench_preset()
     tr = build_transformer()
     params = lora.add_lora(tr, preset)
-    cap = int(CAP_GIB * 2**30) if CUDA and torch.cuda.get_device_properties(0).total_memory > (CAP_GIB + 2) * 2**30 else None
+    big = CUDA and torch.cuda.get_device_properties(0).total_memory > (CAP_GIB + 2) * 2**30
+    cap = int(CAP_GIB * 2**30) if big else None
     handle = speed.prepare_transformer(tr, preset, DEV, gpu_memory_bytes=cap, publish=lambda e: log("  event:", e.data))
     for w, h, f, n in shapes:
         try:
@@ -430,11 +437,11 @@ def part_b():
     import reference_loop
 
     model, lp = reference_loop.build(DEV)
-    for w, h, f, n in shapes[:2]:
+    for w, h, f, _n in shapes[:2]:
         try:
             with NvmlPeak() as nv:
                 r = reference_loop.run(model, lp, w, h, f, 2, DEV,
-                                       on_step=lambda i, t, l: log(f"  reference step {i}: {t:.2f}s loss {l:.4f}"))
+                                       on_step=lambda i, t, lo: log(f"  reference step {i}: {t:.2f}s loss {lo:.4f}"))
             r.update(case="reference padded", **mem(), nvml_peak_gib=gib(nv.peak))
             record(with_mfu(r, w, h, f))
         except torch.OutOfMemoryError as e:
@@ -443,13 +450,15 @@ def part_b():
 
 
 def table():
-    log("\n| case | shape | s/step | warm-up s | MFU | peak alloc GiB | peak reserved GiB | NVML peak GiB | loss finite |")
+    log("\n| case | shape | s/step | warm-up s | MFU | peak alloc GiB | peak reserved GiB | NVML peak GiB "
+        "| loss finite |")
     log("|---|---|---|---|---|---|---|---|---|")
     for r in ROWS:
         if r["case"] == "env" or "error" in r or r["case"].startswith("vae"):
             continue
         log(f"| {r['case']} | {r.get('shape')} | {r.get('s_per_step')} | {r.get('warmup_s', '')} | {r.get('mfu')} | "
-            f"{r.get('peak_alloc_gib')} | {r.get('peak_reserved_gib')} | {r.get('nvml_peak_gib')} | {r.get('finite')} |")
+            f"{r.get('peak_alloc_gib')} | {r.get('peak_reserved_gib')} | {r.get('nvml_peak_gib')} "
+            f"| {r.get('finite')} |")
     for r in ROWS:
         if "error" in r:
             log(f"| {r['case']} | {r.get('shape')} | {r['error'][:80]} |")
@@ -461,7 +470,8 @@ def table():
         if r["case"].startswith("attention accuracy"):
             log(r["case"], json.dumps({k: v for k, v in r.items() if k != "case"}))
     for ref in [r for r in ROWS if r["case"] == "reference padded" and r.get("s_per_step")]:
-        hv = [r for r in ROWS if r["case"] == "hvtui default" and r.get("shape") == ref["shape"] and r.get("s_per_step")]
+        hv = [r for r in ROWS
+              if r["case"] == "hvtui default" and r.get("shape") == ref["shape"] and r.get("s_per_step")]
         if hv:
             log(f"{ref['shape']} speed-up vs reference (same call): {ref['s_per_step'] / hv[0]['s_per_step']:.2f}x")
 

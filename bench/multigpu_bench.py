@@ -100,7 +100,8 @@ def worker() -> None:
             cap = int(CAP_GIB * 2**30)
     else:
         torch.set_num_threads(1)
-    log = (lambda *a: print(f"[rank {acc.process_index}]", *a, flush=True))
+    def log(*a):
+        print(f"[rank {acc.process_index}]", *a, flush=True)
     t = time.perf_counter()
     tr = build_transformer(dev)
     params = lora.add_lora(tr, preset)

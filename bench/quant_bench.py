@@ -114,11 +114,13 @@ def gemms() -> None:
         dq, ds = rowwise_fp8(dy)
         ones = torch.ones((1, k), device=DEV)
 
-        def gemms_only():   # the two FP8 matmuls alone, operands already scaled: the ceiling
+        # gemms_only: the two FP8 matmuls alone, operands already scaled: the ceiling. This iteration's tensors
+        # are bound as defaults; the functions are deleted with them at the iteration's end.
+        def gemms_only(xq=xq, q=q, xs=xs, s=s, dq=dq, ds=ds, ones=ones):
             scaled_mm(xq, q.t(), xs, s.reshape(1, -1), torch.bfloat16, True)
             scaled_mm(dq, q, ds, ones, torch.bfloat16, False)
 
-        def timed(fn, backward=True):
+        def timed(fn, backward=True, x=x, dy=dy):
             for i in range(reps + 1):
                 if i == 1:
                     sync()
@@ -130,7 +132,8 @@ def gemms() -> None:
             sync()
             return (time.perf_counter() - t) / reps
 
-        out = {"bf16": timed(lambda: torch.nn.functional.linear(x, w)), "fp8": timed(lambda: float8_linear(x, q, s)),
+        out = {"bf16": timed(lambda x=x, w=w: torch.nn.functional.linear(x, w)),
+               "fp8": timed(lambda x=x, q=q, s=s: float8_linear(x, q, s)),
                "fp8_gemms_only": timed(gemms_only, backward=False)}
         flop = 2 * 2 * m * k * n   # forward + input gradient
         record(dict(case="gemm", what=what, m=m, k=k, n=n, **{f"{key}_ms": round(v * 1e3, 3) for key, v in out.items()},
@@ -138,7 +141,7 @@ def gemms() -> None:
                     fp8_gemms_only_over_bf16=round(out["fp8_gemms_only"] / out["bf16"], 3),
                     bf16_tflops=round(flop / out["bf16"] / 1e12, 1), fp8_tflops=round(flop / out["fp8"] / 1e12, 1),
                     fp8_gemms_only_tflops=round(flop / out["fp8_gemms_only"] / 1e12, 1)))
-        del w, q, s, x, dy, xq, dq
+        del w, q, s, x, dy, xq, dq, gemms_only, timed
     G.free()
 
 
@@ -175,7 +178,8 @@ def build(mode: str):
 
 def run_mode(mode: str, batches, cap) -> tuple:
     tr, params, preset, info = build(mode)
-    handle = speed.prepare_transformer(tr, preset, DEV, gpu_memory_bytes=cap, publish=lambda e: G.log("  event:", e.data))
+    handle = speed.prepare_transformer(tr, preset, DEV, gpu_memory_bytes=cap,
+                                       publish=lambda e: G.log("  event:", e.data))
     row = G.hvtui_steps(tr, params, preset, batches, mode, info)
     row["mean_loss"] = round(statistics.fmean(row["losses"]), 5)
     row["speed"] = handle.stats()
@@ -258,7 +262,8 @@ def verdict(results: dict) -> None:
     if int8:
         out["int8_transformer_weight_gib"] = int8["transformer_weight_gib"]
     record(out)
-    G.log("\n| case | s/step | first step s | MFU | peak alloc GiB | NVML peak GiB | weights GiB | quantize s | mean loss |")
+    G.log("\n| case | s/step | first step s | MFU | peak alloc GiB | NVML peak GiB | weights GiB | quantize s "
+          "| mean loss |")
     G.log("|---|---|---|---|---|---|---|---|---|")
     for r in ROWS:
         if r["case"] in ("env", "gemm", "acceptance"):

@@ -79,11 +79,11 @@ def kills(root: Path, clips, reference, n: int, rng: random.Random) -> dict:
         if where == "starting":
             time.sleep(rng.uniform(1.0, 10.0))
         elif where == "checkpoint write":
-            L.wait_for(lambda: list((out / "checkpoints").glob(".tmp-*/state.json")) if out.is_dir() else None,
+            L.wait_for(lambda out=out: list((out / "checkpoints").glob(".tmp-*/state.json")) if out.is_dir() else None,
                        proc=proc)
         else:
-            L.wait_for(lambda: (out / "events.jsonl").exists() and any(e.kind == "step" for e in L.read_events(out)),
-                       proc=proc)
+            L.wait_for(lambda out=out: (out / "events.jsonl").exists()
+                       and any(e.kind == "step" for e in L.read_events(out)), proc=proc)
             time.sleep(rng.uniform(0.0, STEPS * 0.25))
         alive = proc.poll() is None
         proc.send_signal(signal.SIGKILL)
@@ -105,7 +105,7 @@ def signals(root: Path, clips, reference, n: int, rng: random.Random) -> dict:
             out = Path(str(p)[:-5])
             k = rng.randint(1, STEPS - 2)
             proc = L.hvtui("--run", p, env={"HVTUI_TEST_STEP_SLEEP": "0.3"})
-            L.wait_for(lambda: (out / "events.jsonl").exists() and any(
+            L.wait_for(lambda out=out, k=k: (out / "events.jsonl").exists() and any(
                 e.kind == "step" and e.get("step") >= k for e in L.read_events(out)), proc=proc)
             proc.send_signal(sig)
             _, err = proc.communicate(timeout=300)
@@ -224,7 +224,8 @@ def damage(root: Path, clips, reference) -> dict:
         t["mean"].view(-1)[0] = float("nan")
         save_file(t, str(path), metadata=meta)
 
-    cache_kinds = {"zero-byte": lambda p: p.write_bytes(b""), "truncated": lambda p: p.write_bytes(p.read_bytes()[:-50]),
+    cache_kinds = {"zero-byte": lambda p: p.write_bytes(b""),
+                   "truncated": lambda p: p.write_bytes(p.read_bytes()[:-50]),
                    "bad header": lambda p: p.write_bytes(b"\xff" * 8 + p.read_bytes()[8:]),
                    "NaN values": nan, "garbled data (same size)": lambda p: flip(p, 0.97)}
     for kind, hurt in cache_kinds.items():
@@ -233,13 +234,15 @@ def damage(root: Path, clips, reference) -> dict:
         entry = sorted((own / "latents").glob("*.safetensors"))[0]
         hurt(entry)
         r = K.run(L.write_preset(root / "d.toml", data, own, root / f"d{len(results)}", max_train_steps=6))
-        results[f"cache entry: {kind}"] = {"exit": r.session.exit_code, "named": any(str(entry) in w for w in r.warnings()),
+        results[f"cache entry: {kind}"] = {"exit": r.session.exit_code,
+                                           "named": any(str(entry) in w for w in r.warnings()),
                                            "trained": len(L.losses(r.events()))}
     ckpt_kinds = {"state.json invalid": lambda c: (c / "state.json").write_text("{"),
                   "COMPLETE missing": lambda c: (c / "COMPLETE").unlink(),
                   "optimizer.pt garbled (same size)": lambda c: flip(c / "optimizer.pt"),
                   "lora_state garbled (same size)": lambda c: flip(c / "lora_state.safetensors", 0.9),
-                  "scheduler.pt truncated": lambda c: (c / "scheduler.pt").write_bytes((c / "scheduler.pt").read_bytes()[:9]),
+                  "scheduler.pt truncated":
+                      lambda c: (c / "scheduler.pt").write_bytes((c / "scheduler.pt").read_bytes()[:9]),
                   "rng_state_0.pt deleted": lambda c: (c / "rng_state_0.pt").unlink()}
     for kind, hurt in ckpt_kinds.items():
         name = f"ck{len(results)}"

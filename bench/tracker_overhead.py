@@ -83,7 +83,8 @@ def one_run(root: Path, cache: Path, mode: str, steps: int, index: int) -> dict:
     trackers = sorted({e.get("name") for e in events if e.kind == "tracker"})
     return {"kind": "run", "mode": mode, "round": index, "steps": len(steps_ev),
             "median_step_time_s": statistics.median(times), "train_wall_per_step_s": train_wall,
-            "process_wall_s": round(wall, 2), "process_cpu_s": round(cpu, 2), "trackers": trackers, "load_before": round(load0, 2),
+            "process_wall_s": round(wall, 2), "process_cpu_s": round(cpu, 2), "trackers": trackers,
+            "load_before": round(load0, 2),
             "load_after": round(os.getloadavg()[0], 2)}
 
 

@@ -250,7 +250,8 @@ def main() -> int:
         if len(times) != STEPS or info.get("exit_code") != 0:
             log(f"segment {i} ({mode}) ran {len(times)}/{STEPS} steps, exit {info.get('exit_code')}")
 
-    per_mode = {m: [x for r in ROWS if r["case"] == "segment" and r["mode"] == m for x in r["times"]] for m in ("headless", "tui")}
+    per_mode = {m: [x for r in ROWS if r["case"] == "segment" and r["mode"] == m for x in r["times"]]
+                for m in ("headless", "tui")}
     # steady: without each segment's first step (the app is still drawing its first frames of the run)
     steady = {m: [x for r in ROWS if r["case"] == "segment" and r["mode"] == m for x in r["times"][1:]]
               for m in ("headless", "tui")}

@@ -174,8 +174,9 @@ class HvtuiApp(RunControl):
             self.query_one("#field-table").focus()
 
     def _start_telemetry(self) -> None:
+        telemetry = self.services.telemetry     # (not None: on_mount checked)
         try:
-            sampler = self.services.telemetry(self.monitor_bus)
+            sampler = None if telemetry is None else telemetry(self.monitor_bus)
             if sampler is None:
                 self.telemetry_available = False
                 return
@@ -236,7 +237,8 @@ class HvtuiApp(RunControl):
         if self._local_run_active():
             reasons.append("A run is in progress; it keeps training with its own preset.")
         if self.query_one(ConfigPane).dirty:
-            reasons.append(f"{self.active_path.name} has unsaved edits; switching drops them.")
+            name = self.active_path.name if self.active_path else "the preset"   # (edits are made to a file)
+            reasons.append(f"{name} has unsaved edits; switching drops them.")
         if not reasons:
             self.call_later(self._do_switch, index)
             return

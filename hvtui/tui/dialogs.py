@@ -64,7 +64,7 @@ class ChoiceScreen(ModalScreen):
                 return
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(self.choices[int(event.button.id.split("-")[1])][2])
+        self.dismiss(self.choices[int((event.button.id or "").removeprefix("choice-"))][2])
 
     def action_choose_none(self) -> None:
         self.dismiss(None)

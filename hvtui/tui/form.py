@@ -7,8 +7,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from hvtui.core.preset.schema import DatasetSpec, Preset, VideoSpec, field_specs
 from hvtui.core.preset.check_fields import display_key, field_hints, field_type
+from hvtui.core.preset.schema import DatasetSpec, Preset, VideoSpec, field_specs
 
 SECTION_ORDER = ("model", "lora", "training", "memory", "validation", "logging", "data")
 LIST_SEPARATOR = " | "

@@ -34,7 +34,7 @@ def native_output_diverted(log: Path):
     saved = {1: os.dup(1), 2: os.dup(2)}
     old_stderr, old_stdout = sys.__stderr__, sys.__stdout__
     terminal = os.fdopen(os.dup(2), "w", encoding=old_stderr.encoding, errors="replace", buffering=1)
-    sys.__stderr__ = terminal   # type: ignore[misc]  (read by Textual's driver and App.suspend)
+    sys.__stderr__ = terminal   # type: ignore[misc]  # Final in typeshed; read by Textual's driver and App.suspend
     sys.__stdout__ = terminal   # type: ignore[misc]
     TERMINAL_FD[0] = terminal.fileno()
     os.dup2(log_fd, 1)

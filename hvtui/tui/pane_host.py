@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import importlib
 
-from textual.app import App
 from textual.widgets import TabbedContent
 
-from hvtui.tui.panes.pane import Pane
+from hvtui.tui.panes.pane import Pane, PaneApp
 
 # The other panes are built (and their modules imported) when first shown: less work before the first paint.
 PANE_CLASSES = {"dataset": ("hvtui.tui.panes.dataset", "DatasetPane"),
@@ -18,14 +17,10 @@ PANES = (("config", "Config", "pane.config"), ("dataset", "Dataset", "pane.datas
          ("environment", "Env", "pane.environment"), ("train", "Train", "pane.train"))
 
 
-class PaneHost(App):
+class PaneHost(PaneApp):
     """Panes in tabs, each behind the Pane contract."""
 
     pane_preset = None      # the active preset as on disk, handed to each pane built (None: missing or unreadable)
-
-    def say(self, message: str, **kwargs) -> None:
-        """A toast of plain text: paths and key names like [keys] must not be read as markup."""
-        self.notify(message, markup=False, **kwargs)
 
     def _new_pane(self, pane: str) -> Pane:
         module, name = PANE_CLASSES[pane]

@@ -19,7 +19,6 @@ from hvtui.tui.pane_host import PANES, PaneHost
 from hvtui.tui.panes.config import ConfigPane
 from hvtui.tui.resume_question import resume_question, short_path
 from hvtui.tui.runs import FollowedRun, LaunchedRun, LocalRun, PastRun, gpu_choices
-from hvtui.tui.services import Services
 from hvtui.tui.train_state import TrainState, format_duration
 from hvtui.tui.widgets.status_bar import StatusBar
 from hvtui.tui.words import tui_event
@@ -35,7 +34,6 @@ RUN_ACTIONS = {"start_run", "toggle_pause", "stop_run", "save_now", "sample_now"
 class RunControl(PaneHost):
     """Runs started, followed and stopped from the UI; the state itself is set up by HvtuiApp.__init__."""
 
-    services: Services
     presets: list[Path]
     active: int
     attach_dir: Path | None
@@ -56,10 +54,6 @@ class RunControl(PaneHost):
     @property
     def active_path(self) -> Path | None:
         return self.presets[self.active] if self.presets else None
-
-    def preset_saved(self) -> None:
-        """After a save or an editor session: the other panes see the file as it is now (HvtuiApp)."""
-        raise NotImplementedError
 
     def _refresh_visible_pane(self) -> None:
         super()._refresh_visible_pane()
@@ -96,27 +90,27 @@ class RunControl(PaneHost):
             self.say("no valid preset to train; see the Config pane", severity="error")
             self.action_show_pane("config")
             return
+        path = config.path
         if config.dirty:
             def answered(choice) -> None:
                 if choice == "save":
                     config.doc.save()
                     config.dirty = False
                     self.preset_saved()
-                    self._start_if_valid()
+                    self._start_if_valid(path)
                 elif choice == "disk":
-                    self._start_if_valid()
-            self.push_screen(ChoiceScreen("Unsaved edits", f"{config.path.name} has edits not saved to disk.",
+                    self._start_if_valid(path)
+            self.push_screen(ChoiceScreen("Unsaved edits", f"{path.name} has edits not saved to disk.",
                                           [("s", "Save and start", "save"), ("d", "Start with the saved file", "disk"),
                                            ("n", "Cancel", None)]), answered)
             return
-        self._start_if_valid()
+        self._start_if_valid(path)
 
-    def _start_if_valid(self) -> None:
-        config = self.query_one(ConfigPane)
-        validation = self.services.validate_file(config.path)
+    def _start_if_valid(self, path: Path) -> None:
+        validation = self.services.validate_file(path)
         if validation.preset is None or not validation.ok:
             errors = validation.errors
-            self.say(f"{len(errors)} error(s) in {config.path.name}: " + (str(errors[0]) if errors else ""),
+            self.say(f"{len(errors)} error(s) in {path.name}: " + (str(errors[0]) if errors else ""),
                         title="cannot start", severity="error", timeout=10)
             self.action_show_pane("config")
             return
@@ -297,7 +291,8 @@ class RunControl(PaneHost):
             def drop(choice) -> None:
                 if choice:
                     self.exit(self.exit_code)
-            self.push_screen(ChoiceScreen("Unsaved edits", f"{config.path.name} has edits not saved to disk.",
+            name = config.path.name if config.path else "the preset"    # (edits are made to a file)
+            self.push_screen(ChoiceScreen("Unsaved edits", f"{name} has edits not saved to disk.",
                                           [("y", "Quit without saving", True), ("n", "Cancel", None)]), drop)
             return
 

@@ -5,13 +5,17 @@ here blocks on, or is called by, the trainer.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from hvtui.core.preset.schema import Preset
 from hvtui.core.run.control import FileControl
 from hvtui.core.run.events import Event
-from hvtui.core.preset.schema import Preset
 from hvtui.core.run.history import RunFollower, ended_without_final_event, gone_event
 from hvtui.core.run.runlog import FILENAME
 from hvtui.core.run.session import Backend, RunOptions, Session
+
+if TYPE_CHECKING:     # imported when a run starts
+    import subprocess
 
 
 class LocalRun:
@@ -149,7 +153,7 @@ class LaunchedRun(AttachedRun):
         self._said_holder = True   # its own child will hold the folder: nothing to say about it
         self.preset, self.gpus = preset, gpus
         self.options = options or RunOptions()
-        self.proc = None
+        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def log_path(self) -> Path:
@@ -199,7 +203,8 @@ def _tail(path: Path, lines: int = 3) -> str:
 
 def gpu_choices(count: int) -> list[int]:
     """What the GPU prompt offers: 1, 2, 4, 8, ... up to the machine's count, and the count itself."""
-    out, n = [], 1
+    out: list[int] = []
+    n = 1
     while n < count and len(out) < 7:
         out.append(n)
         n *= 2

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hvtui.core.run.bus import Bus
 from hvtui.core.preset.schema import Preset
+from hvtui.core.run.bus import Bus
 from hvtui.core.run.session import Backend
 from hvtui.tui.native_output import TERMINAL_FD
 

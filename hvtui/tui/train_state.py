@@ -64,7 +64,7 @@ class TrainState:
     def reset(self) -> None:
         """A new run: everything but the GPU readings, which belong to the machine."""
         gpus, note, generation, version, pid = self.gpus, self.gpu_note, self.generation, self.version, self.writer_pid
-        self.__init__()
+        TrainState.__init__(self)
         self.gpus, self.gpu_note, self.writer_pid = gpus, note, pid
         self.generation, self.version = generation + 1, version + 1
 

@@ -80,7 +80,8 @@ def test_check_exit_codes_and_output(tmp_path):
     proc = run([sys.executable, "-m", "hvtui", "check", str(broken), "--json"])
     data = json.loads(proc.stdout)
     assert proc.returncode == 2 and data["ok"] is False
-    assert [(p["line"], p["key"]) for p in data["problems"]][:2] == [(1, "lora_rank"), (2, "validation_num_video_frames")]
+    assert [(p["line"], p["key"]) for p in data["problems"]][:2] == [(1, "lora_rank"),
+                                                                   (2, "validation_num_video_frames")]
     syntax = tmp_path / "syntax.toml"
     syntax.write_text("lora_rank = 16\nseed = \n")
     proc = run([sys.executable, "-m", "hvtui", "check", str(syntax)])

@@ -22,8 +22,10 @@ from hvtui.core.train.tencent_keys import diffusers_to_tencent
 
 # comfy/supported_models.py, HunyuanVideo.process_unet_state_dict: the replace calls, in order
 _RENAMES = [
-    ("txt_in.t_embedder.mlp.0.", "txt_in.t_embedder.in_layer."), ("txt_in.t_embedder.mlp.2.", "txt_in.t_embedder.out_layer."),
-    ("txt_in.c_embedder.linear_1.", "txt_in.c_embedder.in_layer."), ("txt_in.c_embedder.linear_2.", "txt_in.c_embedder.out_layer."),
+    ("txt_in.t_embedder.mlp.0.", "txt_in.t_embedder.in_layer."),
+    ("txt_in.t_embedder.mlp.2.", "txt_in.t_embedder.out_layer."),
+    ("txt_in.c_embedder.linear_1.", "txt_in.c_embedder.in_layer."),
+    ("txt_in.c_embedder.linear_2.", "txt_in.c_embedder.out_layer."),
     ("_mod.linear.", "_mod.lin."), ("_attn_qkv.", "_attn.qkv."),
     ("mlp.fc1.", "mlp.0."), ("mlp.fc2.", "mlp.2."),
     ("_attn_q_norm.weight", "_attn.norm.query_norm.weight"), ("_attn_k_norm.weight", "_attn.norm.key_norm.weight"),

@@ -1,4 +1,5 @@
-"""Presets and clips for the trainer-loop tests: the builtin tiny model, 80x80x9 PyAV clips (the 80x80@9 bucket at resolution 64), a shared cache."""
+"""Presets and clips for the trainer-loop tests: the builtin tiny model, 80x80x9 PyAV clips (the 80x80@9 bucket at
+resolution 64), a shared cache."""
 from __future__ import annotations
 
 import json

@@ -1,5 +1,5 @@
-"""Tools for the reliability suite (tests/core/train/test_reliability_*.py, bench/reliability.py): small real filesystems
-(a tmpfs, root only: the tests that need one are skipped with the reason otherwise), filling one, turning an
+"""Tools for the reliability suite (tests/core/train/test_reliability_*.py, bench/reliability.py): small real
+filesystems (a tmpfs, root only: the tests that need one are skipped with the reason otherwise), filling one, turning an
 output folder read-only under a live run, and in-process runs whose events can be read while they train."""
 from __future__ import annotations
 

@@ -64,7 +64,8 @@ class FakeBackend:
             loss = 1.0 / math.sqrt(step) + 0.05 * math.sin(step)
             bus.publish(Event("step", {"step": step, "max_steps": max_steps, "epoch": 1 + step // 10, "loss": loss,
                                        "lr": 1e-3, "grad_norm": 0.5, "step_time": self.step_time,
-                                       "samples_per_s": 1 / self.step_time, "eta_s": (max_steps - step) * self.step_time,
+                                       "samples_per_s": 1 / self.step_time,
+                                       "eta_s": (max_steps - step) * self.step_time,
                                        "mem_allocated": 2 << 30, "mem_reserved": 3 << 30, "mem_peak": 4 << 30}))
             if step % 20 == 0:
                 bus.publish(log(f"step {step}: loss {loss:.3f}"))

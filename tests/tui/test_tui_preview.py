@@ -2,7 +2,8 @@
 at 80x24 and 120x40 of an attached finished run, the colours the preview draws, and the whole path from the
 TUI starting the demo preset to the preview of its validation sample.
 
-Regenerate the snapshots after an intended change: HVTUI_UPDATE_SNAPSHOTS=1 python -m pytest tests/tui/test_tui_preview.py
+Regenerate the snapshots after an intended change:
+HVTUI_UPDATE_SNAPSHOTS=1 python -m pytest tests/tui/test_tui_preview.py
 """
 from __future__ import annotations
 
@@ -186,13 +187,14 @@ def test_train_pane_imports_no_tracker_or_image_library():
     import subprocess
 
     code = ("import sys; import hvtui.tui.app, hvtui.tui.panes.train; "
-            "bad = [m for m in ('wandb', 'tensorboard', 'accelerate', 'torch', 'PIL', 'numpy', 'hvtui.core.run.trackers') "
+            "bad = [m for m in ('wandb', 'tensorboard', 'accelerate', 'torch', 'PIL', 'numpy', "
+            "'hvtui.core.run.trackers') "
             "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-# ------------------------------------------------------------------ kitty's graphics protocol (where the terminal has it)
+# ------------------------------------------------------------ kitty's graphics protocol (where the terminal has it)
 
 def test_kitty_diacritics_follow_kittys_rule():
     """kitty's rowcolumn-diacritics.txt is every Unicode 6.0 mark of class 230 without decomposition, less a few

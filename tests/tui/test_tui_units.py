@@ -13,8 +13,8 @@ import pytest
 from hvtui.core.preset.schema import load_preset  # noqa: E402
 from hvtui.core.run.events import Event  # noqa: E402
 from hvtui.tui import keymap  # noqa: E402
-from hvtui.tui.form import FieldError, form_fields, parse_text, to_text  # noqa: E402
 from hvtui.tui.app_launcher import plan  # noqa: E402
+from hvtui.tui.form import FieldError, form_fields, parse_text, to_text  # noqa: E402
 from hvtui.tui.settings import config_dir, load_settings  # noqa: E402
 from hvtui.tui.themes import REPO_THEMES, ThemeError, load_theme_file, load_themes  # noqa: E402
 from hvtui.tui.train_state import TrainState, format_bytes, format_duration  # noqa: E402

@@ -14,11 +14,13 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.coordinate import Coordinate
 from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Label, ListItem, ListView, OptionList, Static
 from textual.widgets.option_list import Option
 
+from hvtui.core.preset.schema import Preset
 from hvtui.tui import keymap
 from hvtui.tui.form import FieldError, FormField, copy_preset, form_fields, get_value, parse_text, set_value, to_text
 from hvtui.tui.panes.config_file import PresetFileActions
@@ -60,7 +62,7 @@ class ChoicePicker(ModalScreen):
     def __init__(self, f: FormField, current):
         super().__init__()
         self.field, self.current = f, current
-        self.values = list(f.choices) + ([None] if f.optional else [])
+        self.values = list(f.choices or ()) + ([None] if f.optional else [])
 
     def compose(self) -> ComposeResult:
         with Vertical() as v:
@@ -108,7 +110,7 @@ class ConfigPane(Horizontal, PresetFileActions):
         super().__init__(**kwargs)
         self.path: Path | None = None
         self.preset = None          # as on disk
-        self.working = None         # the form's edited copy
+        self.working: Preset | None = None     # the form's edited copy
         self.doc = None             # PresetDocument (tomlkit) or None when editing is unavailable
         self.fields: dict[str, FormField] = {}      # dotted key -> field
         self.problems: list = []
@@ -176,6 +178,8 @@ class ConfigPane(Horizontal, PresetFileActions):
     def _fill_table(self) -> None:
         table = self.query_one(FieldTable)
         section = None
+        if self.working is None:
+            return
         for f in form_fields(self.working):
             if f.section != section:
                 section = f.section
@@ -185,7 +189,7 @@ class ConfigPane(Horizontal, PresetFileActions):
         table.move_cursor(row=1 if table.row_count > 1 else 0)
 
     def _value_text(self, f: FormField) -> Text:
-        value = get_value(self.working, f.path)
+        value = None if self.working is None else get_value(self.working, f.path)
         if value is None:
             return Text("(default)", style="dim")
         return Text(to_text(value), no_wrap=True, overflow="ellipsis")
@@ -197,7 +201,7 @@ class ConfigPane(Horizontal, PresetFileActions):
         table = self.query_one(FieldTable)
         if not table.row_count:
             return None
-        row_key = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key
+        row_key = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key
         return self.fields.get(row_key.value or "")
 
     def select_field(self, key: str) -> None:
@@ -218,8 +222,8 @@ class ConfigPane(Horizontal, PresetFileActions):
         self._show_info(self.fields.get(event.row_key.value or ""))
 
     def begin_edit(self, f: FormField) -> None:
-        if self.doc is None:
-            self.app.say(self.edit_note or "this preset cannot be edited here", severity="warning")
+        if self.doc is None or self.working is None:
+            self.host.say(self.edit_note or "this preset cannot be edited here", severity="warning")
             return
         current = get_value(self.working, f.path)
         if f.base is bool and not f.optional:
@@ -241,7 +245,7 @@ class ConfigPane(Horizontal, PresetFileActions):
 
     def toggle_highlighted(self) -> None:
         f = self.highlighted
-        if f is not None and f.base is bool and self.doc is not None:
+        if f is not None and f.base is bool and self.doc is not None and self.working is not None:
             self._commit(f, not get_value(self.working, f.path))
 
     @on(Input.Submitted, "#edit-input")
@@ -327,7 +331,7 @@ class ConfigPane(Horizontal, PresetFileActions):
         by_key = self._problems_by_key()
         table = self.query_one(FieldTable)
         for key in self.fields:
-            mark = ""
+            mark: str | Text = ""
             if key in self.field_errors or any(p.severity == "error" for p in by_key.get(key, [])):
                 mark = Text("✗", style="bold red")
             elif by_key.get(key):

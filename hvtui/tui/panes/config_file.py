@@ -7,6 +7,7 @@ from typing import Any
 
 from hvtui.tui.dialogs import ChoiceScreen, DiffScreen
 from hvtui.tui.panes.pane import Pane
+from hvtui.tui.services import Services
 
 
 class PresetFileActions(Pane):
@@ -20,8 +21,8 @@ class PresetFileActions(Pane):
     problems: list
 
     @property
-    def services(self) -> Any:
-        return self.app.services    # type: ignore[attr-defined]  # App is HvtuiApp; panes must not import it
+    def services(self) -> Services:
+        return self.host.services
 
     async def load(self, path: Path | None) -> None:
         raise NotImplementedError       # ConfigPane
@@ -30,17 +31,18 @@ class PresetFileActions(Pane):
         raise NotImplementedError       # ConfigPane
 
     def action_save(self) -> None:
-        if self.doc is None:
-            self.app.say(self.edit_note or "nothing to save", severity="warning")
+        path = self.path
+        if self.doc is None or path is None:        # (a document is only opened from a file)
+            self.host.say(self.edit_note or "nothing to save", severity="warning")
             return
         if self.field_errors:
-            self.app.say("fix the field marked ✗ first", severity="error")
+            self.host.say("fix the field marked ✗ first", severity="error")
             return
         diff = self.doc.diff()
         if not diff.strip():
             self.dirty = False
             self._show_head()
-            self.app.say("no changes to save")
+            self.host.say("no changes to save")
             return
 
         def answered(save: bool | None) -> None:
@@ -48,10 +50,10 @@ class PresetFileActions(Pane):
                 self.doc.save()
                 self.dirty = False
                 self._show_head()
-                self.app.say(f"saved {self.path.name}")
-                self.app.preset_saved()
+                self.host.say(f"saved {path.name}")
+                self.host.preset_saved()
         errors = [f"{p.key}: {p.message}; {p.fix}" for p in self.problems if p.severity == "error"]
-        self.app.push_screen(DiffScreen(str(self.path), diff, errors), answered)
+        self.app.push_screen(DiffScreen(str(path), diff, errors), answered)
 
     def action_revert(self) -> None:
         self.app.call_later(self.load, self.path)
@@ -70,10 +72,13 @@ class PresetFileActions(Pane):
             go(True)
 
     async def _run_editor(self) -> None:
-        status = self.services.run_editor(self.app, self.path)
-        await self.load(self.path)
-        self.app.preset_saved()
+        path = self.path
+        if path is None:
+            return
+        status = self.services.run_editor(self.app, path)
+        await self.load(path)
+        self.host.preset_saved()
         if status:
-            self.app.say(f"editor exited with status {status}", severity="warning")
+            self.host.say(f"editor exited with status {status}", severity="warning")
         else:
-            self.app.say(f"reloaded {self.path.name}")
+            self.host.say(f"reloaded {path.name}")

@@ -104,7 +104,7 @@ class DatasetPane(Vertical, Pane):
 
         def progress(done: int, total: int, what: str = "") -> None:
             self.post_message(self.Progress(done, total, what))   # thread-safe, never waits on the UI
-        report, error = guarded(lambda: self.app.services.scan_preset(preset, progress=progress,
+        report, error = guarded(lambda: self.host.services.scan_preset(preset, progress=progress,
                                                                       use_cache=use_cache), "scan")
         self.post_message(self.Done(report, error, time.perf_counter() - t0))
 

@@ -88,7 +88,7 @@ class EnvironmentPane(Vertical, Pane):
 
     @work(thread=True, exclusive=True, group="doctor")
     def _run(self, preset) -> None:
-        report, error = guarded(lambda: self.app.services.run_doctor(preset), "doctor")
+        report, error = guarded(lambda: self.host.services.run_doctor(preset), "doctor")
         self.post_message(self.Done(report, error))
 
     @on(Done)

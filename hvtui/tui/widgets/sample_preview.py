@@ -210,6 +210,8 @@ class SamplePreview(Widget):
         return strips[y] if y < len(strips) else Strip.blank(width)
 
     def _draw(self, width: int, height: int) -> list[Strip]:
+        if self._sheet is None:     # (render_line draws only a sheet read)
+            return []
         image, layout = self._sheet
         if self.kitty and 0 < width <= kitty_graphics.MAX_CELLS and 0 < height <= kitty_graphics.MAX_CELLS:
             # one picture over the whole box, sent once per sheet and size; the cells only name it

@@ -143,7 +143,8 @@ def test_small_bucket_and_empty_warnings(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     r = scan_preset(preset_for(empty))
-    assert any("no video files" in w for w in r.warnings) and "no buckets: nothing to train on (no files were found)" in r.warnings
+    assert any("no video files" in w for w in r.warnings)
+    assert "no buckets: nothing to train on (no files were found)" in r.warnings
 
 
 def test_fatal_dataset_errors(tmp_path):
@@ -191,7 +192,8 @@ def test_caption_strategies(tmp_path):
         'not json\n'
         '{"file_name": "sub/b.mp4", "text": ["one", "two"]}\n'
         '{"file": "gone.mp4", "caption": "x"}\n', encoding="utf-8")
-    r = scan_preset(preset_for(data, num_frames=9, caption_strategy="metadata", metadata_file=str(tmp_path / "caps.jsonl")))
+    r = scan_preset(preset_for(data, num_frames=9, caption_strategy="metadata",
+                               metadata_file=str(tmp_path / "caps.jsonl")))
     assert {s.relpath: s.captions for s in r.samples} == {"a_red_square.mp4": ["red"], "sub/b.mp4": ["one", "two"]}
     assert [str(d) for d in r.discards()] == ["c.mp4: not listed in caps.jsonl"]
     assert any("caps.jsonl:2: not a JSON object" in w for w in r.warnings)

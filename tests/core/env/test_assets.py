@@ -36,7 +36,8 @@ def test_diffusers_layout(model_trees, tmp_path):
     c = by_name(Preset(pretrained_model_name_or_path=str(root), model_flavour="i2v-480p"),
                 {"HF_HUB_CACHE": str(tmp_path)})
     for name, sub in [("transformer", "transformer"), ("vae", "vae"), ("scheduler", "scheduler"),
-                      ("text_encoder", "text_encoder"), ("tokenizer", "tokenizer"), ("text_encoder_2", "text_encoder_2"),
+                      ("text_encoder", "text_encoder"), ("tokenizer", "tokenizer"),
+                      ("text_encoder_2", "text_encoder_2"),
                       ("tokenizer_2", "tokenizer_2"), ("image_encoder", "image_encoder"),
                       ("feature_extractor", "feature_extractor")]:
         assert c[name].path == root / sub, name
@@ -59,7 +60,8 @@ def test_tencent_layout(model_trees, tmp_path):
     assert c["text_encoder"].format == "qwen2_5_vl"          # a full Qwen2.5-VL download
     assert c["text_encoder_2"].path == root / "text_encoder" / "byt5-small"
     assert c["text_encoder_2"].format == "byt5-glyph"
-    assert c["text_encoder_2"].files["glyph_checkpoint"] == root / "text_encoder/Glyph-SDXL-v2/checkpoints/byt5_model.pt"
+    assert (c["text_encoder_2"].files["glyph_checkpoint"]
+            == root / "text_encoder/Glyph-SDXL-v2/checkpoints/byt5_model.pt")
     assert c["image_encoder"].path == root / "vision_encoder" / "siglip" / "image_encoder"
     assert all(x.layout == "tencent" for x in c.values())
 
@@ -173,7 +175,8 @@ def test_safetensors_header_reader(model_trees, tmp_path):
 
 
 def test_resolution_imports_nothing_heavy():
-    code = ("import sys; from hvtui.core.preset.schema import Preset; from hvtui.core.env.assets import resolve_components;"
+    code = ("import sys; from hvtui.core.preset.schema import Preset; "
+            "from hvtui.core.env.assets import resolve_components;"
             "resolve_components(Preset(pretrained_model_name_or_path='/nope'), {});"
             "print(sorted(m for m in ('torch', 'diffusers', 'transformers', 'huggingface_hub') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

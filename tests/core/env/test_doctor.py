@@ -144,7 +144,8 @@ def test_env_var_pointing_nowhere(model_trees, tmp_path):
     r = doctor(tmp_path, model_trees["diffusers"], env=env)             # the model folder has the encoders: warn
     st, detail = status(r, "text_encoder source")
     assert st == "warn" and f"${ENV_TEXT}: {tmp_path / 'nowhere'} does not exist" in detail
-    assert "used the model folder instead" in detail and r.get("text_encoder source").hint == f"fix or unset ${ENV_TEXT}"
+    assert "used the model folder instead" in detail
+    assert r.get("text_encoder source").hint == f"fix or unset ${ENV_TEXT}"
     assert status(r, "text_encoder")[0] == "ok"
 
     root = copy_tree(model_trees["tencent"], tmp_path / "t")             # no encoders anywhere else: fail
@@ -350,7 +351,8 @@ def test_cli_unreadable_preset_exits_2(tmp_path):
 
 
 def test_doctor_imports_no_ml_stack_or_ui():
-    code = ("import sys; from hvtui.core.preset.schema import load_preset; from hvtui.core.env.doctor import run_doctor;"
+    code = ("import sys; from hvtui.core.preset.schema import load_preset; "
+            "from hvtui.core.env.doctor import run_doctor;"
             "run_doctor(load_preset('presets/demo.toml'));"
             "print(sorted(m for m in ('torch', 'diffusers', 'transformers', 'peft', 'accelerate', 'textual', 'rich')"
             " if m in sys.modules))")

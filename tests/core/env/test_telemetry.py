@@ -61,7 +61,8 @@ def test_failing_extra_does_not_stop_the_thread():
 
 
 def test_torch_memory_never_imports_torch():
-    code = "import sys; from hvtui.core.env.telemetry import torch_memory; print(torch_memory(), 'torch' in sys.modules)"
+    code = ("import sys; from hvtui.core.env.telemetry import torch_memory; "
+            "print(torch_memory(), 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["None", "False"]
 
@@ -129,7 +130,8 @@ def test_nvml_wrapper_reads_every_gpu(monkeypatch):
     info = N.query({"CUDA_VISIBLE_DEVICES": "GPU-bbbb"})
     assert info.available and info.driver == "570.86.15" and info.cuda == "12.8"
     a, b = info.gpus
-    assert (a.index, a.name, a.mem_used, a.util, a.temp, a.power) == (0, "NVIDIA H100 80GB HBM3", 2**30, 97.0, 61.0, 512.0)
+    assert ((a.index, a.name, a.mem_used, a.util, a.temp, a.power)
+            == (0, "NVIDIA H100 80GB HBM3", 2**30, 97.0, 61.0, 512.0))
     assert b.name == "NVIDIA H100 80GB HBM3" and b.power is None and b.power_limit is None   # not supported -> None
     assert a.capability == (9, 0) and b.capability is None      # the doctor's FP8 check reads it
     assert [g.index for g in info.visible_gpus] == [1]

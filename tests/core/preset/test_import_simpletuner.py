@@ -375,7 +375,8 @@ def test_quantized_base_precision_keeps_its_meaning(simpletuner, tmp_path, value
     data = tomllib.loads(result.text)
     if kept is None:
         assert "base_model_precision" not in data
-        assert any(d.startswith('base_model_precision: "int4-quanto" is not supported by hvtui') for d in result.dropped)
+        assert any(d.startswith('base_model_precision: "int4-quanto" is not supported by hvtui')
+                   for d in result.dropped)
     else:
         assert data["base_model_precision"] == kept
         assert not any("base_model_precision" in d for d in result.dropped)

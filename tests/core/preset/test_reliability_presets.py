@@ -56,7 +56,8 @@ def test_values_the_run_cannot_take_are_errors_at_check(tmp_path, change, key, w
     assert any(p.key == key and what in p.message and p.fix for p in errors), [str(p) for p in errors]
 
 
-PATHS = {"a NUL byte": "out\x00put", "a 300-byte name": "d/" + "n" * 300, "a 5000-byte path": "/".join(["p" * 100] * 50)}
+PATHS = {"a NUL byte": "out\x00put", "a 300-byte name": "d/" + "n" * 300,
+         "a 5000-byte path": "/".join(["p" * 100] * 50)}
 PATH_KEYS = [("top", "output_dir"), ("dataset", "cache_dir"), ("dataset", "instance_data_dir"),
              ("dataset", "metadata_file"), ("top", "dataset_backend_config"), ("top", "text_encoder_path")]
 

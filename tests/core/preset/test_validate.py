@@ -292,7 +292,8 @@ def test_no_training_dataset_and_single_bracket_tables(tmp_path):
     assert [p.fix for p in v.problems] == ["write each dataset as [[datasets]] (double brackets), with "
                                            "[datasets.video] below it"]
     v = validate_file(write(tmp_path, "validation_steps = 0\n"))
-    assert [p.message for p in v.errors] == ["no training dataset (an enabled dataset with dataset_type video or image)"]
+    assert [p.message for p in v.errors] == [
+        "no training dataset (an enabled dataset with dataset_type video or image)"]
 
 
 def test_dataset_backend_config_json_problems_point_into_that_file(tmp_path):

@@ -166,7 +166,8 @@ def test_import_simpletuner_maps_tracker_keys(tmp_path):
     assert "# --- logging" in result.text
     data, result = imported(report_to="comet_ml,tensorboard")
     assert data["report_to"] == "tensorboard"
-    assert result.notes == ['report_to: comet_ml not supported by hvtui (tensorboard and wandb are); using "tensorboard"']
+    assert result.notes == [
+        'report_to: comet_ml not supported by hvtui (tensorboard and wandb are); using "tensorboard"']
     data, result = imported(report_to="comet_ml")
     assert data["report_to"] == "none" and "comet_ml" in result.notes[0]
     data, _ = imported(report_to="none")

@@ -4,7 +4,6 @@ decoder change."""
 from hvtui.core.dataset.scan import scan_preset
 from hvtui.core.train import decode_failures as D
 from hvtui.core.train.latent_cache import CacheEntry, CacheIndex
-
 from tests.helpers.dataset_builders import clip, preset_for
 
 

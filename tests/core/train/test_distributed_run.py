@@ -160,7 +160,8 @@ def test_an_oom_in_one_ranks_backward_pass_is_skipped_by_both_and_the_step_retri
     assert s.exit_code == 0, _errors(L.read_events(root / "oom-single"))
     expected = L.losses(L.read_events(root / "oom-single"))
 
-    run = L.hvtui("--run", _preset(root, "oom", max_train_steps=3), "--gpus", "2", env={**oom, "HVTUI_INJECT_RANK": "1"})
+    run = L.hvtui("--run", _preset(root, "oom", max_train_steps=3), "--gpus", "2",
+                  env={**oom, "HVTUI_INJECT_RANK": "1"})
     out, err = run.communicate(timeout=600)
     assert run.returncode == 0, err
     events = L.read_events(root / "oom")

@@ -11,8 +11,8 @@ import pytest
 
 from hvtui.core.train import checkpoint as ckpt
 from hvtui.core.train import multi_gpu
-from hvtui.core.train.latent_cache import CachePlan
 from hvtui.core.train.data import BucketBatchSampler
+from hvtui.core.train.latent_cache import CachePlan
 
 
 def test_dist_env_reads_the_launchers_variables():
@@ -175,11 +175,11 @@ def test_a_sharded_accelerate_config_is_refused_before_the_model_loads(tmp_path,
 
     from accelerate.utils import DistributedType
 
-    from tests.helpers import loop_presets as L
-    from hvtui.core.run import exitcodes
     from hvtui.core.preset.schema import load_preset
+    from hvtui.core.run import exitcodes
     from hvtui.core.run.session import RunOptions, Session
     from hvtui.core.train import run_setup
+    from tests.helpers import loop_presets as L
 
     L.write_clips(tmp_path / "data", 1)
     p = L.write_preset(tmp_path / "p.toml", tmp_path / "data", tmp_path / "cache", tmp_path / "out", max_train_steps=1)

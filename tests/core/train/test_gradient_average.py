@@ -29,7 +29,7 @@ def _worker(rank, init, outcome_of, results):
     try:
         coll = Collectives(SimpleNamespace(num_processes=2, process_index=rank, device=torch.device("cpu")))
         params = []
-        for i, (shape, dtype) in enumerate(zip(SHAPES, DTYPES)):
+        for i, (shape, dtype) in enumerate(zip(SHAPES, DTYPES, strict=True)):
             q = torch.nn.Parameter(torch.zeros(shape, dtype=dtype))
             q.grad = _grad(rank, i)
             params.append(q)
@@ -63,7 +63,8 @@ def test_gradients_are_averaged_in_place_and_missing_ones_count_as_zero(tmp_path
             want = sum(p.double() for p in parts if p is not None) / 2   # a missing gradient counts as zero
             tol = 1e-2 if DTYPES[i] == torch.bfloat16 else 1e-6
             assert g[0] == str(DTYPES[i]) and torch.allclose(g[1], want, atol=tol), i
-    assert all(torch.equal(a[1], b[1]) for a, b in zip(got[0][2], got[1][2]) if a is not None)   # the same everywhere
+    # the same everywhere
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(got[0][2], got[1][2], strict=True) if a is not None)
 
 
 @pytest.mark.parametrize("outcomes, expected", [((train_step.NONFINITE, train_step.OK), train_step.NONFINITE),

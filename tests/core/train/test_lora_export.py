@@ -149,7 +149,8 @@ def test_every_linear_of_another_trainers_file_lands_in_comfys_key_space(tmp_pat
     modules, scheme = lora_export.read_lora_file(src)
     assert scheme == "diffusers" and len(modules) == 49
     out = lora_export.write_lora_file(modules, "comfyui", tmp_path / "comfy.safetensors")
-    assert assert_comfy_matches_peft(out, src, base, prefix=None) == 2 * 10 + 5 + 14   # blocks, refiner, top level; fused q/k/v once
+    # blocks, refiner, top level; fused q/k/v once
+    assert assert_comfy_matches_peft(out, src, base, prefix=None) == 2 * 10 + 5 + 14
 
 
 def test_conversions_round_trip_exactly(tmp_path):

@@ -29,7 +29,7 @@ def with_settings(code: str, values: dict) -> str:
         for name, value in values.items():
             if line.startswith(name + " = "):
                 lines[i] = f"{name} = {value}"
-    changed = [a for a, b in zip(code.splitlines(), lines) if a != b]
+    changed = [a for a, b in zip(code.splitlines(), lines, strict=True) if a != b]
     assert len(changed) == len(values), f"the README snippet's settings lines moved: {changed}"
     return "\n".join(lines)
 

@@ -61,7 +61,8 @@ def _shrink(t):
 START_DAMAGE = {
     "empty": lambda p: p.write_bytes(b""),
     "truncated": lambda p: p.write_bytes(p.read_bytes()[:-40]),
-    "garbled header": lambda p: p.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all" + p.read_bytes()[24:]),
+    "garbled header":
+        lambda p: p.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all" + p.read_bytes()[24:]),
     "another shape": lambda p: _rewrite(p, _shrink),
 }
 

@@ -48,7 +48,8 @@ def test_a_new_run_into_an_earlier_runs_output_dir_is_refused_and_fresh_moves_th
     shorter = _preset(tmp_path, clips, max_train_steps=2)          # same output_dir, a shorter run
     assert _run(shorter) == exitcodes.INVALID
     message, hint = _errors()[0]
-    assert "holds an earlier run (checkpoints up to step 4)" in message and "--resume auto" in hint and "--fresh" in hint
+    assert "holds an earlier run (checkpoints up to step 4)" in message
+    assert "--resume auto" in hint and "--fresh" in hint
     assert [c.step for c in ckpt.list_complete(out)] == [2, 4]     # untouched
     assert (out / LORA_FILE).read_bytes() == earlier_lora
     # a refused start writes nothing into the output dir: not even a "failed" record in the earlier run's log
@@ -57,7 +58,8 @@ def test_a_new_run_into_an_earlier_runs_output_dir_is_refused_and_fresh_moves_th
     assert _run(shorter, fresh=True) == 0
     aside = [d for d in out.iterdir() if d.name.startswith("previous-")]
     assert len(aside) == 1
-    assert [c.step for c in ckpt.list_complete(aside[0])] == [2, 4] and (aside[0] / LORA_FILE).read_bytes() == earlier_lora
+    assert [c.step for c in ckpt.list_complete(aside[0])] == [2, 4]
+    assert (aside[0] / LORA_FILE).read_bytes() == earlier_lora
     assert [c.step for c in ckpt.list_complete(out)] == [2]          # only the new run's, none pruned away
     assert (out / LORA_FILE).read_bytes() != earlier_lora
     assert any("moved to" in e.get("message", "") for e in L.read_events(out) if e.kind == "log")

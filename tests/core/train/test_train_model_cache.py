@@ -32,8 +32,10 @@ def _preset(tmp_path, flavour="t2v-480p", captions=None):
 def _build(p, events=None, extra=()):
     report = scan_preset(p, use_cache=False)
     assert not report.errors, report.errors
-    comps = load_components(p, "cpu", parts=latent_cache.plan_cache(p, report, _info(p)).parts_needed | {"image", *extra})
-    return latent_cache.build_cache(p, report, comps, "cpu", publish=(events.append if events is not None else None)), comps
+    parts = latent_cache.plan_cache(p, report, _info(p)).parts_needed | {"image", *extra}
+    comps = load_components(p, "cpu", parts=parts)
+    publish = events.append if events is not None else None
+    return latent_cache.build_cache(p, report, comps, "cpu", publish=publish), comps
 
 
 def _info(p):

@@ -107,8 +107,8 @@ def test_saved_lora_reloads_into_fresh_transformer_with_same_output(trained, tmp
 
 
 def test_comfy_export_uses_comfys_names_and_alpha(trained, tmp_path):
-    """(How ComfyUI applies it is tests/core/train/test_lora_export.py.) The proj LoRA is the trained one with the alpha/rank
-    8/4 folded into lora_B, so the file's alpha equals its rank."""
+    """(How ComfyUI applies it is tests/core/train/test_lora_export.py.) The proj LoRA is the trained one with the
+    alpha/rank 8/4 folded into lora_B, so the file's alpha equals its rank."""
     path = lora.save_lora(trained["tr"], tmp_path, comfy=True)[1]
     sd = load_file(str(path))
     assert all(k.startswith("diffusion_model.double_blocks.") for k in sd)
