@@ -17,7 +17,8 @@ Rows (one JSON line each in $OUT/quant.jsonl, a table printed last):
   bf16 / fp8-torchao / int8-torchao: s/step (median of steps 2-20), first step (compile), peak allocated,
   NVML peak, transformer weight bytes, quantize time and peak, the 20 losses and their mean;
   the attention-cache share swapped (bf16 at 100 %, fp8 at 75 %) to separate the cache from the matmuls;
-  int8-torchao with the allocator capped at 24 GiB and no offload (a 24 GB card).
+  int8-torchao with the allocator capped at 24 GiB and no offload (a 24 GB card), with expandable segments as
+  every hvtui run allocates (the rows before it use torch's default segments).
 The allocator is capped at 79 GiB for the three main rows (what an 80 GB card allows), as in gpu_bench.py.
 """
 from __future__ import annotations
@@ -199,9 +200,15 @@ def cache_variant(tr, params, preset, handle, batches, share: float, label: str)
 
 
 def card_24gb(tr, params, preset, handle, batches) -> None:
-    """int8 on a 24 GB card: the allocator capped at 24 GiB, no offload, the cache re-measured under the cap."""
-    label = "int8-torchao, allocator capped at 24 GiB, no offload"
-    G.free()
+    """int8 on a 24 GB card: the allocator capped at 24 GiB, no offload, the cache re-measured under the cap, and
+    the allocator in the mode every hvtui run sets (expandable segments, core/env/cuda_allocator.py): without it
+    this row ran out of memory at step 1 with 3.4 GiB cached but unallocated (BENCHMARKS, 2026-12-03). The rows
+    before keep torch's default segments, as the GPU section's figures were measured."""
+    from hvtui.core.env import cuda_allocator
+
+    label = "int8-torchao, allocator capped at 24 GiB, no offload, expandable segments"
+    G.free()   # the earlier rows' segments go back; the segments allocated from here on are expandable
+    G.log(cuda_allocator.configure())
     cap_allocator(24)
     handle.gpu_memory_bytes = CARD_24GB
     handle.set_cache_share(fit.QUANTIZED_ATTENTION_CACHE_SHARE)
