@@ -49,7 +49,7 @@ def check_doctor(ctx: RunContext) -> None:
 
 def scan(ctx: RunContext):
     """The datasets' scan report (buckets and samples); no usable sample stops the run."""
-    from hvtui.core.dataset import scan_preset
+    from hvtui.core.dataset.scan import scan_preset
 
     def progress(done: int, total: int, what: str = "") -> None:
         ctx.publish(events.progress("scanning", done, total, what))
