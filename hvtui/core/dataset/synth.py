@@ -80,6 +80,7 @@ def write_clip(path: str | Path, width: int = 64, height: int = 64, fps: float |
     matrix, like a phone's portrait video: the stored frames stay `width x height`.
     """
     import av
+    from av.video.stream import VideoStream
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,7 +89,7 @@ def write_clip(path: str | Path, width: int = 64, height: int = 64, fps: float |
         codec = {".webm": "libvpx-vp9", ".avi": "mpeg4"}.get(suffix, "libx264")
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=_as_rate(fps))
-        if not isinstance(stream, av.VideoStream):
+        if not isinstance(stream, VideoStream):
             raise ValueError(f"{codec} is not a video codec")
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         if codec == "libx264":

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from hvtui.core.dataset import scan_preset
+from hvtui.core.dataset.scan import scan_preset
 from hvtui.core.preset.schema import preset_from_dict
 from hvtui.core.dataset.synth import write_clip
 from hvtui.core.train import latent_cache, lora, samples, step, video_io
