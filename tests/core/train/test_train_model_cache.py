@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from hvtui.core.dataset.scan import scan_preset
-from hvtui.core.preset.schema import preset_from_dict
 from hvtui.core.dataset.synth import write_clip
+from hvtui.core.preset.schema import preset_from_dict
 from hvtui.core.train import latent_cache, lora, samples, step, video_io
 from hvtui.core.train.components import load_components
 from hvtui.core.train.tiny import D_BYT5, D_IMG, D_TXT, IMAGE_TOKENS

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from hvtui.core.dataset.scan import scan_preset
-from hvtui.core.preset.schema import preset_from_dict
 from hvtui.core.dataset.synth import write_clip
+from hvtui.core.preset.schema import preset_from_dict
 from hvtui.core.train import latent_cache, lora, samples, video_io
 from hvtui.core.train.components import load_components, make_pipeline
 
