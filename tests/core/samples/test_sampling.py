@@ -44,7 +44,7 @@ def test_the_checkpoints_guider_and_scheduler_win_over_the_table(tmp_path, model
 @pytest.mark.parametrize("flavour, guidance, calls_per_step", [("t2v-480p-distilled", None, 1),
                                                                ("t2v-480p", None, 2), ("t2v-480p-distilled", 3.0, 2)])
 def test_validation_calls_the_transformer_as_the_guidance_says(tmp_path, flavour, guidance, calls_per_step):
-    from test_train_model_validate import _setup
+    from tests.core.train.test_train_model_validate import _setup
 
     from hvtui.core.train import samples
 
