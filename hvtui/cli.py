@@ -33,8 +33,10 @@ RUN_ONLY_FLAGS = (("resume", "--resume"), ("fresh", "--fresh"), ("allow_changed"
 def commands_help() -> str:
     """One line per subcommand, read from the subcommand parser itself (one place: a new command appears
     in `hvtui --help` by being added there)."""
-    rows = [(a.dest, a.help or "") for action in build_subparsers()._subparsers._group_actions
-            for a in action._choices_actions]
+    group = build_subparsers()._subparsers
+    assert group is not None     # build_subparsers adds the subcommands
+    rows = [(a.dest, a.help or "") for action in group._group_actions
+            if isinstance(action, argparse._SubParsersAction) for a in action._choices_actions]
     width = max(len(name) for name, _ in rows) + 2
     return "commands:\n" + "\n".join(f"  {name:<{width}}{text}" for name, text in rows)
 

@@ -9,9 +9,8 @@ from hvtui.core.run import exitcodes
 
 
 def main(args) -> int:
-    from hvtui.core.train.multi_gpu import dist_env, gpus_problem   # no torch here
-
     from hvtui.core.run.session import RunOptions
+    from hvtui.core.train.multi_gpu import dist_env, gpus_problem  # no torch here
 
     gpus = getattr(args, "gpus", None)
     env = dist_env()

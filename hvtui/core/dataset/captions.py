@@ -172,14 +172,14 @@ def load_metadata(path: Path, root: Path) -> MetadataCaptions:
                 else:
                     meta.warnings.append(f"{path.name}:{i}: not a JSON object; line skipped")
     root_resolved = root.resolve()
-    for line, row in rows:
+    for lineno, row in rows:
         file = _pick(row, FILE_COLUMNS)
         cap = _pick(row, CAPTION_COLUMNS)
         if file is None:
-            meta.warnings.append(f"{path.name}:{line}: no file column ({' | '.join(FILE_COLUMNS)}); row skipped")
+            meta.warnings.append(f"{path.name}:{lineno}: no file column ({' | '.join(FILE_COLUMNS)}); row skipped")
             continue
         values = cap if isinstance(cap, list) else [cap] if cap is not None else []
-        caps, w = clean_captions([str(v) for v in values if v is not None], f"{path.name}:{line}")
+        caps, w = clean_captions([str(v) for v in values if v is not None], f"{path.name}:{lineno}")
         meta.warnings += w
         p = Path(str(file))
         if p.is_absolute():
@@ -190,7 +190,7 @@ def load_metadata(path: Path, root: Path) -> MetadataCaptions:
         else:
             rel = Path(os.path.normpath(p)).as_posix()
         if rel in meta.by_relpath:
-            meta.warnings.append(f"{path.name}:{line}: {rel} is listed again; the captions were added")
+            meta.warnings.append(f"{path.name}:{lineno}: {rel} is listed again; the captions were added")
             meta.by_relpath[rel] = meta.by_relpath[rel] + caps
         else:
             meta.by_relpath[rel] = caps

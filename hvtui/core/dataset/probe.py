@@ -357,7 +357,7 @@ def _probe_container(container, size: int, rotation: int | None, overrun: tuple[
                     decode_error = e
             if not need_count and (frame is not None or decode_error is not None):
                 break
-    if need_frame:
+    if rotation is None:     # need_frame
         if decode_error is not None and frame is None:
             return _fail("truncated", f"its first frame cannot be decoded ({cc.name}: {ffmpeg_error(decode_error)})")
         if frame is None:

@@ -53,8 +53,9 @@ def decode_frames(path: Path, indices: list[int], rotation: int = 0, times: list
 
     path = Path(path)
     by_time = times is not None
+    tl: list[float] = times if times is not None else []    # the times, when by_time
     wanted = set(indices)
-    last = len(times) - 1 if by_time else (max(indices) if indices else -1)
+    last = len(tl) - 1 if by_time else (max(indices) if indices else -1)
     got: dict[int, object] = {}
     n = 0                        # frames decoded
     t0 = None
@@ -75,7 +76,7 @@ def decode_frames(path: Path, indices: list[int], rotation: int = 0, times: list
                     if t0 is None:
                         t0 = t
                     t -= t0
-                    while k <= last and prev is not None and t > times[k] + 1e-6:
+                    while k <= last and prev is not None and t > tl[k] + 1e-6:
                         got[k] = prev
                         k += 1
                     shown = t
@@ -92,12 +93,12 @@ def decode_frames(path: Path, indices: list[int], rotation: int = 0, times: list
             if by_time and prev is not None and k <= last:
                 # the last frame stays on screen for one frame interval at most
                 step = 1 / float(stream.average_rate or 25)
-                while k <= last and times[k] < shown + step - 1e-6:
+                while k <= last and tl[k] < shown + step - 1e-6:
                     got[k] = prev
                     k += 1
     except av.error.FFmpegError as e:
         if (k if by_time else n) <= last:
-            need = f"{times[last]:.2f} s" if by_time else f"frame {last}"
+            need = f"{tl[last]:.2f} s" if by_time else f"frame {last}"
             raise SampleReadError(f"{path}: decoding failed at frame {n} ({ffmpeg_error(e)}); the sample needs "
                                   f"{need}") from None
     except ValueError as e:      # PyAV could not convert this file's pixel format to RGB
@@ -106,10 +107,10 @@ def decode_frames(path: Path, indices: list[int], rotation: int = 0, times: list
         raise SampleReadError(f"{path}: cannot be read ({e.strerror or e})") from None
     if by_time and k <= last:
         raise SampleReadError(f"{path}: only {shown:.2f} s ({n} frames) could be decoded, the sample needs "
-                              f"{times[last]:.2f} s")
+                              f"{tl[last]:.2f} s")
     if not by_time and n <= last:
         raise SampleReadError(f"{path}: only {n} frames could be decoded, the sample needs frame {last}")
-    order = range(len(times)) if by_time else indices
+    order = range(len(tl)) if by_time else indices
     return [np.ascontiguousarray(upright(got[i], rotation)) for i in order]
 
 

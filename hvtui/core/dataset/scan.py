@@ -19,10 +19,11 @@ import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hvtui.core.dataset import captions as cap
 from hvtui.core.dataset.buckets import aspect_problem, bucket_size, scale_to_cover
-from hvtui.core.dataset.frames import fmt_fps, is_4n1, plan_frames, plan_rate
+from hvtui.core.dataset.frames import FramePlan, fmt_fps, is_4n1, plan_frames, plan_rate
 from hvtui.core.dataset.model import (
     CATEGORIES,
     Bucket,
@@ -38,15 +39,18 @@ from hvtui.core.dataset.probe_pool import Progress, probe_files
 from hvtui.core.dataset.scan_cache import ScanCache, cache_path
 from hvtui.core.dataset.walk import Found, Walk, walk
 
+if TYPE_CHECKING:
+    from hvtui.core.preset.schema import DatasetSpec
+
 # --- per dataset ----------------------------------------------------------------------------------------------
 
 @dataclass
 class _Job:
-    spec: object
+    spec: DatasetSpec
     summary: DatasetSummary
     root: Path
     walk: Walk
-    cache: ScanCache | None
+    cache: ScanCache
     settings: dict
     metadata: cap.MetadataCaptions | None = None
     instance_captions: list[str] = field(default_factory=list)
@@ -128,7 +132,7 @@ def _prepare(preset, spec, index: int, report: DatasetReport, use_cache: bool) -
         elif not readable and not errors:
             errors.append(f"{prefix}: instance_data_dir {root} cannot be read: permission denied")
     metadata = None
-    if not errors and spec.caption_strategy == "metadata":
+    if not errors and root is not None and spec.caption_strategy == "metadata":
         if not spec.metadata_file:
             errors.append(f"{prefix}: caption_strategy = \"metadata\" needs metadata_file = \"captions.jsonl\"")
         else:
@@ -144,6 +148,7 @@ def _prepare(preset, spec, index: int, report: DatasetReport, use_cache: bool) -
     if errors:
         report.errors += errors
         return None
+    assert root is not None     # a dataset without instance_data_dir has an error above
     w = walk(root, spec.dataset_type)
     cdir = preset.resolve_path(spec.cache_dir) if spec.cache_dir else None
     cpath = cache_path(root, cdir, spec.dataset_type)
@@ -197,7 +202,7 @@ class _Rules:
         self.s = settings
         self.repeats = settings["repeats"]
         self.rates: dict[str, tuple] = {}
-        self.plans: dict[tuple, object] = {}
+        self.plans: dict[tuple, FramePlan] = {}
         self.sizes: dict[tuple[int, int], tuple] = {}
 
     def rate(self, fps: str):
@@ -251,6 +256,7 @@ def _judge(job: _Job, rules: _Rules, f: Found, report: DatasetReport, notes: lis
     if problem:
         return Discard(ds_id, Path(f.path), rel, "aspect_ratio", problem)
     packets = p.get("count") == "packets"
+    indices: tuple[int, ...]
     if f.kind == "image":
         fps_in, fps_in_f, fps_out_f = Fraction(0), 0.0, 0.0
         frames, indices, slower = 1, (0,), False
@@ -385,6 +391,7 @@ def _scan(preset, progress: Progress | None, use_cache: bool) -> DatasetReport:
     for j in jobs:
         for f in j.walk.files:
             if not f.cached:
+                assert f.probe is not None      # probe_files probed every file the cache did not have
                 j.cache.put(f.relpath, f.size, f.mtime_ns, f.inode, f.probe)
         _finish_dataset(j, report, buckets)
         j.cache.prune({f.relpath for f in j.walk.files}, {t.relpath for t in j.walk.texts.values()})

@@ -80,6 +80,7 @@ def write_clip(path: str | Path, width: int = 64, height: int = 64, fps: float |
     matrix, like a phone's portrait video: the stored frames stay `width x height`.
     """
     import av
+    from av.video.stream import VideoStream
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,6 +89,8 @@ def write_clip(path: str | Path, width: int = 64, height: int = 64, fps: float |
         codec = {".webm": "libvpx-vp9", ".avi": "mpeg4"}.get(suffix, "libx264")
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=_as_rate(fps))
+        if not isinstance(stream, VideoStream):
+            raise ValueError(f"{codec} is not a video codec")
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         if codec == "libx264":
             # Small files; keep the marker blocks crisp enough to read back.
@@ -120,7 +123,7 @@ def set_mp4_rotation(path: Path, rotation: int) -> None:
     with open(path, "rb") as f:
         moov = _read_moov(f, len(data))
     start = bytes(data).find(moov) if moov else -1
-    if start < 0:
+    if moov is None or start < 0:
         raise ValueError(f"{path}: no moov box")
     rad = math.radians(rotation)
     cos, sin = int(round(math.cos(rad))) * 65536, int(round(math.sin(rad))) * 65536

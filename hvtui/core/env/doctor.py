@@ -133,8 +133,9 @@ def _fit_hint(est: FitEstimate, preset: Preset, budget: float) -> str:
             if not est.gradient_checkpointing:
                 fixes.append("set gradient_checkpointing = true")
             alt = _offload_alternative(est, preset)
-            if alt is not None:
-                fixes.append(f"set enable_group_offload = true (training then ~{alt.phase('training').nvml_gib:.1f} "
+            alt_train = alt.phase("training") if alt is not None else None
+            if alt is not None and alt_train is not None:
+                fixes.append(f"set enable_group_offload = true (training then ~{alt_train.nvml_gib:.1f} "
                              f"GiB, the run's peak ~{alt.peak_gib:.1f} GiB)")
             fixes.append(f"lower resolution / num_frames (largest bucket {est.bucket})")
             if est.batch_size > 1:

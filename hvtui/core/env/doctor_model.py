@@ -53,20 +53,27 @@ def check_model_root(preset: Preset, env: Mapping[str, str]) -> Check:
                  fix, "model")
 
 
+def _folder(comp: Component) -> Path:
+    """The folder of a component that was found (component_checks returns early for builtin or missing ones)."""
+    assert comp.path is not None, comp.name
+    return comp.path
+
+
 def _class_check(comp: Component, filename: str, label: str) -> Check:
     name = f"{comp.name} {label}"
-    cfg = comp.path / filename
+    folder = _folder(comp)
+    cfg = folder / filename
     if not cfg.is_file():
-        return Check(name, FAIL, f"{cfg} is missing", f"re-download {comp.path} (its {filename} is missing)", "model")
+        return Check(name, FAIL, f"{cfg} is missing", f"re-download {folder} (its {filename} is missing)", "model")
     data = read_json(cfg)
     if data is None:
-        return Check(name, FAIL, f"{cfg} is not valid JSON", f"re-download {comp.path}", "model")
+        return Check(name, FAIL, f"{cfg} is not valid JSON", f"re-download {folder}", "model")
     if comp.name == "feature_extractor":
         cls = data.get("image_processor_type") or data.get("processor_class")
     elif comp.name in ("tokenizer", "tokenizer_2"):
         cls = data.get("tokenizer_class")
     else:
-        cls = config_class(comp.path, filename)
+        cls = config_class(folder, filename)
     if cls is None:
         return Check(name, WARN, f"{cfg} names no class; expected {' or '.join(comp.expected)}", "", "model")
     if cls not in comp.expected:
@@ -85,7 +92,7 @@ def _key_for(comp: Component) -> str:
 
 
 def _transformer_flavour(comp: Component, preset: Preset) -> Check | None:
-    data = read_json(comp.path / "config.json") or {}
+    data = read_json(_folder(comp) / "config.json") or {}
     want_task = "i2v" if is_i2v(preset.model_flavour) else "t2v"
     task = data.get("task_type")
     if task and task != want_task:
@@ -105,7 +112,7 @@ def _transformer_flavour(comp: Component, preset: Preset) -> Check | None:
 
 def _weights_check(comp: Component, files: list[Path] | None = None, label: str = "weights") -> Check:
     name = f"{comp.name} {label}"
-    folder = comp.path
+    folder = _folder(comp)
     info = inspect_weights(folder, files)
     if info.missing:
         what = "shard(s) listed in the index are missing" if info.kind == "index" else "file(s) missing"
@@ -121,8 +128,8 @@ def _weights_check(comp: Component, files: list[Path] | None = None, label: str 
     n = len(info.files)
     what = f"{n} shard{'s' if n > 1 else ''}" if info.kind == "index" else f"{n} file{'s' if n > 1 else ''}"
     if info.unchecked and not info.params:
-        files = ", ".join(p.name for p in info.files[:3]) + (" ..." if n > 3 else "")
-        return Check(name, OK, f"{files}: {human_bytes(info.bytes)} (pickle: dtype not read without loading)",
+        names = ", ".join(p.name for p in info.files[:3]) + (" ..." if n > 3 else "")
+        return Check(name, OK, f"{names}: {human_bytes(info.bytes)} (pickle: dtype not read without loading)",
                      group="model")
     detail = f"{human_count(info.params)} params, {info.dtype}, {what}, {human_bytes(info.bytes)}"
     if comp.name == "transformer":
@@ -163,12 +170,13 @@ def component_checks(comp: Component, preset: Preset) -> list[Check]:
         expected = f"expected {comp.expected_path}" if comp.expected_path else "no source has it"
         return [Check(comp.name, FAIL, f"not found: {expected}; {summarize_tried(comp.tried)}", comp.hint,
                       "model")]
-    checks = [Check(comp.name, OK, f"{comp.path} (from {source_words(comp.source)}, {comp.layout} layout"
+    folder = _folder(comp)
+    checks = [Check(comp.name, OK, f"{folder} (from {source_words(comp.source)}, {comp.layout} layout"
                     + (f", {comp.format}" if comp.format != "pretrained" else "") + ")", group="model")]
     if comp.name in MODEL_COMPONENTS:
-        if comp.format == "byt5-glyph" and not comp.path.is_dir():
-            checks.append(Check("text_encoder_2 config", FAIL, f"{comp.path} is missing (google/byt5-small)",
-                                f"hf download google/byt5-small --local-dir {comp.path}", "model"))
+        if comp.format == "byt5-glyph" and not folder.is_dir():
+            checks.append(Check("text_encoder_2 config", FAIL, f"{folder} is missing (google/byt5-small)",
+                                f"hf download google/byt5-small --local-dir {folder}", "model"))
         else:
             cfg = _class_check(comp, "config.json", "config")
             checks.append(cfg)
@@ -184,15 +192,15 @@ def component_checks(comp: Component, preset: Preset) -> list[Check]:
     elif comp.name == "feature_extractor":
         checks.append(_class_check(comp, "preprocessor_config.json", "config"))
     elif comp.name in ("tokenizer", "tokenizer_2"):
-        present, missing = tokenizer_files(comp.name, comp.path)
+        present, missing = tokenizer_files(comp.name, folder)
         if missing:
-            where = comp.path if comp.path.is_dir() else f"{comp.path} (missing folder)"
+            where = folder if folder.is_dir() else f"{folder} (missing folder)"
             checks.append(Check(f"{comp.name} files", FAIL, f"{where}: no {', '.join(missing)}",
                                 "copy the tokenizer files next to the model or download them again", "model"))
         else:
-            cls = (read_json(comp.path / "tokenizer_config.json") or {}).get("tokenizer_class")
+            cls = (read_json(folder / "tokenizer_config.json") or {}).get("tokenizer_class")
             if cls and cls not in comp.expected:
-                checks.append(Check(f"{comp.name} files", FAIL, f"{comp.path}/tokenizer_config.json names {cls}; "
+                checks.append(Check(f"{comp.name} files", FAIL, f"{folder}/tokenizer_config.json names {cls}; "
                                     f"expected {' or '.join(comp.expected)}",
                                     f"this is another model's tokenizer: point {_key_for(comp)} at the right folder",
                                     "model"))

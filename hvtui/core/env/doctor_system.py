@@ -45,7 +45,7 @@ def package_versions() -> dict[str, str | None]:
 def check_packages(versions: dict[str, str | None]) -> Check:
     missing = [n for n, v in versions.items() if v is None]
     old = [f"{n} {versions[n]} < {m}" + (f" ({why})" if why else "")
-           for n, m, why in PACKAGES if versions.get(n) and version_tuple(versions[n]) < version_tuple(m)]
+           for n, m, why in PACKAGES if (ver := versions.get(n)) and version_tuple(ver) < version_tuple(m)]
     detail = ", ".join(f"{n} {v}" for n, v in versions.items() if v)
     if missing:
         return Check("packages", FAIL, f"not installed: {', '.join(missing)}" + (f"; have {detail}" if detail else ""),
@@ -142,8 +142,10 @@ def _base_precision(mode: str, info: NvmlInfo, versions: dict | None) -> Check:
             return Check("base precision", WARN, f"fp8-torchao: the compute capability of {unknown[0]} is unknown "
                          "(NVML did not say); the run checks the FP8 matmul on the GPU before training",
                          quantize.INT8_ALTERNATIVE + " if it fails", "system")
+        name, cc = gpus[0]
+        assert cc is not None    # an unknown capability returned above
         return Check("base precision", OK, f"fp8-torchao: float8 transformer blocks, FP8 matmuls on "
-                     f"{gpus[0][0]} (compute capability {gpus[0][1][0]}.{gpus[0][1][1]})", group="system")
+                     f"{name} (compute capability {cc[0]}.{cc[1]})", group="system")
     where = f"on {gpus[0][0]}" if gpus else "on the CPU"
     return Check("base precision", OK, f"int8-torchao: int8 transformer blocks, bf16 matmuls {where}",
                  group="system")

@@ -310,10 +310,10 @@ def _bucket_from_maths(preset: Preset) -> BucketShape | None:
     try:
         from hvtui.core.dataset.buckets import bucket_size
     except Exception:   # the dataset package is optional here: same rule, 16:9 at `resolution` high
-        def bucket_size(w, h, r):
-            area = r * r * 16 / 9
-            return (max(16, int(math.floor(math.sqrt(area * w / h) / 16 + 0.5)) * 16),
-                    max(16, int(math.floor(math.sqrt(area * h / w) / 16 + 0.5)) * 16))
+        def bucket_size(width: int, height: int, resolution: int) -> tuple[int, int]:
+            area = resolution * resolution * 16 / 9
+            return (max(16, int(math.floor(math.sqrt(area * width / height) / 16 + 0.5)) * 16),
+                    max(16, int(math.floor(math.sqrt(area * height / width) / 16 + 0.5)) * 16))
     best: BucketShape | None = None
     for ds in preset.training_datasets:
         try:
@@ -461,8 +461,8 @@ def estimate_memory(preset: Preset, bucket: BucketShape | tuple[int, int, int] |
     s = bucket.video_tokens + txt
     comm = DATA_PARALLEL_GIB if processes > 1 else 0.0   # NCCL starts before caching: every step holds it
 
-    weights, pinned = transformer_weight_bytes(preset, offload)
-    weights /= GiB
+    weight_bytes, pinned = transformer_weight_bytes(preset, offload)
+    weights = weight_bytes / GiB
     if offload:
         notes.append(f"offload: {min(2 * max(1, int(preset.group_offload_blocks_per_group)), NUM_BLOCKS)} block "
                      f"slots on the GPU, {pinned / GiB:.1f} GiB of block weights in pinned host memory")

@@ -76,12 +76,17 @@ def _unit_constant(step: str, work_gib: float, est: F.FitEstimate, preset) -> tu
         return "text_encode_work_gib", work_gib
     if step == "training":
         e = est.phase(step)
+        assert e is not None    # every estimate has a training phase
         known = sum(v for k, v in e.parts.items() if k in e.work and k != "block working set")
         return "train_work_per_token", (work_gib - known) * F.GiB / (est.batch_size * est.tokens)
-    val = F.validation_shape(preset, bucket)
-    if step == "validation:denoise":
-        return "infer_work_per_token", work_gib * F.GiB / F.denoise_tokens(preset, val)
-    name, shape = ("vae_encode", bucket) if step == "caching:vae" else ("vae_decode", val)
+    if step == "caching:vae":
+        name, shape = "vae_encode", bucket
+    else:
+        val = F.validation_shape(preset, bucket)
+        assert val is not None  # the estimate has validation steps only when the preset validates (a shape)
+        if step == "validation:denoise":
+            return "infer_work_per_token", work_gib * F.GiB / F.denoise_tokens(preset, val)
+        name, shape = "vae_decode", val
     if tiling:
         return f"{name}_tiled_gib_per_frame", work_gib / max(shape.frames, 1)
     return f"{name}_untiled_bytes_per_pixel_frame", work_gib * F.GiB / (shape.width * shape.height * shape.frames)

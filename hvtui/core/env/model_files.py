@@ -102,7 +102,8 @@ def _add_header(info: WeightsInfo, path: Path) -> None:
         for d in t.get("shape", []):
             n *= int(d)
         info.params += n
-        name = DTYPE_NAMES.get(t.get("dtype"), str(t.get("dtype")).lower())
+        dtype = str(t.get("dtype"))
+        name = DTYPE_NAMES.get(dtype, dtype.lower())
         info.dtypes[name] = info.dtypes.get(name, 0) + n
         if len(info.keys_sample) < 4000:
             info.keys_sample.append(key)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import asdict, dataclass, field
+from types import ModuleType
 
 
 @dataclass
@@ -86,7 +87,7 @@ class Nvml:
     def __init__(self, env=os.environ):
         self._env = env
         self._lock = threading.Lock()
-        self._pynvml = None
+        self._pynvml: ModuleType | None = None     # the pynvml module, once open() imported it
         self._open = False
         self.reason = ""
         self.driver: str | None = None
@@ -120,7 +121,7 @@ class Nvml:
 
     def close(self) -> None:
         with self._lock:
-            if self._open:
+            if self._open and self._pynvml is not None:
                 try:
                     self._pynvml.nvmlShutdown()
                 except self._pynvml.NVMLError:
@@ -133,6 +134,7 @@ class Nvml:
             return NvmlInfo(False, self.reason)
         with self._lock:
             nv = self._pynvml
+            assert nv is not None    # open() set it (close() keeps it)
             try:
                 count = nv.nvmlDeviceGetCount()
             except nv.NVMLError as e:

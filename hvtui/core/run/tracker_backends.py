@@ -13,8 +13,12 @@ import io
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hvtui.core.formatting import first_line
+
+if TYPE_CHECKING:
+    from accelerate.tracking import TensorBoardTracker, WandBTracker
 
 GIF_MAX_SIDE = 256          # TensorBoard shows validation videos as animated GIFs this size at most
 WANDB_OFFLINE_MODES = ("offline", "dryrun")
@@ -101,11 +105,16 @@ class TensorBoard:
         self.preset = preset
         self.root = Path(output_dir) / "tensorboard"
         self.run_name = run_name.replace(os.sep, "_")
-        self.tracker = None
+        self.tracker: TensorBoardTracker | None = None     # set by start()
 
     @property
     def where(self) -> Path:
         return self.root / self.run_name
+
+    def _started(self) -> TensorBoardTracker:
+        if self.tracker is None:
+            raise RuntimeError("tensorboard: not started")
+        return self.tracker
 
     def start(self, config: dict, resume_step: int | None = None) -> tuple[str, str, str]:
         _ensure_accelerate_state()
@@ -125,7 +134,7 @@ class TensorBoard:
         return "logging", str(self.where), f"logging to {self.where} (view: tensorboard --logdir {self.root})"
 
     def log(self, values: dict, step: int) -> None:
-        self.tracker.log(values, step=step)
+        self._started().log(values, step=step)
 
     def log_sample(self, d: dict) -> None:
         """The contact sheet as an image and the video as an animated GIF (what SummaryWriter.add_video
@@ -133,25 +142,26 @@ class TensorBoard:
         import numpy as np
         from tensorboard.compat.proto.summary_pb2 import Summary
 
+        tracker = self._started()
         step, key = int(d.get("step") or 0), _sample_key(d)
         if d.get("sheet") and Path(d["sheet"]).is_file():
             from hvtui.core.samples.contact_sheet import read_sheet
 
             sheet, _ = read_sheet(d["sheet"])
-            self.tracker.log_images({f"{key}/sheet": np.asarray(sheet)[None]}, step=step, dataformats="NHWC")
+            tracker.log_images({f"{key}/sheet": np.asarray(sheet)[None]}, step=step, dataformats="NHWC")
         frames, fps = read_video(d["path"])
         if frames:
             image = Summary.Image(height=frames[0].height, width=frames[0].width, colorspace=3,
                                   encoded_image_string=gif_bytes(frames, fps))
-            writer = self.tracker.tracker
+            writer = tracker.tracker
             writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=f"{key}/video", image=image)]),
                                                   step)
         if d.get("prompt"):
-            self.tracker.log({f"{key}/prompt": str(d["prompt"])}, step=step)
-        self.tracker.tracker.flush()
+            tracker.log({f"{key}/prompt": str(d["prompt"])}, step=step)
+        tracker.tracker.flush()
 
     def finish(self, exit_code) -> tuple[str, str]:
-        self.tracker.finish()
+        self._started().finish()
         return str(self.where), ""
 
 
@@ -171,11 +181,16 @@ class WandB:
 
     def __init__(self, preset, output_dir: Path, run_name: str):
         self.preset, self.output_dir, self.run_name = preset, Path(output_dir), run_name
-        self.tracker = None
+        self.tracker: WandBTracker | None = None     # set by start()
         self.mode = "online"
         self.fell_back = False
 
-    def _init(self, config: dict, mode: str):
+    def _started(self) -> WandBTracker:
+        if self.tracker is None:
+            raise RuntimeError("wandb: not started")
+        return self.tracker
+
+    def _init(self, config: dict, mode: str) -> WandBTracker:
         import wandb
         from accelerate.tracking import WandBTracker
 
@@ -211,7 +226,7 @@ class WandB:
             self.mode, self.fell_back = "offline", True
             why = f"W&B unreachable ({type(e).__name__}: {first_line(e)})"
             self.tracker = self._init(config, self.mode)
-        run = self.tracker.run
+        run = self._started().run
         if self.mode == "offline":
             folder = Path(run.dir).parent   # OUTPUT_DIR/wandb/offline-run-DATE-ID (run.dir is its files/)
             note = f"offline run in {folder} (upload it later: wandb sync {folder})"
@@ -220,19 +235,20 @@ class WandB:
         return "logging", url or str(run.dir), f"logging to {url or run.dir}"
 
     def log(self, values: dict, step: int) -> None:
-        self.tracker.log(values, step=step)
+        self._started().log(values, step=step)
 
     def log_sample(self, d: dict) -> None:
         import wandb
 
         step, key, prompt = int(d.get("step") or 0), _sample_key(d), str(d.get("prompt") or "")
-        values = {f"{key}/video": wandb.Video(str(d["path"]), caption=prompt, format="mp4")}
+        values: dict[str, wandb.Video | wandb.Image] = {
+            f"{key}/video": wandb.Video(str(d["path"]), caption=prompt, format="mp4")}
         if d.get("sheet") and Path(d["sheet"]).is_file():
             values[f"{key}/sheet"] = wandb.Image(str(d["sheet"]), caption=prompt)
-        self.tracker.log(values, step=step)
+        self._started().log(values, step=step)
 
     def finish(self, exit_code) -> tuple[str, str]:
-        run = self.tracker.run
+        run = self._started().run
         folder = str(Path(run.dir).parent)
         run.finish(exit_code=int(exit_code) if exit_code else None)
         if self.mode == "offline":
@@ -240,4 +256,4 @@ class WandB:
         return getattr(run, "url", "") or folder, ""
 
 
-BACKENDS = {"tensorboard": TensorBoard, "wandb": WandB}
+BACKENDS: dict[str, type[TensorBoard] | type[WandB]] = {"tensorboard": TensorBoard, "wandb": WandB}

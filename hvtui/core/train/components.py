@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-from hvtui.core.run import events
 from hvtui.core.preset.schema import BUILTIN_TINY, FLAVOUR_SHIFT
+from hvtui.core.run import events
 
 PARTS = ("transformer", "vae", "text", "image")
 TEXT_NAMES = ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")

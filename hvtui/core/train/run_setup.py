@@ -11,9 +11,9 @@ import os
 
 import torch
 
+from hvtui.core.preset.schema import BUILTIN_TINY
 from hvtui.core.run import exitcodes
 from hvtui.core.run.events import Event
-from hvtui.core.preset.schema import BUILTIN_TINY
 from hvtui.core.train import checkpoint as ckpt
 from hvtui.core.train.context import RunContext, Training
 from hvtui.core.train.failures import Abort
