@@ -11,11 +11,11 @@ def gib(n: float) -> str:
 
 
 def human_bytes(n: float) -> str:
-    """Bytes in the largest unit that is at least 1 (file sizes: "312.4 MiB", "17 B")."""
-    for unit, size in (("GiB", GiB), ("MiB", 1024 ** 2), ("KiB", 1024)):
-        if n >= size:
+    """Bytes in the largest unit that is at least 1 (file sizes, free disk: "312.4 MiB", "3.5 TiB", "17 B")."""
+    for unit, size in (("TiB", 1024 ** 4), ("GiB", GiB), ("MiB", 1024 ** 2), ("KiB", 1024)):
+        if abs(n) >= size:
             return f"{n / size:.1f} {unit}"
-    return f"{int(n)} B"
+    return f"{n:.0f} B"
 
 
 def human_count(n: int) -> str:

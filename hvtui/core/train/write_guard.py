@@ -25,6 +25,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from hvtui.core.formatting import human_bytes
+
 INJECT_ENV = "HVTUI_INJECT_WRITE_FAIL"
 # errnos that say the disk refused a write wherever they come from (an unexpected OSError with one of these
 # is a write failure, not a bug); at a known write site every OSError is one
@@ -70,13 +72,8 @@ class WriteFailure(Exception):
 
 
 def human(n: float | None) -> str:
-    if n is None:
-        return "unknown"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
+    """Free or needed bytes; "unknown" where the filesystem did not say."""
+    return "unknown" if n is None else human_bytes(n)
 
 
 def _existing(path: Path) -> Path | None:
