@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
+from hvtui.core.formatting import first_line
+
 DIRNAME = "checkpoints"
 PREFIX = "checkpoint-"
 MARKER = "COMPLETE"
@@ -371,7 +373,8 @@ def load_states(info: CheckpointInfo, optimizer, scheduler, rank: int = 0) -> No
         restore_rng(rng_state)
     except (RuntimeError, ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{info.path}: its training state does not fit this run ({type(e).__name__}: "
-                              f"{_first_line(e)}); the checkpoint may come from another run or version") from None
+                              f"{first_line(e, limit=200)}); the checkpoint may come from another run or "
+                              "version") from None
 
 
 def read_torch_file(path: Path):
@@ -390,14 +393,9 @@ def read_torch_file(path: Path):
     except Exception as e:   # noqa: BLE001  overwritten bytes make the unpickler raise almost anything
         # (IndexError, KeyError, UnicodeDecodeError, ... besides the usual OSError / RuntimeError / EOFError);
         # only torch.load runs here, so whatever it raises means this file cannot be read
-        raise CheckpointError(f"{path} cannot be read ({type(e).__name__}: {_first_line(e)}): the checkpoint is "
-                              "damaged") from None
-
-
-def _first_line(e: Exception) -> str:
-    """An exception's first line: torch.load's long advice (to load unsafely) is not for users here."""
-    text = str(e).strip().splitlines()
-    return text[0][:200] if text else type(e).__name__
+        # the first line only: torch.load's further lines advise loading unsafely, not for a damaged file
+        raise CheckpointError(f"{path} cannot be read ({type(e).__name__}: {first_line(e, limit=200)}): the "
+                              "checkpoint is damaged") from None
 
 
 # --- what a run means ----------------------------------------------------------------------------------
