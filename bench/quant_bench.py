@@ -10,6 +10,7 @@ host memory, quantized block by block onto the GPU (timed).
 
     python3 bench/quant_bench.py            # on the lent H200 (about 8 minutes)
     TINY=1 python3 bench/quant_bench.py     # CPU: the same code path at tiny size (fp8 matmuls on the CPU)
+    MODES=int8-torchao python3 bench/quant_bench.py   # one mode (and its extra rows) only
 
 Rows (one JSON line each in $OUT/quant.jsonl, a table printed last):
   env; GEMMs at the block's shapes, forward + input gradient: bf16, hvtui's FP8 matmul run eagerly (its
@@ -46,6 +47,7 @@ from hvtui.core.train import lora, quantize, speed  # noqa: E402
 TINY, CUDA, DEV, OUT = G.TINY, G.CUDA, G.DEV, G.OUT
 STEPS = int(os.environ.get("STEPS") or (3 if TINY else 20))
 EXTRA_STEPS = 2 if TINY else 4          # cache-share variants: 1 re-measuring step + the timed ones
+MODES = tuple((os.environ.get("MODES") or "bf16,fp8-torchao,int8-torchao").split(","))   # a subset: MODES=int8-torchao
 BUDGET_S = float(os.environ.get("BUDGET_S") or 420)   # the cache-share rows are skipped past this (one call < 10 min)
 CARD_24GB = 24 * 2**30
 RTX4090_TOTAL = 24564 * 2**20           # what NVML reports as total on a 24 GB card
@@ -225,14 +227,15 @@ def card_24gb(tr, params, preset, handle, batches) -> None:
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     env()
-    gemms()
+    if "fp8-torchao" in MODES:
+        gemms()
     cap = None
     if CUDA and torch.cuda.get_device_properties(0).total_memory > (G.CAP_GIB + 2) * 2**30:
         cap_allocator(G.CAP_GIB)
         cap = int(G.CAP_GIB * 2**30)
     batches = G.make_batches(*SHAPE, STEPS)
     results = {}
-    for mode in ("bf16", "fp8-torchao", "int8-torchao"):
+    for mode in MODES:
         try:
             tr, params, preset, handle, row = run_mode(mode, batches, cap)
         except Exception as e:   # record it and go on to the next mode: one call must bring back all it can
