@@ -75,7 +75,13 @@ def _apply_in_process() -> None:
     if torch is None:
         return
     try:
-        if torch.cuda.is_available():
-            torch.cuda.memory._set_allocator_settings(SETTING)   # private, present since torch 2.1
+        if not torch.cuda.is_available():
+            return
+        # torch >= 2.10 moved the setter to the accelerator API and warns (FutureWarning, in the user's run log)
+        # on the old name; both are private, the old one present since torch 2.1
+        setter = getattr(torch._C, "_accelerator_setAllocatorSettings", None)
+        if setter is None:
+            setter = torch.cuda.memory._set_allocator_settings
+        setter(SETTING)
     except Exception:   # noqa: BLE001 - an older or unusual build: the variable still serves new processes
         pass

@@ -180,14 +180,22 @@ def test_a_loaded_torch_gets_the_setting_through_its_runtime_setter(monkeypatch)
 
     from hvtui.core.env import cuda_allocator as A
 
-    calls = []
+    calls, old_calls = [], []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda.memory, "_set_allocator_settings", calls.append)
+    monkeypatch.setattr(torch._C, "_accelerator_setAllocatorSettings", calls.append, raising=False)
+    monkeypatch.setattr(torch.cuda.memory, "_set_allocator_settings", old_calls.append)
     monkeypatch.setenv(A.ENV, "")       # unset for torch (empty), and put back as it was after the test
     monkeypatch.setenv(A.ENV_NEW, "")
     monkeypatch.setitem(A._OURS, "set", False)
     A.configure()
     assert calls == [A.SETTING] and os.environ[A.ENV] == A.SETTING
+    assert old_calls == []    # the deprecated setter warns in the run log: only for a torch without the new one
+    monkeypatch.delattr(torch._C, "_accelerator_setAllocatorSettings")
+    monkeypatch.setitem(A._OURS, "set", False)
+    monkeypatch.setenv(A.ENV, "")
+    A.configure()
+    assert old_calls == [A.SETTING]
+    monkeypatch.setattr(torch._C, "_accelerator_setAllocatorSettings", calls.append, raising=False)
     monkeypatch.setenv(A.ENV, "expandable_segments:False")
     monkeypatch.setitem(A._OURS, "set", False)
     assert "your setting" in A.configure() and calls == [A.SETTING]
