@@ -4,6 +4,8 @@ here blocks on, or is called by, the trainer.
 """
 from __future__ import annotations
 
+import shlex
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -145,6 +147,7 @@ class LaunchedRun(AttachedRun):
     steered through control files, like an attached run. Its output goes to OUTPUT_DIR/LOG_FILE. It keeps
     running when this UI quits (`hvtui --attach OUTPUT_DIR` finds it again)."""
     LOG_FILE = "hvtui-run.log"
+    LOG_HEADER = "=== hvtui: "   # starts the line each start writes: one file, its runs told apart
 
     def __init__(self, preset: Preset, gpus: int, options: RunOptions | None = None):
         if preset.source is None:
@@ -170,7 +173,12 @@ class LaunchedRun(AttachedRun):
 
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.follower.skip_to_end()   # follow only what this run writes (a resumed run appends to the same file)
+        # The log stays where it is when --fresh moves the earlier run aside (the child writes to it while it
+        # moves), so each start opens with a line saying which run follows
+        header = f"{self.LOG_HEADER}{time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(self.command()[1:])}\n"
         with open(self.log_path, "ab") as log:
+            log.write(header.encode())
+            log.flush()
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                          start_new_session=True)
 
@@ -181,7 +189,7 @@ class LaunchedRun(AttachedRun):
             if not self._finished:     # it ended before writing its final event: say why
                 self._finished = True
                 self.exit_code = self.proc.returncode
-                tail = _tail(self.log_path)
+                tail = _tail(self.log_path, after=self.LOG_HEADER)
                 events += [Event("error", {"message": f"the {self.gpus}-GPU run ended (exit {self.exit_code}) "
                                                       f"without a final event" + (f": {tail}" if tail else ""),
                                            "hint": f"its output is in {self.log_path}"}),
@@ -193,11 +201,15 @@ class LaunchedRun(AttachedRun):
         return self.proc is not None and self.proc.poll() is None and not self._finished and not self._gone
 
 
-def _tail(path: Path, lines: int = 3) -> str:
+def _tail(path: Path, lines: int = 3, after: str | None = None) -> str:
+    """The last `lines` lines of the file; with `after`, of what follows the last line starting with it."""
     try:
         text = path.read_text(errors="replace").strip().splitlines()
     except OSError:
         return ""
+    if after is not None:
+        starts = [i for i, line in enumerate(text) if line.startswith(after)]
+        text = text[starts[-1] + 1:] if starts else text
     return " | ".join(text[-lines:])
 
 

@@ -156,6 +156,21 @@ def test_launched_run_that_dies_before_its_first_event_reports_why(tmp_path):
     assert not run.active and run.exit_code == 2
     assert events[-1].kind == "finished" and "exit 2" in events[-2].get("message")
     assert "learning_rate" in run.log_path.read_text()
+    # a second start appends under its own header line, and the reason quoted is the newest run's only
+    first = run.log_path.read_text()
+    p.write_text('output_dir = "out"\nmax_train_steps = -3\n')
+    run = LaunchedRun(load_preset(p), 2)
+    run.start()
+    events, end = [], time.monotonic() + 60
+    while run.active and time.monotonic() < end:
+        events += run.poll()
+        time.sleep(0.1)
+    events += run.poll()
+    text = run.log_path.read_text()
+    assert text.startswith(first) and text.count(LaunchedRun.LOG_HEADER) == 2
+    assert text.splitlines()[first.count("\n")].startswith(LaunchedRun.LOG_HEADER + time.strftime("%Y-"))
+    assert "exit 2" in events[-2].get("message") and LaunchedRun.LOG_HEADER not in events[-2].get("message")
+    assert "max_train_steps" in text.split(LaunchedRun.LOG_HEADER)[-1]   # the newest run's own lines
 
 
 def test_lean_nccl_defaults_keep_what_the_user_set():
@@ -199,3 +214,16 @@ def test_fresh_and_resume_together_are_refused(capsys):
 
     args = SimpleNamespace(run="presets/demo.toml", resume="auto", allow_changed=False, fresh=True, gpus=None)
     assert main(args) == 2 and "--fresh" in capsys.readouterr().err
+
+
+def test_the_quoted_reason_is_the_newest_runs_own(tmp_path):
+    """hvtui-run.log keeps every start (--fresh moves the earlier run aside but not the log the child writes to):
+    a run that died silently quotes nothing rather than the run before it."""
+    from hvtui.tui.runs import LaunchedRun, _tail
+
+    log = tmp_path / LaunchedRun.LOG_FILE
+    log.write_text(f"{LaunchedRun.LOG_HEADER}1\nerror: old one\n{LaunchedRun.LOG_HEADER}2\n")
+    assert _tail(log, after=LaunchedRun.LOG_HEADER) == "" and "old one" in _tail(log)
+    log.write_text(log.read_text() + "error: new one\n")
+    assert _tail(log, after=LaunchedRun.LOG_HEADER) == "error: new one"
+    assert _tail(tmp_path / "missing.log", after=LaunchedRun.LOG_HEADER) == ""
