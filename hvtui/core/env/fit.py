@@ -70,11 +70,11 @@ MASK_COPIES = 2                                 # S x S bool masks live at once 
 SDPA_BIAS_BYTES = 2                             # a bool mask reaching SDPA becomes a bf16 bias
 # speed.py's attention cache: the bf16 attention output (tokens x 2048) and fp32 log-sum-exp (16 heads) of a share
 # of the blocks, kept from forward to the checkpoint recompute. Batch 1 without offload, bf16/fp16, flash or cuDNN.
-# The share of blocks (speed.py reads these): 40 of 54 in bf16; the quantized modes free 7.6 GiB of weights and keep
-# every block's. On any card the run caps it: after the first step of a shape it fills the card up to
+# The share of blocks (speed.py reads it): every block where the card has room. Keeping all 54 rather than 40 made
+# the 480p step 4.8 % faster on the H200 for 1.4 GiB more (BENCHMARKS.md, "Quantized base weights": 3.186 -> 3.032
+# s in one call). On any card the run caps it: after the first step of a shape it fills the card up to
 # ATTENTION_CACHE_HEADROOM of its memory as NVML counts it, and estimate_memory(card_gib=...) does the same.
-ATTENTION_CACHE_SHARE = 0.75
-QUANTIZED_ATTENTION_CACHE_SHARE = 1.0
+ATTENTION_CACHE_SHARE = 1.0
 ATTENTION_CACHE_HEADROOM = 0.92
 ATTENTION_HEADS = 16
 ATTENTION_CACHE_PER_TOKEN = HIDDEN * 2 + ATTENTION_HEADS * 4
@@ -382,21 +382,14 @@ def _vae_decode_work(shape: BucketShape, tiling: bool, cal: dict) -> float:
     return cal["vae_decode_untiled_bytes_per_pixel_frame"] * shape.width * shape.height * shape.frames / GiB
 
 
-def attention_cache_share(precision: str) -> float:
-    """The share of blocks that keep their attention output (speed.py), before the card caps it."""
-    from hvtui.core.train.quantize import is_quantized
-
-    return QUANTIZED_ATTENTION_CACHE_SHARE if is_quantized(precision) else ATTENTION_CACHE_SHARE
-
-
 def attention_cache_blocks(preset: Preset, offload: bool, batch: int, ckpt: bool, padded: bool) -> int:
-    """How many blocks keep their attention output (speed.py) on a GPU with room: 40 of 54 (all 54 quantized);
+    """How many blocks keep their attention output (speed.py) on a GPU with room: all 54;
     none with offload, masks (batch > 1 or padded), fp32 compute, without gradient checkpointing or with another
     attention kernel."""
     if (offload or batch != 1 or padded or not ckpt or preset.mixed_precision not in ("bf16", "fp16")
             or preset.attention_backend not in ATTENTION_CACHE_BACKENDS):
         return 0
-    return int(attention_cache_share(preset.base_model_precision) * NUM_BLOCKS)
+    return int(ATTENTION_CACHE_SHARE * NUM_BLOCKS)
 
 
 def _step(name: str, resident: dict[str, float], work: dict[str, float], cal: dict, mode: str, comm: float,

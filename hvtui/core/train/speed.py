@@ -7,7 +7,7 @@
   batches with a mask use SDPA's memory-efficient kernel (flash and cuDNN here take no mask);
 - attention kernels: unmasked training attention runs through attention_cache.py (the chosen kernel's own
   forward/backward ops, checked against SDPA at start-up; falls back to SDPA if the check fails);
-- attention cache: the attention output of a share of the blocks (75 %) is kept from forward to backward so
+- attention cache: the attention output of every block (a share, where set) is kept from forward to backward so
   the checkpoint recompute skips attention; the share is capped by measured memory headroom (the first
   step of each new shape runs without it and tells how much memory is left);
 - regional compilation: the dual-stream block's forward is compiled once with dynamic sequence lengths
@@ -28,12 +28,10 @@ import types
 import torch
 
 from hvtui.core.env.fit import ATTENTION_CACHE_HEADROOM, ATTENTION_CACHE_SHARE
-from hvtui.core.env.fit import attention_cache_share as attention_cache_share_for
 from hvtui.core.train import attention_cache
 
 # the attention cache's share of blocks and the headroom it may fill: one place, the memory estimate's
-# (bf16: 40 of 54, ~4 GiB at 480p x 61, see BENCHMARKS.md, GPU; quantized modes free 7.6 GiB of weights and keep
-# every block's, still capped by the measured headroom)
+# (every block, 5.4 GiB at 480p x 61, capped by the measured headroom; see fit.py)
 DEFAULT_CACHE_SHARE = ATTENTION_CACHE_SHARE
 HEADROOM = ATTENTION_CACHE_HEADROOM
 PRESET_BACKENDS = {"native": "native", "flash": "_native_flash", "_native_cudnn": "_native_cudnn",
@@ -368,8 +366,7 @@ def prepare_transformer(transformer, preset, device, *, publish=None, compile_bl
     mask_backend = "native" if backend in ("_native_flash", "_native_cudnn") else backend
 
     if attention_cache_share is None:
-        share = attention_cache_share_for(preset.base_model_precision)
-        attention_cache_share = share if (cuda and not offload and not fp32_compute) else 0.0
+        attention_cache_share = DEFAULT_CACHE_SHARE if (cuda and not offload and not fp32_compute) else 0.0
     own_kernels = False
     if backend not in ("native", "_native_flash", "_native_cudnn"):
         attention_cache_share = 0.0   # the cache calls flash or cuDNN; another explicit choice is respected
