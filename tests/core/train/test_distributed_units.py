@@ -138,34 +138,37 @@ def test_launched_run_command_log_and_gpu_choices(tmp_path):
     assert gpu_choices(2) == [1, 2] and gpu_choices(8) == [1, 2, 4, 8] and gpu_choices(6) == [1, 2, 4, 6]
 
 
-def test_launched_run_that_dies_before_its_first_event_reports_why(tmp_path):
+def _launch_until_it_ends(preset_path, gpus=2):
+    """Start `hvtui --run PRESET --gpus N` as the TUI does and poll it until it ends (60 s at most)."""
     import time
 
     from hvtui.core.preset.schema import load_preset
     from hvtui.tui.runs import LaunchedRun
 
-    p = tmp_path / "p.toml"
-    p.write_text('output_dir = "out"\nlearning_rate = -1.0\n')   # the launcher refuses it (exit 2)
-    run = LaunchedRun(load_preset(p), 2)
+    run = LaunchedRun(load_preset(preset_path), gpus)
     run.start()
     events, end = [], time.monotonic() + 60
     while run.active and time.monotonic() < end:
         events += run.poll()
         time.sleep(0.1)
-    events += run.poll()
+    return run, events + run.poll()
+
+
+def test_launched_run_that_dies_before_its_first_event_reports_why(tmp_path):
+    import time
+
+    from hvtui.tui.runs import LaunchedRun
+
+    p = tmp_path / "p.toml"
+    p.write_text('output_dir = "out"\nlearning_rate = -1.0\n')   # the launcher refuses it (exit 2)
+    run, events = _launch_until_it_ends(p)
     assert not run.active and run.exit_code == 2
     assert events[-1].kind == "finished" and "exit 2" in events[-2].get("message")
     assert "learning_rate" in run.log_path.read_text()
     # a second start appends under its own header line, and the reason quoted is the newest run's only
     first = run.log_path.read_text()
     p.write_text('output_dir = "out"\nmax_train_steps = -3\n')
-    run = LaunchedRun(load_preset(p), 2)
-    run.start()
-    events, end = [], time.monotonic() + 60
-    while run.active and time.monotonic() < end:
-        events += run.poll()
-        time.sleep(0.1)
-    events += run.poll()
+    run, events = _launch_until_it_ends(p)
     text = run.log_path.read_text()
     assert text.startswith(first) and text.count(LaunchedRun.LOG_HEADER) == 2
     assert text.splitlines()[first.count("\n")].startswith(LaunchedRun.LOG_HEADER + time.strftime("%Y-"))
