@@ -181,7 +181,13 @@ def quiet_libraries() -> None:
     diffusers imports torchao when it is installed, and torchao's import logs its CUDA extensions failing to
     load on a CPU box and torch's pytree deprecation notes: nothing to act on either."""
     import logging
+    import warnings
 
+    # compiling a library's source without its .pyc (pip --no-compile, a read-only site-packages) warns about
+    # its docstrings' escape sequences (torchao's quant_api; a SyntaxWarning on Python 3.12+, shown by default, a
+    # DeprecationWarning before): the library's to fix, not the user's
+    for category in (SyntaxWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", message=r"invalid escape sequence", category=category)
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     for name in ("torchao", "torch.utils._pytree"):
