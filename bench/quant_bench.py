@@ -209,7 +209,7 @@ def card_24gb(tr, params, preset, handle, batches) -> None:
     before keep torch's default segments, as the GPU section's figures were measured."""
     from hvtui.core.env import cuda_allocator
 
-    label = "int8-torchao, allocator capped at 24 GiB, no offload, expandable segments"
+    label = f"{preset.base_model_precision}, allocator capped at 24 GiB, no offload, expandable segments"
     G.free()   # the earlier rows' segments go back; the segments allocated from here on are expandable
     G.log(cuda_allocator.configure())
     cap_allocator(24)
@@ -250,7 +250,7 @@ def main() -> None:
         if mode == "bf16":
             cache_variant(tr, params, preset, handle, batches, OLD_BF16_CACHE_SHARE,
                           "bf16, attention kept in 40 of 54 blocks (bf16's default until 2026-12-03)")
-        else:
+        elif mode == "int8-torchao":
             card_24gb(tr, params, preset, handle, batches)
         handle.remove()
         del tr, params, handle
