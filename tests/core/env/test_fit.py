@@ -454,3 +454,21 @@ def test_call_2s_out_of_sample_peaks_are_within_10_percent():
                                 card_gib=F.card_named_in(path.read_text().split("\n\n", 1)[0]))
         measured = max(run["nvml_gib"].values())
         assert abs(est.peak_gib - measured) <= 0.10 * measured, (label, est.peak_gib, measured)
+
+
+def test_every_block_keeping_its_attention_is_estimated_within_5_percent():
+    """The 80 GB and i2v presets run again once every block kept its attention output (speed.py's default since
+    2026-12-03; bench/results/*-every-block-cache-presets.json, H200 capped to each preset's card): with the
+    committed calibration, solved before these runs, each whole-run peak is within 5 % of its NVML peak, and each
+    run kept all 54 blocks. Kept out of the calibration's own runs (not *preset-memory*): an out-of-sample check."""
+    import json
+
+    from hvtui.core.env import fit_calibrate
+
+    data = json.loads((ROOT / "bench" / "results" / "2026-12-03-h200-every-block-cache-presets.json").read_text())
+    runs = data["runs"]
+    assert {r["name"] for r in runs} == {"t2v-720p-80gb", "t2v-480p-80gb", "i2v-480p"}
+    for run in runs:
+        assert run["exit_code"] == 0 and run["attention_cache_blocks"] == F.NUM_BLOCKS, run["name"]
+        err = fit_calibrate.peak_error(run)
+        assert abs(err) <= 5, (run["name"], f"{err:+.1f}%")
