@@ -61,7 +61,7 @@ def demo_preset(folder: Path, cache: Path, report_to: str, steps: int) -> Path:
 
 
 def one_run(root: Path, cache: Path, mode: str, steps: int, index: int) -> dict:
-    from hvtui.core.run.runlog import read_events
+    from hvtui.core.run.history import read_events
 
     folder = root / f"{mode}-{index}"
     preset = demo_preset(folder, cache, mode, steps)

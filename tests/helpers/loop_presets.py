@@ -56,7 +56,7 @@ def write_preset(path: Path, data: Path, cache: Path, out: Path, **overrides) ->
 
 
 def read_events(out: Path) -> list:
-    from hvtui.core.run.runlog import read_events as read
+    from hvtui.core.run.history import read_events as read
 
     return read(out / "events.jsonl")
 

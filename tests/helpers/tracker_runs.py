@@ -35,7 +35,7 @@ def run_in_process(preset_path: Path, **options):
     """(exit code, events) of a Session running the real trainer in this process."""
     from hvtui.core.preset.schema import load_preset
     from hvtui.core.run.bus import Bus
-    from hvtui.core.run.runlog import read_events
+    from hvtui.core.run.history import read_events
     from hvtui.core.run.session import RunOptions, Session
 
     preset = load_preset(preset_path)

@@ -135,3 +135,13 @@ def gone_event(pid: int | None) -> list[Event]:
                           "message": f"the run's process (pid {pid}) ended without a final event (killed?); "
                                      "its newest complete checkpoint can be resumed"}),
             Event("state", {"state": "interrupted"})]
+
+
+def read_events(path: Path, max_read: int = MAX_READ) -> list[Event]:
+    """Every event in an events.jsonl written so far (header lines left out; a half-written last line waits)."""
+    follower = RunFollower(path, max_read=max_read)
+    out: list[Event] = []
+    while True:
+        out += [e for e in follower.poll() if isinstance(e, Event)]
+        if follower.caught_up:
+            return out

@@ -125,7 +125,7 @@ def test_none_writes_neither_and_imports_neither(tmp_path):
     run = tmp_path / "out"
     assert (run / "samples" / "step000004-0.mp4").is_file() and (run / "samples" / "step000004-0.png").is_file()
     assert not (run / "tensorboard").exists() and not (run / "wandb").exists()
-    from hvtui.core.run.runlog import read_events
+    from hvtui.core.run.history import read_events
 
     assert not [e for e in read_events(run / "events.jsonl") if e.kind == "tracker"]
     imported = {line.rsplit("|", 1)[1].strip().split(".")[0] for line in err.splitlines()
@@ -143,7 +143,7 @@ def test_unreachable_wandb_is_a_warning_and_the_run_logs_offline(tmp_path):
     proc = _hvtui(["--run", preset], env=env, drop=("WANDB_MODE",))
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-3000:]
-    from hvtui.core.run.runlog import read_events
+    from hvtui.core.run.history import read_events
 
     events = read_events(tmp_path / "out" / "events.jsonl")
     assert [e.get("status") for e in events if e.kind == "tracker"] == ["offline", "finished"]
@@ -170,7 +170,7 @@ def test_ctrl_c_to_the_process_group_stops_saves_and_closes_both_trackers(tmp_pa
     os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-3000:]
-    from hvtui.core.run.runlog import read_events
+    from hvtui.core.run.history import read_events
 
     events = read_events(events_path)
     last = max(R.step_losses(events))
