@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from hvtui.core.formatting import human_bytes
 from hvtui.core.run.eta import format_duration  # noqa: F401  (the TUI's name for it)
 from hvtui.core.run.events import Event
 
@@ -228,11 +229,5 @@ class TrainState:
 
 
 def format_bytes(n: float | None) -> str:
-    if n is None:
-        return "--"
-    n = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit in ("B", "KiB") else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
+    """The core's byte formatter, with "--" for a reading that is not there (NVML not available)."""
+    return "--" if n is None else human_bytes(float(n))

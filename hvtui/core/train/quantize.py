@@ -29,6 +29,8 @@ import time
 from dataclasses import dataclass
 from typing import cast
 
+from hvtui.core.formatting import human_bytes
+
 MODES = ("int8-torchao", "fp8-torchao")
 TORCHAO_MIN = "0.18"          # the torchao whose kernels are built for torch >= 2.11 (pyproject.toml)
 TORCH_MIN = "2.11"
@@ -137,12 +139,9 @@ class QuantizeReport:
         compute = (f"; {self.fp8_compute} video-stream linears run their matmuls in FP8"
                    if self.fp8_compute else "")
         return (f"quantized {self.linears} linear layers of {self.blocks} transformer blocks to {self.mode} on "
-                f"{self.device} in {self.seconds:.1f}s: {_size(self.bytes_before)} -> {_size(self.bytes_after)}"
+                f"{self.device} in {self.seconds:.1f}s: {human_bytes(self.bytes_before)} -> "
+                f"{human_bytes(self.bytes_after)}"
                 f"{compute}")
-
-
-def _size(n: int) -> str:
-    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.2f} MiB"
 
 
 def tensor_bytes(t) -> int:
