@@ -44,7 +44,7 @@ ACC_GRAPHS: dict = {}  # (S, otype) -> CudnnFp8Attention reused by both accuracy
 OUT_FILE = None
 
 FP8_MAX = 448.0  # largest finite float8_e4m3fn
-DO_SCALE = 1e-3  # dO ~ N(0,1) * this (--do-scale): per-tensor scaling should make the errors independent of it
+DO_SCALE = 1e-3  # dO ~ N(0,1) * this (--do-scale): on the H200 dQ/dK underflowed to zero at 1e-3, 7 % off at 1
 
 
 def log(msg: str) -> None:
@@ -582,7 +582,8 @@ def main() -> int:
 
     # ---- case 2: cuDNN frontend FP8 fwd+bwd --------------------------------------------
     # Quantization overhead per step: q,k,v amax+cast before the forward, dO before the
-    # backward (O/dQ/dK/dV come out in bf16/fp16 so nothing is dequantized afterwards).
+    # backward. Where only FP8 outputs build (sm90, cuDNN 9.19), O/dQ/dK/dV would also need converting to
+    # bf16 afterwards: not timed here.
     def quant_case():
         t_qkv = bench(torch, lambda: [quantize_fp8(torch, x) for x in (q, k, v)], args.warmup, args.iters)
         t_do = bench(torch, lambda: quantize_fp8(torch, dO), args.warmup, args.iters)
@@ -753,7 +754,7 @@ def torch_quantized_case(torch, args, q, k, v, attn_scale, F_fwd, ref_ms):
 def accuracy(torch, cudnn, handle, args, label, qk_scale, otypes, built, attn_scale, dev, dp_mults):
     """Rel. errors of O, dQ, dK, dV at --acc-seq vs an fp32 reference and vs bf16 cuDNN.
 
-    Inputs are bf16 N(0,1) (q,k times `qk_scale` to sharpen the softmax), dO ~ N(0,1)*1e-3.
+    Inputs are bf16 N(0,1) (q,k times `qk_scale` to sharpen the softmax), dO ~ N(0,1) * --do-scale.
     fp32 reference: torch MATH SDPA on the bf16 inputs upcast to fp32 (TF32 off)."""
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel

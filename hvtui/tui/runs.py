@@ -177,7 +177,7 @@ class LaunchedRun(AttachedRun):
         # moves), so each start opens with a line saying which run follows
         header = f"{self.LOG_HEADER}{time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(self.command()[1:])}\n"
         with open(self.log_path, "ab") as log:
-            log.write(header.encode())
+            log.write(header.encode(errors="surrogateescape"))   # a path's undecodable bytes as they are
             log.flush()
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                          start_new_session=True)

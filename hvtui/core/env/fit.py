@@ -5,10 +5,10 @@ A run goes through steps, each with its own resident set on the GPU (train/loop.
                       pipeline pads every prompt to the same length, so it does not depend on the caption)
   caching:vae         the text encoders are freed; VAE [+ SigLIP] resident; working set: one clip's encode
                       (spatially tiled: per frame)
-  training            transformer weights (all, or with offload the non-block weights and two block slots), the
-                      VAE when validation is on, LoRA params + grads + optimizer state; working set: the bf16
-                      input of every block (gradient checkpointing), the attention outputs speed.py keeps for 40
-                      of the 54 blocks (batch 1, no offload), one block's recompute + backward per token
+  training            transformer weights (all, or with offload the non-block weights and two block slots),
+                      LoRA params + grads + optimizer state (the VAE waits in host memory); working set: the bf16
+                      input of every block (gradient checkpointing), the attention outputs speed.py keeps (every
+                      block the card has room for; batch 1, no offload), one block's recompute + backward per token
   validation:denoise  the same resident set without gradients; working set: one no-grad block forward per token
                       (cond and uncond run one after the other at batch 1); the validator gives the allocator's
                       cache back first (train/samples.py)
@@ -71,8 +71,8 @@ SDPA_BIAS_BYTES = 2                             # a bool mask reaching SDPA beco
 # speed.py's attention cache: the bf16 attention output (tokens x 2048) and fp32 log-sum-exp (16 heads) of a share
 # of the blocks, kept from forward to the checkpoint recompute. Batch 1 without offload, bf16/fp16, flash or cuDNN.
 # The share of blocks (speed.py reads it): every block where the card has room. Keeping all 54 rather than 40 made
-# the 480p step 4.8 % faster on the H200 for 1.4 GiB more (BENCHMARKS.md, "Quantized base weights": 3.186 -> 3.032
-# s in one call). On any card the run caps it: after the first step of a shape it fills the card up to
+# the 480p step 4.6-4.8 % faster on the H200 for 1.3 GiB more (BENCHMARKS.md, "Quantized base weights": 3.122 ->
+# 2.978 s in one call). On any card the run caps it: after the first step of a shape it fills the card up to
 # ATTENTION_CACHE_HEADROOM of its memory as NVML counts it, and estimate_memory(card_gib=...) does the same.
 ATTENTION_CACHE_SHARE = 1.0
 ATTENTION_CACHE_HEADROOM = 0.92

@@ -187,7 +187,8 @@ def quiet_libraries() -> None:
     # its docstrings' escape sequences (torchao's quant_api; a SyntaxWarning on Python 3.12+, shown by default, a
     # DeprecationWarning before): the library's to fix, not the user's
     for category in (SyntaxWarning, DeprecationWarning):
-        warnings.filterwarnings("ignore", message=r"invalid escape sequence", category=category)
+        # Python 3.14 words it '"\." is an invalid escape sequence'; before, "invalid escape sequence '\.'"
+        warnings.filterwarnings("ignore", message=r".*invalid escape sequence", category=category)
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     for name in ("torchao", "torch.utils._pytree"):
