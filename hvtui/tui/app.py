@@ -174,9 +174,10 @@ class HvtuiApp(RunControl):
             self.query_one("#field-table").focus()
 
     def _start_telemetry(self) -> None:
-        telemetry = self.services.telemetry     # (not None: on_mount checked)
+        telemetry = self.services.telemetry
+        assert telemetry is not None    # on_mount starts this worker only when there is one
         try:
-            sampler = None if telemetry is None else telemetry(self.monitor_bus)
+            sampler = telemetry(self.monitor_bus)
             if sampler is None:
                 self.telemetry_available = False
                 return

@@ -175,11 +175,12 @@ class LaunchedRun(AttachedRun):
         self.follower.skip_to_end()   # follow only what this run writes (a resumed run appends to the same file)
         # The log stays where it is when --fresh moves the earlier run aside (the child writes to it while it
         # moves), so each start opens with a line saying which run follows
-        header = f"{self.LOG_HEADER}{time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(self.command()[1:])}\n"
+        command = self.command()
+        header = f"{self.LOG_HEADER}{time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(command[1:])}\n"
         with open(self.log_path, "ab") as log:
             log.write(header.encode(errors="surrogateescape"))   # a path's undecodable bytes as they are
             log.flush()
-            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                          start_new_session=True)
 
     def poll(self) -> list[Event]:
