@@ -68,6 +68,9 @@ def accumulator(run_dir: Path):
 
 
 def wandb_run_file(out: Path) -> Path:
+    """The one offline run file under out/wandb, once W&B's service has written all of it (see wait_written)."""
+    from tests.helpers.wandb_records import wait_written
+
     files = glob.glob(str(out / "wandb" / "offline-run-*" / "run-*.wandb"))
     assert len(files) == 1, f"expected one offline W&B run in {out / 'wandb'}, found {files}"
-    return Path(files[0])
+    return wait_written(Path(files[0]))

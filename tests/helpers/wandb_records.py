@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 import zlib
 from pathlib import Path
 
@@ -39,6 +40,23 @@ def records(path: Path) -> list:
             r.ParseFromString(buf)
             out.append(r)
     return out
+
+
+def wait_written(path: Path, timeout: float = 60.0) -> Path:
+    """`path` once its exit record is on disk. run.finish() returns when it has told W&B's service (a separate
+    process) that the run is done; the service writes the file's last blocks a few ms later (measured: the
+    suite read a file 13 ms too early and found no history rows). Records are appended in order, so a file that
+    holds the exit record holds everything logged before it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if any(r.WhichOneof("record_type") == "exit" for r in records(path)):
+                return path
+        except AssertionError:   # a record still being written: its checksum does not match yet
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path}: W&B's service did not finish writing it within {timeout:.0f} s")
+        time.sleep(0.05)
 
 
 def history(path: Path) -> list[dict]:

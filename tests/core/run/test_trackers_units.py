@@ -104,12 +104,16 @@ def test_publishing_never_waits_for_a_tracker_that_is_still_connecting(tmp_path,
     monkeypatch.setenv("WANDB_API_KEY", "a" * 40)
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("WANDB_INIT_TIMEOUT", "4")
+    import wandb
+
+    wandb.teardown()   # wandb keeps settings per process: an earlier test's WANDB_MODE=offline would skip the server
     sink, bus, seen = _started(tmp_path, "wandb", 20)
     assert not [e for e in seen if e.kind == "tracker"]       # still connecting: init cannot fail before 4 s
     assert sink._q.qsize() >= 20                              # ... and the steps wait for it, not the publisher
     bus.publish(Event("finished", {"status": "completed", "exit_code": 0}))
     assert sink.close(120)
     assert [e.get("status") for e in seen if e.kind == "tracker"] == ["offline", "finished"]
+    assert next(e.get("message") for e in seen if e.kind == "tracker").startswith("W&B unreachable (")
     assert _logged_steps(tmp_path) == list(range(1, 21))
 
 
