@@ -117,6 +117,21 @@ def test_dataset_pane_with_the_real_scanner_on_the_demo_clips(tmp_path):
     asyncio.run(go())
 
 
+def test_the_preset_list_shows_long_names_whole(tmp_path):
+    """The shipped t2v-480p-24gb-int8 was cut to 't2v-480p-24gb-int' by a fixed 22-cell list."""
+    long = "t2v-480p-24gb-int8-long"
+
+    async def go(width: int) -> str:
+        app = make_app(tmp_path / str(width), presets=write_presets(tmp_path / str(width), ("a", long)))
+        async with app.run_test(size=(width, 24)) as pilot:
+            assert await wait_for(pilot, lambda: app.query_one(ConfigPane).preset is not None)
+            await pilot.pause(0.1)
+            return screen_text(app)
+
+    assert f"2. {long}" in asyncio.run(go(120))
+    assert f"2. {long}" not in (narrow := asyncio.run(go(80))) and "field" in narrow  # 30 % at most: the form first
+
+
 def test_environment_pane_shows_checks_components_and_fit(tmp_path):
     async def go():
         app = make_app(tmp_path)

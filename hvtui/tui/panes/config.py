@@ -35,11 +35,15 @@ class PresetList(ListView):
             super().__init__()
             self.index = index
 
+    MIN_WIDTH = 22   # cells; the border and the scrollbar take 4 of them (the CSS caps it at 30 % of the screen)
+
     def set_presets(self, names: list[str], active: int) -> None:
         self.clear()
-        for i, name in enumerate(names):
-            label = f"{i + 1}. {name}" if i < 9 else f"   {name}"
+        labels = [f"{i + 1}. {name}" if i < 9 else f"   {name}" for i, name in enumerate(names)]
+        for label in labels:
             self.append(ListItem(Label(label, markup=False)))
+        # as wide as the longest name (t2v-480p-24gb-int8 was cut at 22 cells)
+        self.styles.width = max([len(label) + 4 for label in labels] + [self.MIN_WIDTH])
         self.index = active
 
     @on(ListView.Selected)
@@ -92,7 +96,7 @@ class FieldTable(DataTable):
 class ConfigPane(Horizontal, PresetFileActions):
     BINDINGS = keymap.bindings(keymap.CONFIG_KEYS) + [Binding("escape", "cancel_edit", "Cancel edit", show=False)]
     DEFAULT_CSS = """
-    ConfigPane #preset-list { width: 22; height: 1fr; border: round $panel-lighten-2; }
+    ConfigPane #preset-list { width: 22; max-width: 30%; height: 1fr; border: round $panel-lighten-2; }
     ConfigPane #config-main { width: 1fr; }
     ConfigPane #config-head { height: 1; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }
     ConfigPane #config-problems-scroll { height: auto; max-height: 6; }
